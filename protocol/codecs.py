@@ -1,0 +1,295 @@
+"""The codec registry: how objects become payload bytes, and which payloads a receiver accepts.
+
+A codec is identified on the wire by one byte (the frame header's codec id) and on the
+command line by its name. Ids 0-63 belong to this project, 64-255 to plug-ins, which
+register with :func:`register` or through the ``ayudantia.codecs`` entry-point group.
+
+Decoding is where a peer attacks, so it is wrapped: any failure becomes a
+:class:`DecodeError` naming the codec, and a receiver refuses codecs outside its accept-list
+*before* it decodes (kombu's ``accept=`` idea). Pickle is never accepted by default.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import msgpack
+
+from protocol.errors import CodecClash, ContentDisallowed, DecodeError, EncodeError, UnknownCodec
+from protocol.safepickle import restricted_loads
+
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+ENTRY_POINT_GROUP = "ayudantia.codecs"
+PLUGIN_IDS = range(64, 256)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One serialization format. ``safe`` is False where decoding a peer's bytes can run code."""
+
+    name: str
+    id: int
+    content_type: str
+    safe: bool
+    encoder: Callable[[Any], bytes] = field(repr=False)
+    # decoder(data, max_message) -> obj; max_message lets a codec bound its own allocations.
+    decoder: Callable[[bytes | bytearray | memoryview, int], Any] = field(repr=False)
+    description: str = ""
+
+    def encode(self, obj: Any) -> bytes:
+        try:
+            return self.encoder(obj)
+        except EncodeError:
+            raise
+        except Exception as exc:  # the codec library's own exception types vary
+            raise EncodeError(self.name, f"{type(exc).__name__}: {exc}") from exc
+
+    def decode(
+        self, data: bytes | bytearray | memoryview, *, max_message: int = DEFAULT_MAX_MESSAGE
+    ) -> Any:
+        try:
+            return self.decoder(data, max_message)
+        except DecodeError:
+            raise
+        except RecursionError as exc:
+            raise DecodeError(self.name, "nested too deeply") from exc
+        except MemoryError as exc:
+            raise DecodeError(self.name, "payload would not fit in memory") from exc
+        except Exception as exc:  # json, msgpack and pickle each raise their own zoo
+            raise DecodeError(self.name, f"{type(exc).__name__}: {exc}") from exc
+
+
+# --- built-in codecs ----------------------------------------------------------------------
+
+
+def _raw_encode(obj: Any) -> bytes:
+    if isinstance(obj, bytes):
+        return obj
+    if isinstance(obj, bytearray | memoryview):
+        return bytes(obj)
+    raise EncodeError("raw", f"raw carries bytes only, not {type(obj).__name__}")
+
+
+def _raw_decode(data: bytes | bytearray | memoryview, _max: int) -> bytes:
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def _json_encode(obj: Any) -> bytes:
+    # ensure_ascii=False: the book is Spanish; \u escapes would grow it by ~8%.
+    # allow_nan=False: NaN and Infinity are not JSON, and other languages' parsers refuse them.
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+        "utf-8"
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_decode(data: bytes | bytearray | memoryview, _max: int) -> Any:
+    # Decode UTF-8 ourselves: json.loads(bytes) would also guess UTF-16/32.
+    text = str(data, "utf-8") if not isinstance(data, str) else data
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _pickle_encode(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pickle_decode(data: bytes | bytearray | memoryview, _max: int) -> Any:
+    return restricted_loads(data)
+
+
+def _msgpack_encode(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True, datetime=False)
+
+
+def _msgpack_decode(data: bytes | bytearray | memoryview, max_message: int) -> Any:
+    # Explicit limits: a 5-byte header may declare a 4-billion-element array; msgpack
+    # would try to allocate it. No container can hold more items than the message has bytes.
+    limit = min(max_message, len(data))
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        strict_map_key=True,
+        use_list=True,
+        max_str_len=limit,
+        max_bin_len=limit,
+        max_array_len=limit,
+        max_map_len=limit // 2,
+        max_ext_len=limit,
+    )
+
+
+BUILTINS: tuple[Codec, ...] = (
+    Codec(
+        "raw",
+        0,
+        "application/octet-stream",
+        True,
+        _raw_encode,
+        _raw_decode,
+        "bytes as they are, no codec",
+    ),
+    Codec(
+        "json",
+        1,
+        "application/json",
+        True,
+        _json_encode,
+        _json_decode,
+        "UTF-8 JSON, readable by any language",
+    ),
+    Codec(
+        "pickle",
+        2,
+        "application/python-pickle",
+        False,
+        _pickle_encode,
+        _pickle_decode,
+        "Python only; decoding a peer's pickle can run its code",
+    ),
+    Codec(
+        "msgpack",
+        3,
+        "application/msgpack",
+        True,
+        _msgpack_encode,
+        _msgpack_decode,
+        "compact binary, readable by any language",
+    ),
+)
+
+DEFAULT_ACCEPT = frozenset({"raw", "json", "msgpack"})
+
+
+# --- the registry -------------------------------------------------------------------------
+
+
+class Registry:
+    """Codecs by name and by wire id. Plug-ins from entry points load on first lookup."""
+
+    def __init__(self, codecs: Iterable[Codec] = BUILTINS, *, load_plugins: bool = True) -> None:
+        self._by_name: dict[str, Codec] = {}
+        self._by_id: dict[int, Codec] = {}
+        self._lock = threading.Lock()
+        self._plugins_loaded = not load_plugins
+        for codec in codecs:
+            self._add(codec, builtin=True)
+
+    def _add(self, codec: Codec, *, builtin: bool) -> None:
+        if not 0 <= codec.id <= 255:
+            raise CodecClash(f"codec id {codec.id} does not fit in one byte")
+        if not builtin and codec.id not in PLUGIN_IDS:
+            raise CodecClash(
+                f"plug-in codec {codec.name!r}: ids 64-255 are for plug-ins, not {codec.id}"
+            )
+        if codec.name in self._by_name:
+            raise CodecClash(f"codec name {codec.name!r} is already registered")
+        if codec.id in self._by_id:
+            raise CodecClash(
+                f"codec id {codec.id} is already taken by {self._by_id[codec.id].name!r}"
+            )
+        self._by_name[codec.name] = codec
+        self._by_id[codec.id] = codec
+
+    def register(self, codec: Codec) -> Codec:
+        """Add a third-party codec (ids 64-255). A clashing name or id raises CodecClash."""
+        self._load_plugins()
+        with self._lock:
+            self._add(codec, builtin=False)
+        return codec
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        with self._lock:
+            if self._plugins_loaded:
+                return
+            self._plugins_loaded = True
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                obj = ep.load()
+                codec = obj() if callable(obj) and not isinstance(obj, Codec) else obj
+                if not isinstance(codec, Codec):
+                    raise CodecClash(
+                        f"entry point {ep.name!r} gave {type(codec).__name__}, not a Codec"
+                    )
+                self._add(codec, builtin=False)
+
+    def get(self, key: str | int) -> Codec:
+        """The codec by name or wire id; UnknownCodec (listing what exists) otherwise."""
+        self._load_plugins()
+        codec = self._by_id.get(key) if isinstance(key, int) else self._by_name.get(key)
+        if codec is None:
+            raise UnknownCodec(key, self.available())
+        return codec
+
+    def available(self) -> list[str]:
+        """Registered names in wire-id order: what ``--codec`` offers."""
+        self._load_plugins()
+        return [c.name for c in sorted(self._by_id.values(), key=lambda c: c.id)]
+
+    def accept_checker(self, accept: Iterable[str]) -> Callable[[int], Codec]:
+        """A function id -> Codec that raises before any payload byte is decoded.
+
+        The framing layer calls it as soon as a frame header is in, so a refused message
+        costs ten bytes, not its payload.
+        """
+        accepted = frozenset(accept)
+        for name in accepted:
+            self.get(name)  # fail early on a typo in the accept-list
+
+        def check(codec_id: int) -> Codec:
+            codec = self.get(codec_id)
+            if codec.name not in accepted:
+                raise ContentDisallowed(codec.name, accepted)
+            return codec
+
+        return check
+
+
+REGISTRY = Registry()
+
+
+def get(key: str | int) -> Codec:
+    return REGISTRY.get(key)
+
+
+def register(codec: Codec) -> Codec:
+    return REGISTRY.register(codec)
+
+
+def available() -> list[str]:
+    return REGISTRY.available()
+
+
+_warned_unsafe: set[str] = set()
+
+
+def accept_for(
+    codec_name: str, base: Iterable[str] = DEFAULT_ACCEPT, *, warn: bool = True
+) -> frozenset[str]:
+    """The accept-list for a process configured with ``--codec codec_name``.
+
+    Choosing an unsafe codec is the opt-in: it joins the accept-list, and the process says
+    once, on stderr, what that means.
+    """
+    codec = get(codec_name)
+    accepted = frozenset(base) | {codec.name}
+    if not codec.safe and warn and codec.name not in _warned_unsafe:
+        _warned_unsafe.add(codec.name)
+        print(
+            f"WARNING: --codec {codec.name} accepts {codec.name} from peers: "
+            "a peer can now run code on this machine. Decoding is restricted to an allow-list "
+            "of plain data types, but between parties that do not trust each other use json "
+            "or msgpack.",
+            file=sys.stderr,
+        )
+    return accepted

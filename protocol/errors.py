@@ -1,0 +1,125 @@
+"""Every error the protocol layer raises, in one place.
+
+Callers catch families, not library exceptions: ``ProtocolError`` means the byte stream
+broke the wire format and the connection is dead; ``CodecError`` means a payload (or a
+codec name) is unusable; ``TransportError`` means the socket itself gave up. Nothing from
+json, msgpack or pickle ever escapes these wrappers, so a server can tell a hostile peer
+from a bug in its own code.
+"""
+
+from __future__ import annotations
+
+
+class AyudantiaError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+# --- codecs ---------------------------------------------------------------------------
+
+
+class CodecError(AyudantiaError):
+    """A payload or a codec choice is unusable."""
+
+
+class UnknownCodec(CodecError, LookupError):
+    """No codec is registered under that name or wire id."""
+
+    def __init__(self, key: str | int, known: list[str]) -> None:
+        self.key = key
+        self.known = known
+        what = f"id {key}" if isinstance(key, int) else repr(key)
+        super().__init__(f"unknown codec {what}; available: {', '.join(known)}")
+
+
+class CodecClash(CodecError, ValueError):
+    """Registering a codec whose name or id is taken, or outside the allowed id range."""
+
+
+class EncodeError(CodecError, ValueError):
+    """The object cannot be represented in the chosen codec."""
+
+    def __init__(self, codec: str, reason: str) -> None:
+        self.codec = codec
+        super().__init__(f"{codec}: cannot encode: {reason}")
+
+
+class DecodeError(CodecError, ValueError):
+    """A payload is malformed for its codec (the peer sent garbage or lied)."""
+
+    def __init__(self, codec: str, reason: str) -> None:
+        self.codec = codec
+        super().__init__(f"{codec}: malformed payload: {reason}")
+
+
+class ContentDisallowed(CodecError):
+    """A frame arrived in a codec this receiver does not accept; its payload was not decoded."""
+
+    def __init__(self, codec: str, accepted: frozenset[str] | set[str]) -> None:
+        self.codec = codec
+        self.accepted = frozenset(accepted)
+        super().__init__(
+            f"refusing {codec!r} content (accepted: {', '.join(sorted(accepted))}); "
+            + (
+                "decoding pickle from a peer lets it run code on this machine"
+                if codec == "pickle"
+                else ""
+            )
+        )
+
+
+# --- framing --------------------------------------------------------------------------
+
+
+class ProtocolError(AyudantiaError):
+    """The byte stream violates the wire format. Sticky: the connection is dead after one."""
+
+
+class BadHeader(ProtocolError):
+    """A frame header field holds a value the format forbids."""
+
+
+class BadMagic(BadHeader):
+    """The first two bytes of a frame are not ``b"AY"``: not our protocol, or out of sync."""
+
+
+class UnsupportedVersion(BadHeader):
+    """The frame declares a protocol version this code does not speak."""
+
+
+class BadFlags(BadHeader):
+    """A reserved flag bit or the reserved byte is set."""
+
+
+class MessageTooLarge(ProtocolError):
+    """A frame, or the running total of a chunked message, exceeds ``max_message``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"message of {size} bytes exceeds max_message={limit}")
+
+
+FrameTooLarge = MessageTooLarge
+
+
+class CodecChanged(ProtocolError):
+    """A continuation frame names a different codec than the message's first frame."""
+
+
+class Truncated(ProtocolError):
+    """The stream ended inside a frame or between the frames of one message."""
+
+
+# --- transport ------------------------------------------------------------------------
+
+
+class TransportError(AyudantiaError):
+    """The socket under a connection failed."""
+
+
+class ConnectionClosed(TransportError, ConnectionError):
+    """The peer closed the connection cleanly between messages (or we closed it)."""
+
+
+class Timeout(TransportError, TimeoutError):
+    """A socket operation did not complete within the configured timeout."""
