@@ -1,0 +1,35 @@
+"""``ayudantia eco``: the echo server the notebook's first clients talk to."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ayudantia.config import Option, wire_options
+from roles.base import WireSettings
+from roles.eco import Eco
+
+NAME = "eco"
+HELP = "echo server: answers every message with itself, same codec and chunking"
+
+
+def options() -> list[Option]:
+    return [
+        *wire_options(port=12345),
+        Option("max_clients", 128, "clients served at once", int, "N"),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    wire = WireSettings.for_codec(
+        settings["codec"], chunk_size=settings["chunk_size"], max_message=settings["max_message"]
+    )
+    server = Eco(settings["host"], settings["port"], wire=wire, max_clients=settings["max_clients"])
+    host, port = server.start()
+    accepts = ", ".join(sorted(wire.accept))
+    print(f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts})", flush=True)
+    return server.serve_until_signal()

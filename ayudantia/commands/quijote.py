@@ -1,0 +1,163 @@
+"""``ayudantia quijote``: the whole book to an eco server and back, verified and timed."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ayudantia.config import Option, parse_hostport, wire_options
+from ayudantia.quijote import book_message, book_path, sha256_file
+from protocol.transport import Connection
+from roles.base import WireSettings
+from roles.eco import Eco
+
+NAME = "quijote"
+HELP = "send Don Quijote to an eco server and back; check it and print codec, bytes, frames, MB/s"
+STREAM_DEFAULT_CHUNK = 64 * 1024
+
+
+def options() -> list[Option]:
+    return [
+        Option(
+            "to",
+            None,
+            "eco server HOST:PORT (default: start one in-process)",
+            parse_hostport,
+            "HOST:PORT",
+        ),
+        *wire_options(),
+        Option(
+            "file",
+            None,
+            "the book (default: $AYUDANTIA_QUIJOTE, else a cached download)",
+            str,
+            "PATH",
+            True,
+        ),
+        Option("repeat", 1, "round trips to make; the best is reported", int, "N"),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="send the book as raw bytes, chunk by chunk, and check its sha256",
+    )
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    codec: str
+    chunk_size: int
+    wire_bytes: int  # one way
+    frames: int  # one way
+    seconds: float  # best round trip
+    verified: bool
+    detail: str
+
+    @property
+    def mb_per_s(self) -> float:
+        """Megabytes (10^6) moved per second, counting both directions of the round trip."""
+        return 2 * self.wire_bytes / self.seconds / 1e6 if self.seconds else 0.0
+
+    def report(self) -> str:
+        chunk = f"{self.chunk_size:,} B" if self.chunk_size else "unchunked"
+        return "\n".join(
+            [
+                f"codec        {self.codec}",
+                f"chunk size   {chunk}",
+                f"wire bytes   {self.wire_bytes:,} each way",
+                f"frames       {self.frames:,} each way",
+                f"seconds      {self.seconds:.6f} (round trip)",
+                f"MB/s         {self.mb_per_s:,.1f} (both directions)",
+                f"verified     {'yes' if self.verified else 'NO'}: {self.detail}",
+            ]
+        )
+
+
+@contextlib.contextmanager
+def eco_target(to: tuple[str, int] | None, wire: WireSettings) -> Iterator[tuple[str, int]]:
+    """The eco server to talk to: the one given, or one started here on a free port."""
+    if to is not None:
+        yield to
+        return
+    with Eco("127.0.0.1", 0, wire=wire) as server:
+        yield server.address
+
+
+def round_trip_message(conn: Connection, text: str, repeat: int) -> RoundTrip:
+    best = float("inf")
+    verified = True
+    sent = None
+    for _ in range(max(repeat, 1)):
+        message = book_message(text)
+        start = time.perf_counter()
+        sent = conn.send(message)
+        back = conn.recv()
+        best = min(best, time.perf_counter() - start)
+        verified = verified and back == message
+    assert sent is not None
+    detail = f"echo equals the {len(text):,}-character message" if verified else "echo differs"
+    return RoundTrip(
+        conn.codec.name, conn.chunk_size, sent.wire_bytes, sent.frames, best, verified, detail
+    )
+
+
+def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
+    expected = sha256_file(path)
+    chunk = conn.chunk_size or STREAM_DEFAULT_CHUNK
+    best = float("inf")
+    verified = True
+    frames = wire = 0
+    for _ in range(max(repeat, 1)):
+        digest = hashlib.sha256()
+        start = time.perf_counter()
+        with path.open("rb") as fh:
+            # The eco echoes frame by frame, so we must read while we write or both sides'
+            # socket buffers fill and deadlock. A helper thread sends; this one receives.
+            result: dict[str, Any] = {}
+
+            def send(fh=fh, result=result) -> None:
+                try:
+                    result["sent"] = conn.send_stream(fh, chunk_size=chunk)
+                except BaseException as exc:  # surfaced below
+                    result["error"] = exc
+
+            sender = threading.Thread(target=send, name="quijote-sender", daemon=True)
+            sender.start()
+            for block in conn.recv_stream():
+                digest.update(block)
+            sender.join()
+        if "error" in result:
+            raise result["error"]
+        best = min(best, time.perf_counter() - start)
+        frames, wire = result["sent"].frames, result["sent"].wire_bytes
+        verified = verified and digest.hexdigest() == expected
+    detail = f"sha256 {expected[:16]}… {'matches' if verified else 'DIFFERS'}"
+    return RoundTrip("raw", chunk, wire, frames, best, verified, detail)
+
+
+def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    path = book_path(settings["file"])
+    wire = WireSettings.for_codec(
+        settings["codec"], chunk_size=settings["chunk_size"], max_message=settings["max_message"]
+    )
+    with (
+        eco_target(settings["to"], wire) as (host, port),
+        contextlib.closing(wire.connect(host, port)) as conn,
+    ):
+        if args.stream:
+            result = round_trip_stream(conn, path, settings["repeat"])
+        else:
+            text = path.read_text(encoding="utf-8-sig")
+            result = round_trip_message(conn, text, settings["repeat"])
+    print(result.report(), flush=True)
+    return 0 if result.verified else 1
