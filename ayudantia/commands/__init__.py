@@ -1,4 +1,4 @@
-"""Subcommands. Each module has NAME, HELP, options(), add_arguments(parser), main(settings, args)."""
+"""Subcommands: each module has NAME, HELP, options(), add_arguments() and main()."""
 
 from ayudantia.commands import eco, quijote, run
 
