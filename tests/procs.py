@@ -1,0 +1,74 @@
+"""Real role processes for end-to-end tests: started, waited for, and always reaped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+LISTENING = re.compile(r"listening on ([\w.:\[\]-]+):(\d+)")
+
+
+@dataclass
+class RoleProcess:
+    proc: subprocess.Popen[str]
+    host: str
+    port: int
+    output: list[str] = field(default_factory=list)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+def ayudantia_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ayudantia", *args]
+
+
+@contextlib.contextmanager
+def running(*args: str, ready_timeout: float = 20.0, env: dict[str, str] | None = None) -> Iterator[RoleProcess]:
+    """Start ``ayudantia ARGS`` and wait for its "listening on HOST:PORT" line; kill it on exit."""
+    proc = subprocess.Popen(
+        ayudantia_cmd(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[str] = []
+    found = threading.Event()
+    address: list[tuple[str, int]] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = LISTENING.search(line)
+            if m and not found.is_set():
+                address.append((m.group(1), int(m.group(2))))
+                found.set()
+        found.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        if not found.wait(ready_timeout) or not address:
+            raise RuntimeError(f"{args[0]} did not start listening:\n{''.join(lines)}")
+        yield RoleProcess(proc, address[0][0], address[0][1], lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        reader.join(5)
