@@ -38,7 +38,9 @@ def ayudantia_cmd(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(*args: str, ready_timeout: float = 20.0, env: dict[str, str] | None = None) -> Iterator[RoleProcess]:
+def running(
+    *args: str, ready_timeout: float = 20.0, env: dict[str, str] | None = None
+) -> Iterator[RoleProcess]:
     """Start ``ayudantia ARGS`` and wait for its "listening on HOST:PORT" line; kill it on exit."""
     proc = subprocess.Popen(
         ayudantia_cmd(*args),

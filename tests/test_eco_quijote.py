@@ -45,7 +45,10 @@ def eco() -> Iterator[Eco]:
 
 def quijote(*args: str, book: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ayudantia_cmd("quijote", "--file", str(book), *args), capture_output=True, text=True, timeout=120
+        ayudantia_cmd("quijote", "--file", str(book), *args),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -75,7 +78,9 @@ def test_quijote_stream_checks_sha256(chunk: str, book: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "matches" in field(done.stdout, "verified")
     size = 1024 if chunk == "1K" else 65536
-    assert int(field(done.stdout, "frames").replace(",", "").split()[0]) == -(-book.stat().st_size // size)
+    assert int(field(done.stdout, "frames").replace(",", "").split()[0]) == -(
+        -book.stat().st_size // size
+    )
 
 
 def test_quijote_to_an_eco_process(book: Path) -> None:
@@ -84,13 +89,17 @@ def test_quijote_to_an_eco_process(book: Path) -> None:
         assert done.returncode == 0, done.stderr + "".join(eco_proc.output)
         assert field(done.stdout, "verified").startswith("yes")
         # the eco refuses pickle: it did not opt in, and it says so by closing
-        refused = quijote("--to", f"{eco_proc.host}:{eco_proc.port}", "--codec", "pickle", book=book)
+        refused = quijote(
+            "--to", f"{eco_proc.host}:{eco_proc.port}", "--codec", "pickle", book=book
+        )
         assert refused.returncode != 0
         assert eco_proc.proc.poll() is None, "the eco keeps serving"
 
 
 def test_unknown_codec_is_a_usage_error_listing_choices() -> None:
-    done = subprocess.run(ayudantia_cmd("eco", "--codec", "yaml"), capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ayudantia_cmd("eco", "--codec", "yaml"), capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 2
     for name in ("raw", "json", "pickle", "msgpack"):
         assert name in done.stderr
@@ -103,7 +112,9 @@ def test_eco_answers_same_codec_and_chunking(eco: Eco) -> None:
             back = conn.recv_message()
             assert back.obj == MESSAGE
             assert back.codec.name == codec
-            assert back.chunk_size == (chunk if chunk and chunk < len(conn.codec.encode(MESSAGE)) else 0)
+            assert back.chunk_size == (
+                chunk if chunk and chunk < len(conn.codec.encode(MESSAGE)) else 0
+            )
 
 
 def test_eco_echoes_a_raw_stream_frame_by_frame(eco: Eco) -> None:

@@ -1,0 +1,44 @@
+"""Shared fixtures: the notebook's message and, when available, the whole book."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK_MESSAGE = {
+    "titulo": "Don Quijote de la mancha",
+    "año": 1605,
+    "Texto": "En un lugar de la Mancha, de cuyo nombre no quiero acordarme...",
+}
+
+
+@pytest.fixture
+def notebook_message() -> dict:
+    """The message the class notebook sends (a fresh copy per test)."""
+    return dict(NOTEBOOK_MESSAGE)
+
+
+@pytest.fixture(scope="session")
+def quijote_text() -> str:
+    """The whole Quijote, from the file named by AYUDANTIA_QUIJOTE."""
+    path = os.environ.get("AYUDANTIA_QUIJOTE")
+    if not path:
+        pytest.skip("AYUDANTIA_QUIJOTE is not set: no path to the full Quijote text")
+    return Path(path).read_text(encoding="utf-8")
+
+
+# --- the class's roles (tests/test_roles_*.py, test_profesor.py, test_run.py) ----------------
+
+
+@pytest.fixture
+def procs(tmp_path: Path):
+    """Starts ``ayudantia`` role processes; every one is stopped (then killed) at teardown."""
+    from roles_helpers import Procs
+
+    manager = Procs(tmp_path)
+    try:
+        yield manager
+    finally:
+        manager.close()
