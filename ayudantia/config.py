@@ -51,6 +51,20 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def parse_seconds(text: str | float) -> float | None:
+    """Seconds as a float; 0 means no limit (None)."""
+    value = float(text)
+    if value < 0 or value != value:
+        raise ValueError(f"seconds must be >= 0, not {text!r}")
+    return value or None
+
+
+def parse_key(text: str) -> str:
+    if not text:
+        raise ValueError("the HMAC key must not be empty")
+    return text
+
+
 def codec_name(text: str) -> str:
     names = codecs.available()
     if text not in names:
@@ -101,6 +115,35 @@ def wire_options(port: int | None = None) -> list[Option]:
             "largest message accepted, e.g. 64M",
             parse_size,
             "B",
+        ),
+        Option(
+            "key",
+            None,
+            "shared HMAC-SHA256 key: sign every frame and refuse unsigned or tampered ones "
+            "(prefer the environment variable: a flag shows in ps)",
+            parse_key,
+            "SECRET",
+        ),
+        Option(
+            "read_timeout",
+            10.0,
+            "seconds to wait for each read inside a message (0 = no limit)",
+            parse_seconds,
+            "S",
+        ),
+        Option(
+            "idle_timeout",
+            300.0,
+            "seconds to wait for a message to start (0 = no limit)",
+            parse_seconds,
+            "S",
+        ),
+        Option(
+            "message_timeout",
+            120.0,
+            "seconds a whole message may take from its first byte (0 = no limit)",
+            parse_seconds,
+            "S",
         ),
         Option("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR", str.upper, "LEVEL"),
         Option(

@@ -110,6 +110,14 @@ class Truncated(ProtocolError):
     """The stream ended inside a frame or between the frames of one message."""
 
 
+class BadSignature(ProtocolError):
+    """A signed frame's HMAC tag does not verify (tampered, forged, replayed or wrong key)."""
+
+
+class SignatureMissing(BadSignature):
+    """This receiver has a key, and a frame arrived without flag bit 1 (unsigned)."""
+
+
 # --- transport ------------------------------------------------------------------------
 
 

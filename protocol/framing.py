@@ -6,8 +6,9 @@ Every frame is a 10-byte header and a payload::
     0      2    magic b"AY"
     2      1    version = 1
     3      1    codec id (0 raw, 1 json, 2 pickle, 3 msgpack, 64-255 plug-ins)
-    4      1    flags: bit 0 MORE (another frame of this message follows); bit 1 reserved
-                for signed frames; other bits 0
+    4      1    flags: bit 0 MORE (another frame of this message follows); bit 1 SIGNED
+                (the payload ends with a 32-byte HMAC-SHA256 tag, see protocol/signing.py;
+                accepted only by a decoder that has a key); other bits 0
     5      1    reserved = 0
     6      4    payload length, unsigned big-endian
     10     n    payload
@@ -37,18 +38,21 @@ from protocol.errors import (
     AyudantiaError,
     BadFlags,
     BadMagic,
+    BadSignature,
     CodecChanged,
     MessageTooLarge,
+    SignatureMissing,
     Truncated,
     UnsupportedVersion,
 )
+from protocol.signing import TAG_SIZE, Signer, Verifier
 
 MAGIC: Final = b"AY"
 VERSION: Final = 1
 HEADER: Final = struct.Struct(">2sBBBBI")
 HEADER_SIZE: Final = HEADER.size  # 10
 FLAG_MORE: Final = 0x01
-FLAG_SIGNED: Final = 0x02  # reserved for signed frames; refused until they are implemented
+FLAG_SIGNED: Final = 0x02  # signed frame; refused (BadFlags) by a decoder without a key
 KNOWN_FLAGS: Final = FLAG_MORE
 MAX_FRAME_PAYLOAD: Final = 0xFFFFFFFF
 DEFAULT_MAX_MESSAGE: Final = 64 * 1024 * 1024
@@ -63,11 +67,12 @@ _STAGE_SIZE: Final = 64 * 1024
 # --- encoding -------------------------------------------------------------------------------
 
 
-def pack_header(codec_id: int, length: int, *, more: bool = False) -> bytes:
-    """The 10 header bytes of one frame."""
+def pack_header(codec_id: int, length: int, *, more: bool = False, signed: bool = False) -> bytes:
+    """The 10 header bytes of one frame (``length`` counts a signed frame's tag)."""
     if not 0 <= length <= MAX_FRAME_PAYLOAD:
         raise MessageTooLarge(length, MAX_FRAME_PAYLOAD)
-    return HEADER.pack(MAGIC, VERSION, codec_id, FLAG_MORE if more else 0, 0, length)
+    flags = (FLAG_MORE if more else 0) | (FLAG_SIGNED if signed else 0)
+    return HEADER.pack(MAGIC, VERSION, codec_id, flags, 0, length)
 
 
 def frame_count(length: int, chunk_size: int) -> int:
@@ -78,14 +83,22 @@ def frame_count(length: int, chunk_size: int) -> int:
 
 
 def iter_frame_buffers(
-    codec_id: int, payload: bytes | bytearray | memoryview, chunk_size: int = 0
+    codec_id: int,
+    payload: bytes | bytearray | memoryview,
+    chunk_size: int = 0,
+    *,
+    signer: Signer | None = None,
 ) -> Iterator[bytes | memoryview]:
     """Header, payload, header, payload...: the buffers of one message, without copying.
 
     Meant for scatter-gather writes (``socket.sendmsg``), so a header and its payload leave
     in one system call: two small writes would meet Nagle's algorithm and delayed ACKs.
+    With a ``signer`` every frame is signed: header, data, tag (see :mod:`protocol.signing`).
     """
     view = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
+    if signer is not None:
+        yield from _iter_signed(codec_id, view, chunk_size, signer)
+        return
     total = len(view)
     if chunk_size <= 0 or total <= chunk_size:
         yield pack_header(codec_id, total)
@@ -98,11 +111,36 @@ def iter_frame_buffers(
         yield part
 
 
+def signed_frame_buffers(
+    codec_id: int, data: bytes | bytearray | memoryview, signer: Signer, *, more: bool = False
+) -> list[bytes | memoryview]:
+    """One signed frame: its header (flag bit 1, length counting the tag), data and tag."""
+    header = pack_header(codec_id, len(data) + TAG_SIZE, more=more, signed=True)
+    tag = signer.tag(header, data)
+    return [header, data, tag] if len(data) else [header, tag]
+
+
+def _iter_signed(
+    codec_id: int, view: memoryview, chunk_size: int, signer: Signer
+) -> Iterator[bytes | memoryview]:
+    total = len(view)
+    if chunk_size <= 0 or total <= chunk_size:
+        yield from signed_frame_buffers(codec_id, view, signer)
+        return
+    for offset in range(0, total, chunk_size):
+        part = view[offset : offset + chunk_size]
+        yield from signed_frame_buffers(codec_id, part, signer, more=offset + chunk_size < total)
+
+
 def encode_message(
-    codec_id: int, payload: bytes | bytearray | memoryview, chunk_size: int = 0
+    codec_id: int,
+    payload: bytes | bytearray | memoryview,
+    chunk_size: int = 0,
+    *,
+    signer: Signer | None = None,
 ) -> bytes:
-    """One message's frames as a single bytes object."""
-    return b"".join(iter_frame_buffers(codec_id, payload, chunk_size))
+    """One message's frames as a single bytes object (signed when given a ``signer``)."""
+    return b"".join(iter_frame_buffers(codec_id, payload, chunk_size, signer=signer))
 
 
 # --- events ------------------------------------------------------------------------------
@@ -159,6 +197,11 @@ class FrameDecoder:
     a single payload byte is buffered; it raises to refuse the message (unknown codec, or
     a codec outside the accept-list). Errors are sticky: once one is raised, every later
     call raises it again, because a byte stream that broke framing cannot be resynchronized.
+
+    With a ``key`` every frame must be signed (flag bit 1; otherwise
+    :class:`SignatureMissing`) and its tag must verify (otherwise :class:`BadSignature`)
+    before its data joins a message or leaves as a chunk; the tag is stripped. Without a
+    key a signed frame is refused with :class:`BadFlags`, as before signing existed.
     """
 
     def __init__(
@@ -166,11 +209,15 @@ class FrameDecoder:
         *,
         max_message: int = DEFAULT_MAX_MESSAGE,
         check_codec: Callable[[int], Any] | None = None,
+        key: bytes | None = None,
     ) -> None:
         if max_message <= 0:
             raise ValueError("max_message must be positive")
         self.max_message = max_message
         self._check_codec = check_codec
+        self._verifier = Verifier(key) if key is not None else None
+        self._header = b""  # the current frame's header, kept only when verifying
+        self._frame_off = 0  # where the current frame's data starts in self._buf
         self._stage = bytearray(_STAGE_SIZE)
         self._start = 0  # unparsed bytes are self._stage[_start:_end]
         self._end = 0
@@ -296,10 +343,17 @@ class FrameDecoder:
             raise UnsupportedVersion(
                 f"protocol version {version} is not supported (this is {VERSION})"
             )
-        if flags & ~KNOWN_FLAGS:
-            raise BadFlags(f"unsupported flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
+        known = KNOWN_FLAGS if self._verifier is None else KNOWN_FLAGS | FLAG_SIGNED
+        if flags & ~known:
+            raise BadFlags(f"unsupported flag bits 0x{flags & ~known:02x}")
         if reserved:
             raise BadFlags(f"reserved byte is 0x{reserved:02x}, must be 0")
+        if self._verifier is not None:
+            if not flags & FLAG_SIGNED:
+                raise SignatureMissing("this receiver has a key; an unsigned frame arrived")
+            if length < TAG_SIZE:
+                raise BadSignature(f"signed frame of {length} bytes is shorter than its tag")
+            self._header = bytes(self._stage[self._start : self._start + HEADER_SIZE])
         if not self._in_message:
             if self._check_codec is not None:
                 self._check_codec(codec_id)
@@ -325,7 +379,8 @@ class FrameDecoder:
         else:
             if self._total + length > self.max_message:
                 raise MessageTooLarge(self._total + length, self.max_message)
-            self._target = self._total + length
+            self._target = self._filled + length  # == _total + length unless tags were stripped
+        self._frame_off = self._filled
         self._total += length
         self._start += HEADER_SIZE
         self._remaining = length
@@ -356,6 +411,8 @@ class FrameDecoder:
         self._remaining = None
         if len(self._buf) != self._filled:
             del self._buf[self._filled :]
+        if self._verifier is not None:
+            self._verify_and_strip()
         if self._stream:
             chunk = Chunk(self._codec_id, self._buf, self._frames - 1, last=not self._more)
             self._buf = bytearray()
@@ -371,9 +428,21 @@ class FrameDecoder:
             codec_id=self._codec_id,
             payload=payload,
             frames=self._frames,
-            chunk_size=self._first_len if self._frames > 1 else 0,
+            chunk_size=(self._first_len - (TAG_SIZE if self._verifier else 0))
+            if self._frames > 1
+            else 0,
             wire_bytes=self._frames * HEADER_SIZE + self._total,
         )
+
+    def _verify_and_strip(self) -> None:
+        """Check the frame just completed against its tag, then drop the tag from the data."""
+        assert self._verifier is not None
+        end = self._filled - TAG_SIZE
+        with memoryview(self._buf) as whole, whole[self._frame_off : end] as data:
+            tag = bytes(whole[end : self._filled])
+            self._verifier.verify(self._header, data, tag)
+        del self._buf[end:]
+        self._filled = end
 
     def _compact(self) -> None:
         if self._start == self._end:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Final
@@ -34,7 +35,9 @@ from protocol.framing import (
     frame_count,
     iter_frame_buffers,
     pack_header,
+    signed_frame_buffers,
 )
+from protocol.signing import Signer, check_key
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
 _STREAM_READ: Final = 64 * 1024
@@ -68,7 +71,10 @@ class Connection:
     its own codec when that is safe; pickle only when passed explicitly, see
     :func:`protocol.codecs.accept_for`). ``idle_timeout`` bounds the wait for a message to
     start and ``read_timeout`` the wait for each read once one has started, so a peer that
-    sends half a header and stalls is dropped without holding a thread forever.
+    sends half a header and stalls is dropped without holding a thread forever;
+    ``message_timeout`` bounds a whole message from its first byte, so a peer that drips one
+    byte per ``read_timeout`` cannot either. With a ``key`` every frame sent is signed and
+    every frame received must be (HMAC-SHA256, see :mod:`protocol.signing`).
     """
 
     def __init__(
@@ -82,6 +88,8 @@ class Connection:
         registry: Registry | None = None,
         idle_timeout: float | None = None,
         read_timeout: float | None = None,
+        key: bytes | str | None = None,
+        message_timeout: float | None = None,
     ) -> None:
         self._registry = registry or codecs.REGISTRY
         self.codec = codec if isinstance(codec, Codec) else self._registry.get(codec)
@@ -93,10 +101,15 @@ class Connection:
             accept = DEFAULT_ACCEPT | ({self.codec.name} if self.codec.safe else set())
         self.accept = frozenset(accept)
         self._check = self._registry.accept_checker(self.accept)
-        self._decoder = FrameDecoder(max_message=max_message, check_codec=self._check)
+        raw_key = check_key(key) if key is not None else None
+        self._signer = Signer(raw_key) if raw_key is not None else None
+        self.signed = raw_key is not None
+        self._decoder = FrameDecoder(max_message=max_message, check_codec=self._check, key=raw_key)
         self.sock = sock
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
+        self.message_timeout = message_timeout
+        self._deadline: float | None = None
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._current_timeout: float | None = sock.gettimeout()
@@ -146,7 +159,9 @@ class Connection:
         size = self.chunk_size if chunk_size is None else chunk_size
         frames = frame_count(len(memoryview(payload).cast("B")), size)
         with self._send_lock:
-            return self._write(iter_frame_buffers(codec_id, payload, size), frames)
+            return self._write(
+                iter_frame_buffers(codec_id, payload, size, signer=self._signer), frames
+            )
 
     def send_stream(
         self, source: Iterable[bytes] | IO[bytes], *, chunk_size: int | None = None
@@ -284,16 +299,30 @@ class Connection:
             while True:
                 event = decoder.next_event(stream=stream)
                 if event is NEED_DATA:
-                    self._set_timeout(
-                        self.read_timeout if decoder.in_message else self.idle_timeout
-                    )
+                    self._set_timeout(self._wait_limit(decoder.in_message))
                     self.bytes_received += decoder.read_from(self._recv_into)
                     continue
                 if event is CLOSED:
                     raise ConnectionClosed("peer closed the connection")
                 if isinstance(event, Message) or (isinstance(event, Chunk) and event.last):
                     self.messages_received += 1
+                    self._deadline = None
                 return event  # type: ignore[return-value]
+
+    def _wait_limit(self, in_message: bool) -> float | None:
+        """The socket timeout for the next read: idle, per read, and the message deadline."""
+        if not in_message:
+            self._deadline = None
+            return self.idle_timeout
+        if self.message_timeout is None:
+            return self.read_timeout
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self.message_timeout
+        left = self._deadline - now
+        if left <= 0:
+            raise Timeout(f"message not complete within message_timeout={self.message_timeout:g}s")
+        return left if self.read_timeout is None else min(self.read_timeout, left)
 
     def _recv_into(self, view: memoryview) -> int:
         try:
@@ -368,8 +397,13 @@ class StreamWriter:
     def write(self, data: bytes | bytearray | memoryview, *, last: bool = False) -> None:
         if self.done:
             raise RuntimeError("stream already ended")
-        header = pack_header(self._codec_id, len(data), more=not last)
-        sent = self._conn._write([header, data] if len(data) else [header], 1)
+        signer = self._conn._signer
+        if signer is not None:
+            buffers = signed_frame_buffers(self._codec_id, data, signer, more=not last)
+        else:
+            header = pack_header(self._codec_id, len(data), more=not last)
+            buffers = [header, data] if len(data) else [header]
+        sent = self._conn._write(buffers, 1)
         self.frames += sent.frames
         self.wire_bytes += sent.wire_bytes
         self.done = last

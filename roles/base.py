@@ -5,22 +5,41 @@ correcta la herencia"): its three socket classes repeat bind/listen/accept/threa
 each gets a different part wrong. Here a :class:`Server` owns the listening socket, an
 accept loop that sleeps in ``select`` (never spins), one thread per client up to a cap,
 and a stop that closes every socket and joins every thread; subclasses write ``handle``.
+
+A :class:`Client` connects with retries and exponential backoff and reconnects when its
+server comes back. A :class:`Link` is a client that carries many requests at once over one
+connection and routes each reply to its caller by id, with a deadline per request, so
+nothing ever waits forever and no reply reaches the wrong caller. A :class:`Peer` is a
+server that is also a client: it owns a :class:`Link` upstream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import logging
+import math
 import selectors
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from protocol.codecs import DEFAULT_ACCEPT, accept_for
-from protocol.errors import AyudantiaError, CodecError, ConnectionClosed, ProtocolError, Timeout
+from protocol.errors import (
+    AyudantiaError,
+    CodecError,
+    ConnectionClosed,
+    DecodeError,
+    ProtocolError,
+    Timeout,
+    TransportError,
+)
 from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.transport import Connection
 
@@ -35,11 +54,30 @@ class WireSettings:
     accept: frozenset[str] = field(default_factory=lambda: DEFAULT_ACCEPT)
     idle_timeout: float | None = 300.0  # between messages
     read_timeout: float | None = 10.0  # within a message: drops half-sent headers
+    key: bytes | None = field(default=None, repr=False)  # HMAC key: sign and require signed
+    message_timeout: float | None = 120.0  # a whole message from its first byte (drip feeds)
 
     @classmethod
     def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
         """Settings whose accept-list follows ``codec`` (choosing pickle opts in, loudly)."""
         return cls(codec=codec, accept=accept_for(codec), **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> WireSettings:
+        """Settings from the resolved ``wire_options()`` of a command (missing keys: defaults)."""
+        kwargs: dict[str, Any] = {}
+        for name in (
+            "chunk_size",
+            "max_message",
+            "idle_timeout",
+            "read_timeout",
+            "message_timeout",
+        ):
+            if settings.get(name) is not None:
+                kwargs[name] = settings[name]
+        if settings.get("key"):
+            kwargs["key"] = str(settings["key"]).encode("utf-8")
+        return cls.for_codec(settings.get("codec", "json"), **kwargs)
 
     def wrap(self, sock: socket.socket) -> Connection:
         return Connection(
@@ -50,6 +88,8 @@ class WireSettings:
             accept=self.accept,
             idle_timeout=self.idle_timeout,
             read_timeout=self.read_timeout,
+            key=self.key,
+            message_timeout=self.message_timeout,
         )
 
     def connect(self, host: str, port: int, *, connect_timeout: float = 5.0) -> Connection:
@@ -241,6 +281,320 @@ class Server:
     def handle(self, conn: Connection) -> None:
         """Serve one client until it leaves. Raise freely: errors drop only this client."""
         raise NotImplementedError
+
+
+class Unreachable(TransportError):
+    """A client gave up connecting: every attempt within its retry window failed."""
+
+
+class Client:
+    """A TCP client that connects with retries and exponential backoff.
+
+    :meth:`connect` tries until ``retry_for`` seconds have passed (``math.inf``: until
+    :meth:`close`), sleeping ``backoff``, then twice that, up to ``max_backoff``, between
+    attempts; :meth:`reconnect` drops the current connection and does the same, which is
+    what a client does after its server restarts.
+    """
+
+    role = "client"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        wire: WireSettings | None = None,
+        connect_timeout: float = 2.0,
+        retry_for: float = 10.0,
+        backoff: float = 0.05,
+        max_backoff: float = 1.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.wire = wire or WireSettings()
+        self.connect_timeout = connect_timeout
+        self.retry_for = retry_for
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.log = logger or logging.getLogger(f"ayudantia.{self.role}")
+        self.conn: Connection | None = None
+        self.connections = 0  # successful connects, so a reconnect is visible
+        self._closing = threading.Event()
+
+    def connect(self, retry_for: float | None = None) -> Connection:
+        """A new connection to the server, retrying with backoff; :class:`Unreachable` if not."""
+        window = self.retry_for if retry_for is None else retry_for
+        deadline = time.monotonic() + window
+        delay = self.backoff
+        attempts = 0
+        while True:
+            if self._closing.is_set():
+                raise Unreachable(f"{self.role}: closed while connecting to {self.where}")
+            attempts += 1
+            try:
+                conn = self.wire.connect(self.host, self.port, connect_timeout=self.connect_timeout)
+            except OSError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise Unreachable(
+                        f"cannot connect to {self.where} after {attempts} attempts: {exc}"
+                    ) from exc
+                if attempts == 1 or attempts % 10 == 0:
+                    self.log.info("%s no disponible (%s); reintentando", self.where, exc)
+                self._closing.wait(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.conn = conn
+            self.connections += 1
+            if self.connections > 1 or attempts > 1:
+                self.log.info("conectado a %s (intento %d)", self.where, attempts)
+            return conn
+
+    def reconnect(self, retry_for: float | None = None) -> Connection:
+        if self.conn is not None:
+            self.conn.close()
+        return self.connect(retry_for)
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self.conn is not None:
+            self.conn.close()
+
+
+Reply = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class _Pending:
+    reply: Reply
+    original_id: Any
+    deadline: float
+
+
+class Link(Client):
+    """Many requests in flight over one persistent connection; replies routed by id.
+
+    :meth:`request` rewrites the request's ``id`` to one unique on this link (so two
+    callers' ids can never collide), remembers who asked, and sends. A reader thread takes
+    each reply, restores the caller's id and hands it to that caller's ``reply`` callback,
+    whatever the order replies come back in. Every request ends in exactly one call to its
+    callback: the reply, or an error map ``{"id": ..., "error": ...}`` when the link is
+    down, the reply is late (``timeout``), or the connection drops while it waits. A
+    supervisor thread keeps the link up, reconnecting with backoff after the server goes.
+    """
+
+    role = "link"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 10.0,
+        max_pending: int = 10_000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(host, port, retry_for=math.inf, **kwargs)
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self._ids = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._pending_lock = threading.Lock()
+        self._has_pending = threading.Event()
+        self._up = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._bytes = [0, 0]  # sent, received over the connections this link has closed
+        self.late = 0  # replies that came after their deadline (dropped)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self, wait: float = 0.0) -> bool:
+        """Start the supervisor and deadline threads; wait up to ``wait`` s for the link."""
+        for target, name in ((self._supervise, "supervisor"), (self._sweep, "deadlines")):
+            thread = threading.Thread(target=target, name=f"{self.role}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self._up.wait(wait) if wait else self._up.is_set()
+
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()
+
+    def wait_up(self, timeout: float) -> bool:
+        return self._up.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        super().close()
+        self._has_pending.set()  # wake the sweeper so it sees the close
+        for thread in self._threads:
+            thread.join(timeout)
+        self._fail_all("el enlace se está cerrando")
+
+    # -- requests ---------------------------------------------------------------------
+
+    def request(self, message: dict[str, Any], reply: Reply) -> None:
+        """Send ``message``; ``reply`` is called exactly once, with the answer or an error."""
+        original = message.get("id")
+        conn = self.conn
+        if not self._up.is_set() or conn is None:
+            self._call(reply, {"id": original, "error": f"{self.where} no disponible"})
+            return
+        wire_id = str(next(self._ids))
+        entry = _Pending(reply, original, time.monotonic() + self.timeout)
+        with self._pending_lock:
+            if len(self._pending) >= self.max_pending:
+                full = True
+            else:
+                full = False
+                self._pending[wire_id] = entry
+                self._has_pending.set()
+        if full:
+            self._call(reply, {"id": original, "error": f"{self.where} saturado, intenta luego"})
+            return
+        try:
+            conn.send({**message, "id": wire_id})
+        except AyudantiaError as exc:
+            # The reader sees the same broken socket and fails the rest of the pending map.
+            self._resolve(wire_id, {"error": f"{self.where} no disponible: {exc}"})
+            conn.shutdown()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this link put on the wire, over every connection it has had."""
+        conn = self.conn
+        live = conn.bytes_sent if conn is not None and not conn.closed else 0
+        return self._bytes[0] + live
+
+    @property
+    def bytes_received(self) -> int:
+        conn = self.conn
+        live = conn.bytes_received if conn is not None and not conn.closed else 0
+        return self._bytes[1] + live
+
+    @property
+    def pending(self) -> int:
+        with self._pending_lock:
+            return len(self._pending)
+
+    def _resolve(self, wire_id: Any, answer: dict[str, Any]) -> bool:
+        with self._pending_lock:
+            entry = self._pending.pop(wire_id, None) if isinstance(wire_id, str) else None
+            if not self._pending:
+                self._has_pending.clear()
+        if entry is None:
+            return False
+        self._call(entry.reply, {**answer, "id": entry.original_id})
+        return True
+
+    def _fail_all(self, reason: str) -> None:
+        with self._pending_lock:
+            entries = list(self._pending.values())
+            self._pending.clear()
+            self._has_pending.clear()
+        for entry in entries:
+            self._call(entry.reply, {"id": entry.original_id, "error": reason})
+
+    def _call(self, reply: Reply, answer: dict[str, Any]) -> None:
+        try:
+            reply(answer)
+        except Exception:  # a caller's bug must not kill the link's threads
+            self.log.exception("error entregando respuesta %r", answer.get("id"))
+
+    # -- threads ----------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn = self.connect()
+            except Unreachable:
+                return  # only when closing: the retry window is infinite
+            self._up.set()
+            reason = "conexión perdida"
+            try:
+                self._read(conn)
+            except (ConnectionClosed, Timeout, ProtocolError, CodecError, TransportError) as exc:
+                reason = f"conexión con {self.where} perdida: {exc}"
+            finally:
+                self._up.clear()
+                self._bytes[0] += conn.bytes_sent
+                self._bytes[1] += conn.bytes_received
+                conn.close()
+            if not self._closing.is_set():
+                self.log.warning("%s; reconectando", reason)
+            self._fail_all(reason)
+
+    def _read(self, conn: Connection) -> None:
+        while True:
+            try:
+                answer = conn.recv()
+            except DecodeError as exc:  # one bad reply: the stream itself is still in step
+                self.log.warning("respuesta ilegible de %s: %s", self.where, exc)
+                continue
+            if not isinstance(answer, dict):
+                self.log.warning("respuesta que no es un mapa de %s: %r", self.where, answer)
+                continue
+            if not self._resolve(answer.get("id"), answer):
+                self.late += 1
+                self.log.debug("respuesta tardía o desconocida: %r", answer.get("id"))
+
+    def _sweep(self) -> None:
+        while not self._closing.is_set():
+            self._has_pending.wait()
+            if self._closing.is_set():
+                return
+            now = time.monotonic()
+            with self._pending_lock:
+                expired = [k for k, e in self._pending.items() if e.deadline <= now]
+            for wire_id in expired:
+                self._resolve(
+                    wire_id, {"error": f"{self.where} no respondió en {self.timeout:g} s"}
+                )
+            self._closing.wait(min(0.05, self.timeout / 4))
+
+
+class Peer(Server):
+    """A server that is also a client: it serves its own clients and owns a :class:`Link`.
+
+    The link starts with the server and closes after the server's clients are gone.
+    """
+
+    role = "peer"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        upstream: tuple[str, int],
+        upstream_timeout: float = 10.0,
+        upstream_wire: WireSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(host, port, **kwargs)
+        # A quiet upstream is fine: the deadlines live per request, in the Link.
+        wire = upstream_wire or dataclasses.replace(self.wire, idle_timeout=None)
+        self.upstream = Link(
+            upstream[0],
+            upstream[1],
+            wire=wire,
+            timeout=upstream_timeout,
+            logger=logging.getLogger(f"ayudantia.{self.role}.upstream"),
+        )
+
+    def start(self) -> tuple[str, int]:
+        self.upstream.start()
+        return super().start()
+
+    def on_stop(self) -> None:
+        self.upstream.close()
 
 
 @contextlib.contextmanager

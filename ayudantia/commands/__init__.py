@@ -1,5 +1,14 @@
 """Subcommands: each module has NAME, HELP, options(), add_arguments() and main()."""
 
-from ayudantia.commands import eco, quijote, run
+from ayudantia.commands import (
+    docencio,
+    eco,
+    estudiante,
+    lesson,
+    profesor,
+    quijote,
+    run,
+    tareo,
+)
 
-COMMANDS = (run, eco, quijote)
+COMMANDS = (run, profesor, tareo, docencio, estudiante, eco, quijote, lesson)

@@ -25,11 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
-    wire = WireSettings.for_codec(
-        settings["codec"], chunk_size=settings["chunk_size"], max_message=settings["max_message"]
-    )
+    wire = WireSettings.from_settings(settings)
     server = Eco(settings["host"], settings["port"], wire=wire, max_clients=settings["max_clients"])
     host, port = server.start()
     accepts = ", ".join(sorted(wire.accept))
-    print(f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts})", flush=True)
+    signed = "; signed frames only" if wire.key else ""
+    print(
+        f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed})",
+        flush=True,
+    )
     return server.serve_until_signal()

@@ -147,9 +147,7 @@ def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     path = book_path(settings["file"])
-    wire = WireSettings.for_codec(
-        settings["codec"], chunk_size=settings["chunk_size"], max_message=settings["max_message"]
-    )
+    wire = WireSettings.from_settings(settings)
     with (
         eco_target(settings["to"], wire) as (host, port),
         contextlib.closing(wire.connect(host, port)) as conn,

@@ -1,41 +1,415 @@
-"""``ayudantia run``: the main job. Until the class exists, the Quijote round trip per codec."""
+"""``ayudantia run``: the whole class, as separate processes on loopback, and its summary.
+
+Starts the Profesor (with a fresh SQLite file), the Tareo, the Docencio and N Estudiantes,
+in that order, each one waited for until it says it is listening; shows progress as answers
+arrive; then checks the outcome: every question answered, every answer at the student who
+asked it, and the Profesor's count equal to the answers delivered. Whatever happens, every
+child is stopped on the way out (SIGINT, then SIGKILL after a grace period).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from ayudantia.commands.quijote import eco_target, round_trip_message
 from ayudantia.config import Option, wire_options
-from ayudantia.quijote import load_text
-from protocol import codecs
-from roles.base import WireSettings
+from ayudantia.progress import Progress
 
 NAME = "run"
-HELP = "the main job: send Don Quijote through the eco server in every safe codec"
+HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students) and check it"
+
+_READY = re.compile(rb"listening on (\S+)")
+_ANSWER_LINE = re.compile(rb"^(Respuesta recibida|Error recibido)", re.M)
 
 
 def options() -> list[Option]:
-    return [*wire_options(), Option("file", None, "the book", str, "PATH", True)]
+    wire = wire_options()
+    return [
+        Option("students", 3, "students asking at once", int, "N"),
+        Option("questions", 20, "questions per student", int, "N"),
+        Option(
+            "interval",
+            0.02,
+            "students' pace: each waits interval*(1..6) s between questions (0 = none)",
+            float,
+            "S",
+        ),
+        Option("seed", 1, "seed of the first student (the others: seed+1, ...)", int, "N"),
+        Option("timeout", 10.0, "seconds the Docencio waits for each Tareo answer", float, "S"),
+        Option("startup_timeout", 30.0, "seconds each role may take to start", float, "S"),
+        *wire,
+        Option("report", None, "also write the summary as JSON to FILE", str, "FILE", True),
+        Option("keep", None, "keep the roles' logs and database in DIR", str, "DIR", True),
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
-    text = load_text(settings["file"])
-    ok = True
-    for name in [n for n in codecs.available() if n != "raw" and codecs.get(n).safe]:
-        wire = WireSettings.for_codec(
-            name, chunk_size=settings["chunk_size"], max_message=settings["max_message"]
-        )
-        with (
-            eco_target(None, wire) as (host, port),
-            contextlib.closing(wire.connect(host, port)) as conn,
+class RunFailed(Exception):
+    pass
+
+
+class Child:
+    """One role process, its stdout and stderr in files (a pipe nobody reads can fill up)."""
+
+    def __init__(self, name: str, argv: list[str], logdir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.out_path = logdir / f"{name}.out"
+        self.err_path = logdir / f"{name}.err"
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ayudantia", *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,  # a Ctrl+C reaches us only; we stop children in order
+            )
+        self._offset = 0
+        self.answers_seen = 0
+
+    def output(self) -> bytes:
+        try:
+            return self.out_path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def new_answers(self) -> int:
+        """Answer lines printed since the last call (for the progress bar)."""
+        with self.out_path.open("rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        cut = data.rfind(b"\n") + 1
+        self._offset += cut
+        n = len(_ANSWER_LINE.findall(data[:cut]))
+        self.answers_seen += n
+        return n
+
+    def stderr_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.err_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float) -> str:
+        """The address in the child's "listening on ADDR" line; RunFailed if it never comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = _READY.search(self.output())
+            if match:
+                return match.group(1).decode()
+            if self.proc.poll() is not None:
+                raise RunFailed(
+                    f"{self.name} exited with status {self.proc.returncode} before it was "
+                    f"ready:\n{self.stderr_tail()}"
+                )
+            time.sleep(0.02)
+        raise RunFailed(f"{self.name} was not ready within {timeout:g} s:\n{self.stderr_tail()}")
+
+    def stop(self, grace: float = 8.0) -> int | None:
+        """SIGINT, then SIGKILL after ``grace`` seconds; the exit status."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
+
+
+def summarize(
+    reports: list[dict[str, Any]], count: int | None, expected_students: int, questions: int
+) -> dict[str, Any]:
+    """Add up the students' reports; ``ok`` is the run's verdict."""
+    by_kind: Counter[str] = Counter()
+    by_por: Counter[str] = Counter()
+    latencies: list[float] = []
+    totals = Counter()
+    for r in reports:
+        by_kind.update(r.get("by_kind", {}))
+        by_por.update(r.get("by_por", {}))
+        latencies.extend(r.get("latencies", []))
+        for key in (
+            "questions",
+            "answered",
+            "errors",
+            "unanswered",
+            "misrouted",
+            "duplicates",
+            "reconnects",
+            "bytes_sent",
+            "bytes_received",
         ):
-            result = round_trip_message(conn, text, 3)
-        print(result.report(), end="\n\n", flush=True)
-        ok = ok and result.verified
-    return 0 if ok else 1
+            totals[key] += int(r.get(key, 0))
+    asked_expected = expected_students * questions
+    missing_reports = expected_students - len(reports)
+    unanswered = totals["unanswered"] + totals["errors"] + (asked_expected - totals["questions"])
+    started = min((r["started"] for r in reports), default=0.0)
+    finished = max((r["finished"] for r in reports), default=0.0)
+    seconds = max(finished - started, 1e-9)
+    ok = (
+        missing_reports == 0
+        and unanswered == 0
+        and totals["misrouted"] == 0
+        and totals["duplicates"] == 0
+        and count == totals["answered"]
+    )
+    return {
+        "ok": ok,
+        "students": expected_students,
+        "reports": len(reports),
+        "asked": totals["questions"],
+        "answered": totals["answered"],
+        "errors": totals["errors"],
+        "unanswered": unanswered,
+        "misrouted": totals["misrouted"],
+        "duplicates": totals["duplicates"],
+        "reconnects": totals["reconnects"],
+        "by_kind": dict(by_kind),
+        "by_por": dict(by_por),
+        "latency_p50": percentile(latencies, 50),
+        "latency_p95": percentile(latencies, 95),
+        "latency_p99": percentile(latencies, 99),
+        "students_bytes_sent": totals["bytes_sent"],
+        "students_bytes_received": totals["bytes_received"],
+        "seconds": seconds,
+        "questions_per_second": totals["answered"] / seconds,
+        "profesor_count": count,
+    }
+
+
+def format_summary(s: dict[str, Any], settings: dict[str, Any]) -> str:
+    chunk = f"{settings['chunk_size']:,} B chunks" if settings["chunk_size"] else "unchunked"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["by_kind"].items())) or "-"
+    por = ", ".join(f"{k} {v}" for k, v in sorted(s["by_por"].items())) or "-"
+    link = ""
+    if "tareo_bytes_sent" in s:
+        link = (
+            f"\n                Docencio->Tareo {_human_bytes(s['tareo_bytes_sent'])}, "
+            f"Tareo->Docencio {_human_bytes(s['tareo_bytes_received'])}"
+        )
+    count = s["profesor_count"]
+    count_ok = count == s["answered"]
+    return "\n".join(
+        [
+            f"La clase: {s['students']} estudiantes x {settings['questions']} preguntas, "
+            f"codec {settings['codec']}, {chunk}",
+            f"questions     {s['asked']} asked, {s['answered']} answered, {s['errors']} error "
+            f"answers, {s['unanswered']} unanswered",
+            f"routing       {s['misrouted']} misrouted, {s['duplicates']} duplicated, "
+            f"{s['reconnects']} reconnects",
+            f"by kind       {kinds}",
+            f"answered by   {por}",
+            f"latency       p50 {_ms(s['latency_p50'])}, p95 {_ms(s['latency_p95'])}, "
+            f"p99 {_ms(s['latency_p99'])}",
+            f"bytes on wire students->Docencio {_human_bytes(s['students_bytes_sent'])}, "
+            f"Docencio->students {_human_bytes(s['students_bytes_received'])}{link}",
+            f"throughput    {s['questions_per_second']:,.0f} questions/s "
+            f"({s['answered']} answers in {s['seconds']:.2f} s)",
+            f"Profesor      Llevamos: {count} preguntas respondidas; students received "
+            f"{s['answered']} answers: {'OK' if count_ok else 'MISMATCH'}",
+            f"result        {'OK' if s['ok'] else 'FAILED'}",
+        ]
+    )
+
+
+def _profesor_count(url: str, deadline: float, want: int) -> int | None:
+    """GET /preguntas until it says ``want`` (the Docencio posts in the background) or time's up."""
+    import requests
+
+    from roles.profesor import parse_count
+
+    count: int | None = None
+    while True:
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+            count = parse_count(requests.get(url + "/preguntas", timeout=2).json()["texto"])
+        if count == want or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    students, questions = settings["students"], settings["questions"]
+    if students < 1 or questions < 0:
+        raise RunFailed("--students must be >= 1 and --questions >= 0")
+    common = [
+        "--codec",
+        settings["codec"],
+        "--chunk-size",
+        str(settings["chunk_size"]),
+        "--max-message",
+        str(settings["max_message"]),
+        "--log-level",
+        settings["log_level"],
+    ]
+    if settings.get("config"):
+        common += ["--config", settings["config"]]
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if settings.get("key"):
+        env["AYUDANTIA_KEY"] = str(settings["key"])  # not a flag: flags show in ps
+    keep = settings["keep"]
+    tmp = None if keep else tempfile.TemporaryDirectory(prefix="ayudantia-run-")
+    logdir = Path(keep) if keep else Path(tmp.name)  # type: ignore[union-attr]
+    logdir.mkdir(parents=True, exist_ok=True)
+    db = logdir / "profesor.sqlite3"
+    for stale in logdir.glob("profesor.sqlite3*"):
+        stale.unlink()
+    roles: list[Child] = []
+    alumnos: list[Child] = []
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        t0 = time.monotonic()
+        start_to = settings["startup_timeout"]
+        profesor = Child(
+            "profesor", ["profesor", *common, "--port", "0", "--db", str(db)], logdir, env
+        )
+        roles.append(profesor)
+        url = profesor.wait_ready(start_to)
+        tareo = Child(
+            "tareo",
+            ["tareo", *common, "--port", "0", "--profesor", url, "--stats", str(logdir / "t.json")],
+            logdir,
+            env,
+        )
+        roles.append(tareo)
+        tareo_at = tareo.wait_ready(start_to)
+        docencio = Child(
+            "docencio",
+            [
+                "docencio",
+                *common,
+                "--port",
+                "0",
+                "--tareo",
+                tareo_at,
+                "--profesor",
+                url,
+                "--timeout",
+                str(settings["timeout"]),
+                "--stats",
+                str(logdir / "d.json"),
+            ],
+            logdir,
+            env,
+        )
+        roles.append(docencio)
+        docencio_at = docencio.wait_ready(start_to)
+        print(
+            f"La clase: Profesor {url}, Tareo {tareo_at}, Docencio {docencio_at} "
+            f"(ready in {time.monotonic() - t0:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        for i in range(students):
+            name = f"Estudiante-{i + 1}"
+            alumnos.append(
+                Child(
+                    name,
+                    [
+                        "estudiante",
+                        *common,
+                        "--docencio",
+                        docencio_at,
+                        "--questions",
+                        str(questions),
+                        "--interval",
+                        str(settings["interval"]),
+                        "--seed",
+                        str(settings["seed"] + i),
+                        "--name",
+                        name,
+                        "--timeout",
+                        str(settings["timeout"] + 20),
+                        "--report",
+                        str(logdir / f"{name}.json"),
+                    ],
+                    logdir,
+                    env,
+                )
+            )
+        limit = time.monotonic() + start_to + settings["timeout"] + 30
+        limit += questions * settings["interval"] * 6
+        with Progress("answers", students * questions) as bar:
+            while any(a.proc.poll() is None for a in alumnos):
+                if time.monotonic() > limit:
+                    raise RunFailed("the students did not finish in time")
+                bar.advance(sum(a.new_answers() for a in alumnos))
+                time.sleep(0.05)
+            bar.advance(sum(a.new_answers() for a in alumnos))
+        reports = []
+        for a in alumnos:
+            path = logdir / f"{a.name}.json"
+            if path.exists():
+                reports.append(json.loads(path.read_text(encoding="utf-8")))
+            else:
+                print(
+                    f"{a.name} exited {a.proc.returncode} without a report:\n{a.stderr_tail()}",
+                    file=sys.stderr,
+                )
+        answered = sum(r.get("answered", 0) for r in reports)
+        count = _profesor_count(url, time.monotonic() + 15, answered)
+        summary = summarize(reports, count, students, questions)
+        docencio.stop()
+        tareo.stop()
+        for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
+            stats = logdir / path
+            if stats.exists():
+                for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
+                    summary[key if name == "docencio" else f"tareo_{key}"] = value
+        print(format_summary(summary, settings), flush=True)
+        if settings["report"]:
+            Path(settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        return 0 if summary["ok"] else 1
+    except RunFailed as exc:
+        print(f"ayudantia run: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for child in [*alumnos, *reversed(roles)]:
+            child.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,56 @@
+"""``ayudantia docencio``: the students' server, and the Tareo's client."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ayudantia.commands._roles import (
+    announce,
+    stats_option,
+    timeout_option,
+    upstream_option,
+    wire_from,
+    write_stats,
+)
+from ayudantia.config import Option, wire_options
+from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
+
+NAME = "docencio"
+HELP = "the Docencio: answers 'Contenido', forwards the rest to the Tareo, routes answers by id"
+
+
+def options() -> list[Option]:
+    return [
+        *wire_options(port=DOCENCIO_PORT),
+        upstream_option("tareo", ("127.0.0.1", TAREO_PORT), "the Tareo's"),
+        upstream_option("profesor", f"http://127.0.0.1:{PROFESOR_PORT}", "the Profesor's"),
+        timeout_option(10.0, "the Tareo's answer to each question"),
+        Option("max_clients", 128, "students served at once", int, "N"),
+        stats_option(),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    from roles.docencio import Docencio
+
+    server = Docencio(
+        settings["host"],
+        settings["port"],
+        wire=wire_from(settings),
+        max_clients=settings["max_clients"],
+        tareo=settings["tareo"],
+        profesor=settings["profesor"],
+        timeout=settings["timeout"],
+    )
+    host, port = server.start()
+    if not server.upstream.wait_up(2.0):
+        server.log.warning("el Tareo (%s) aún no responde; sigo intentando", server.upstream.where)
+    announce(NAME, f"{host}:{port}", settings["codec"])
+    status = server.serve_until_signal()
+    write_stats(settings["stats"], server.stats())
+    return status

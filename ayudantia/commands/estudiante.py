@@ -1,0 +1,91 @@
+"""``ayudantia estudiante``: asks the Docencio questions and checks every answer is its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from typing import Any
+
+from ayudantia.commands._roles import upstream_option, wire_from, write_stats
+from ayudantia.config import Option, wire_options
+from roles.base import handle_signals
+from roles.clase import DOCENCIO_PORT
+
+NAME = "estudiante"
+HELP = "a student: asks N questions, prints the notebook's traces, exits 0 if all were answered"
+
+
+def options() -> list[Option]:
+    return [
+        *wire_options(),
+        upstream_option("docencio", ("127.0.0.1", DOCENCIO_PORT), "the Docencio's"),
+        Option("questions", 10, "questions to ask", int, "N"),
+        Option(
+            "interval",
+            1.0,
+            "pace: waits interval*(1..6) s between questions (1 = the notebook's 1-6 s; 0 = none)",
+            float,
+            "S",
+        ),
+        Option("seed", None, "random seed for the kinds and waits", int, "N"),
+        Option("name", None, "the student's name (default Estudiante-<pid>)", str, "NAME"),
+        Option("timeout", 30.0, "seconds to wait for answers after the last question", float, "S"),
+        Option("report", None, "write a JSON report to FILE at the end", str, "FILE", True),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no per-question traces")
+    parser.add_argument(
+        "--json-summary", action="store_true", help="print the report as one JSON line at the end"
+    )
+
+
+def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    from roles.estudiante import Estudiante
+
+    host, port = settings["docencio"]
+    alumno = Estudiante(
+        host,
+        port,
+        wire=wire_from(settings),
+        name=settings["name"],
+        questions=settings["questions"],
+        interval=settings["interval"],
+        seed=settings["seed"],
+        timeout=settings["timeout"],
+        quiet=args.quiet,
+    )
+    with handle_signals() as stop:
+        interrupted = threading.Event()
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["informe"] = alumno.run(stop)
+            except BaseException as exc:
+                result["error"] = exc
+
+        worker = threading.Thread(target=work, name="estudiante", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            if stop.is_set() and not interrupted.is_set():
+                interrupted.set()
+                alumno.close()
+    if "error" in result:
+        raise result["error"]
+    informe = result["informe"]
+    data = informe.as_dict()
+    write_stats(settings["report"], data)
+    if args.json_summary:
+        print(json.dumps(data), flush=True)
+    print(
+        f"{informe.name}: {informe.answered}/{informe.questions} respondidas, "
+        f"{informe.errors} errores, {informe.misrouted} ajenas, {informe.duplicates} repetidas",
+        flush=True,
+    )
+    if interrupted.is_set():
+        return 0
+    return 0 if informe.ok else 1

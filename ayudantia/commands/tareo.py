@@ -1,0 +1,54 @@
+"""``ayudantia tareo``: the multi-client server that answers homework and asks the Profesor."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ayudantia.commands._roles import (
+    announce,
+    stats_option,
+    timeout_option,
+    upstream_option,
+    wire_from,
+    write_stats,
+)
+from ayudantia.config import Option, wire_options
+from roles.clase import PROFESOR_PORT, TAREO_PORT
+
+NAME = "tareo"
+HELP = "the Tareo: answers 'Tarea', asks the Profesor for 'Pregunta Dificil'"
+
+
+def options() -> list[Option]:
+    return [
+        *wire_options(port=TAREO_PORT),
+        upstream_option("profesor", f"http://127.0.0.1:{PROFESOR_PORT}", "the Profesor's"),
+        timeout_option(5.0, "each Profesor call"),
+        Option("max_clients", 128, "clients served at once", int, "N"),
+        Option("workers", 16, "threads asking the Profesor at once", int, "N"),
+        stats_option(),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    from roles.tareo import Tareo
+
+    server = Tareo(
+        settings["host"],
+        settings["port"],
+        wire=wire_from(settings),
+        max_clients=settings["max_clients"],
+        profesor=settings["profesor"],
+        profesor_timeout=settings["timeout"],
+        workers=settings["workers"],
+    )
+    host, port = server.start()
+    announce(NAME, f"{host}:{port}", settings["codec"])
+    status = server.serve_until_signal()
+    write_stats(settings["stats"], {"answered": server.answered, "errors": server.errors})
+    return status

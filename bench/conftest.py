@@ -1,0 +1,186 @@
+"""Fixtures and the parameter matrix of the Quijote benchmarks.
+
+``uv run pytest --benchmark`` (see the root conftest) runs the full matrix, timed. The
+ordinary ``uv run pytest`` runs a reduced matrix once, untimed, so the benchmark code is
+exercised on every test run and cannot rot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from bench import _peers
+from protocol import codecs
+
+KiB = 1024
+MiB = 1024 * KiB
+# 0 = unchunked: the whole message in one frame.
+CHUNK_SIZES = [1 * KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 0]
+QUICK_CHUNK_SIZES = [4 * KiB, 0]
+
+# A round is one ~2 MB transfer; these keep `pytest --benchmark` to a few minutes on 2 cores.
+BOOK_ROUNDS = 60
+BOOK_WARMUP = 3
+SMALL_ROUNDS = 2000
+SMALL_WARMUP = 100
+MEMORY_ROUNDS = 5
+
+
+def benchmarking_enabled(config: pytest.Config) -> bool:
+    """Whether pytest-benchmark times things in this run (its own rule, plus --benchmark)."""
+    if config.getoption("benchmark", default=False):
+        return True
+    disabled = config.getoption("benchmark_disable", default=False)
+    return not disabled or bool(config.getoption("benchmark_enable", default=False))
+
+
+def chunk_id(size: int) -> str:
+    if size == 0:
+        return "whole"
+    if size % MiB == 0:
+        return f"{size // MiB}MiB"
+    return f"{size // KiB}KiB"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    full = benchmarking_enabled(metafunc.config)
+    sizes = CHUNK_SIZES if full else QUICK_CHUNK_SIZES
+    if "codec_name" in metafunc.fixturenames:
+        metafunc.parametrize("codec_name", codecs.available())
+    if "chunk_size" in metafunc.fixturenames:
+        metafunc.parametrize("chunk_size", sizes, ids=chunk_id)
+    if "stream_chunk_size" in metafunc.fixturenames:
+        # A stream always has frames; send_stream's own default (64 KiB) stands in for 0.
+        stream_sizes = [s for s in CHUNK_SIZES if s] if full else [4 * KiB, 1 * MiB]
+        metafunc.parametrize("stream_chunk_size", stream_sizes, ids=chunk_id)
+
+
+@pytest.fixture(scope="session")
+def benchmarking(pytestconfig: pytest.Config) -> bool:
+    return benchmarking_enabled(pytestconfig)
+
+
+def _synthetic_book(size: int = 2_100_000) -> str:
+    line = (
+        "En un lugar de la Mancha, de cuyo nombre no quiero acordarme, no ha mucho tiempo "
+        "que vivía un hidalgo de los de lanza en astillero, adarga antigua, rocín flaco y "
+        "galgo corredor. ¿Señor? ¡Sancho, año, niño, corazón!\n"
+    )
+    return (line * (size // len(line.encode()) + 1))[:size]
+
+
+@pytest.fixture(scope="session")
+def book_text(benchmarking: bool) -> str:
+    """The whole Quijote. Timed runs insist on the real book (downloading it if need be);
+    untimed runs use it when it is at hand and a synthetic stand-in of its size otherwise,
+    so an offline ``uv run pytest`` never waits on the network."""
+    from ayudantia import quijote
+
+    at_hand = os.environ.get(quijote.ENV_VAR) or quijote.cache_path().is_file()
+    if benchmarking or at_hand:
+        return quijote.load_text()
+    return _synthetic_book()
+
+
+@pytest.fixture(scope="session")
+def book_bytes(book_text: str) -> bytes:
+    return book_text.encode("utf-8")
+
+
+def fresh_copy(text: str) -> str:
+    """A new str object equal to ``text``, without CPython's cached UTF-8 form.
+
+    Encoding the same str twice times a cache hit (msgpack and pickle read the cached UTF-8
+    of a str), so every timed round gets a fresh copy, made outside the timed call.
+    """
+    return text[:1] + text[1:]
+
+
+def book_message(text: str) -> dict[str, Any]:
+    from ayudantia.quijote import book_message as make
+
+    return make(text)
+
+
+def codec_object(codec_name: str, text: str) -> Any:
+    """What a codec carries in the benchmarks: the notebook's message with the whole book as
+    "Texto", or, for ``raw`` (bytes only), the book's UTF-8 bytes."""
+    if codec_name == "raw":
+        return text.encode("utf-8")
+    return book_message(text)
+
+
+class Timed:
+    """Wraps a benchmark target and keeps its own best time, in timed and untimed runs alike.
+
+    pytest-benchmark's stats exist only when it is enabled; extra_info wants MB/s either way.
+    """
+
+    def __init__(self, target: Callable[..., Any]) -> None:
+        self.target = target
+        self.times: list[float] = []
+        self.last: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = self.target(*args, **kwargs)
+        self.times.append(time.perf_counter() - start)
+        self.last = result
+        return result
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+
+def rounds(benchmarking: bool, n: int) -> int:
+    return n if benchmarking else 1
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[dict[str, _peers.Server]]:
+    """Peer processes started on first use, all stopped at the end of the session."""
+    started: dict[str, _peers.Server] = {}
+    try:
+        yield started
+    finally:
+        for server in started.values():
+            server.close()
+
+
+def _server(servers: dict[str, _peers.Server], kind: str) -> _peers.Server:
+    if kind not in servers:
+        servers[kind] = _peers.Server(kind)
+    return servers[kind]
+
+
+@pytest.fixture
+def server(servers: dict[str, _peers.Server]) -> Callable[[str], _peers.Server]:
+    return lambda kind: _server(servers, kind)
+
+
+@pytest.fixture(scope="session")
+def baseline_rate(
+    servers: dict[str, _peers.Server], book_bytes: bytes, benchmarking: bool
+) -> float:
+    """This machine's loopback, in bytes/s: best plain-socket round trip of the book.
+
+    Measured once per session, before the first ratio is needed, so every transport result
+    in the run is also a fraction of what a raw socket does here.
+    """
+    client = _peers.BaselineClient(_server(servers, "baseline").port, len(book_bytes))
+    try:
+        timed = Timed(client.round_trip)
+        for _ in range(rounds(benchmarking, BOOK_ROUNDS + BOOK_WARMUP)):
+            timed(book_bytes)
+    finally:
+        client.close()
+    return len(book_bytes) / timed.best

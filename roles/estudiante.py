@@ -1,0 +1,250 @@
+"""El Estudiante: asks the Docencio questions and checks that every answer is its own.
+
+As in the notebook it asks without waiting (a listener thread takes the answers) and prints
+"Alumno pregunta: <tipo>" and "Respuesta recibida: <texto>". What changed: every question
+carries an id and the student's name, so the student can tell an answer to its own question
+from one that reached it by mistake (``misrouted``) or twice (``duplicates``); it waits for
+its answers with a deadline instead of forever; if the Docencio restarts it reconnects with
+backoff and asks its unanswered questions again (same ids: nothing is counted twice).
+
+``interval`` paces the questions like the notebook (which waits 1 to 6 s): between two
+questions it waits ``interval * (1 + 5 * random())`` seconds; 0 asks as fast as it can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from protocol.errors import AyudantiaError, DecodeError
+from roles.base import Client, Unreachable
+from roles.clase import TIPOS
+
+
+@dataclass
+class _Asked:
+    tipo: str
+    sent: float
+    latency: float | None = None
+    por: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Informe:
+    """What one student saw: the numbers ``ayudantia run`` adds up."""
+
+    name: str
+    questions: int = 0
+    answered: int = 0
+    errors: int = 0
+    misrouted: int = 0
+    duplicates: int = 0
+    reconnects: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    by_por: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    error_texts: list[str] = field(default_factory=list)
+
+    @property
+    def unanswered(self) -> int:
+        return self.questions - self.answered - self.errors
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.answered == self.questions
+            and not self.errors
+            and not self.misrouted
+            and not self.duplicates
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["unanswered"] = self.unanswered
+        out["ok"] = self.ok
+        return out
+
+
+class Estudiante(Client):
+    role = "estudiante"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        name: str | None = None,
+        questions: int = 10,
+        interval: float = 1.0,
+        seed: int | None = None,
+        timeout: float = 30.0,
+        out: TextIO | None = None,
+        quiet: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(host, port, **kwargs)
+        self.name = name or f"Estudiante-{os.getpid()}"
+        self.questions = questions
+        self.interval = interval
+        self.timeout = timeout
+        self.rng = random.Random(seed)
+        self.out = out or sys.stdout
+        self.quiet = quiet
+        self._token = os.urandom(3).hex()  # ids unique across runs, whatever the seed
+        self._asked: dict[str, _Asked] = {}
+        self._lock = threading.Lock()
+        self._print_lock = threading.Lock()
+        self._all_done = threading.Event()
+        self._stop = threading.Event()
+        self._conn_lock = threading.Lock()
+        self._bytes = [0, 0]
+        self.informe = Informe(self.name)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            with self._print_lock:
+                print(text, file=self.out, flush=True)
+
+    # -- the run ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> Informe:
+        """Ask every question, wait for the answers (or the deadline), report."""
+        if stop is not None:
+            self._stop = stop
+        informe = self.informe
+        informe.started = time.time()
+        self.connect()
+        self.say(f"Cliente conectado exitosamente al servidor ({self.where}).")
+        listener = threading.Thread(target=self._listen, name=f"{self.name}-listen", daemon=True)
+        listener.start()
+        try:
+            for n in range(1, self.questions + 1):
+                if self._stop.is_set():
+                    break
+                tipo = self.rng.choice(TIPOS)
+                qid = f"{self.name}:{self._token}:{n}"
+                question = {"id": qid, "tipo": tipo, "de": self.name}
+                with self._lock:
+                    self._asked[qid] = _Asked(tipo, time.perf_counter())
+                    informe.questions += 1
+                    informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
+                self.say(f"Alumno pregunta: {tipo}")
+                self._send(question)
+                if self.interval > 0 and n < self.questions:
+                    self._stop.wait(self.interval * (1 + 5 * self.rng.random()))
+            deadline = time.monotonic() + self.timeout
+            while not self._all_done.is_set() and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                with self._lock:
+                    if self._pending_count() == 0:
+                        break
+                self._all_done.wait(min(left, 0.1))
+        finally:
+            self.close()
+            listener.join(5.0)
+            informe.finished = time.time()
+            self._collect()
+        return informe
+
+    def _pending_count(self) -> int:
+        return sum(1 for a in self._asked.values() if a.latency is None)
+
+    def _send(self, question: dict[str, Any]) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        # On failure the listener sees the broken link, reconnects and asks again.
+        with contextlib.suppress(AyudantiaError):
+            conn.send(question)
+
+    def _listen(self) -> None:
+        while not self.closing:
+            conn = self.conn
+            assert conn is not None
+            try:
+                while True:
+                    try:
+                        reply = conn.recv()
+                    except DecodeError as exc:
+                        self.say(f"Respuesta ilegible: {exc}")
+                        continue
+                    self._take(reply)
+            except AyudantiaError as exc:
+                if self.closing:
+                    return
+                self.say(f"Conexión perdida ({exc}); reconectando...")
+            self._bytes[0] += conn.bytes_sent
+            self._bytes[1] += conn.bytes_received
+            try:
+                self.reconnect()
+            except Unreachable as exc:
+                self.say(f"Conexión terminada: {exc}")
+                self._stop.set()
+                return
+            self.informe.reconnects += 1
+            with self._lock:
+                again = [
+                    {"id": qid, "tipo": a.tipo, "de": self.name}
+                    for qid, a in self._asked.items()
+                    if a.latency is None
+                ]
+            for question in again:
+                self._send(question)
+
+    def _take(self, reply: Any) -> None:
+        now = time.perf_counter()
+        informe = self.informe
+        qid = reply.get("id") if isinstance(reply, dict) else None
+        with self._lock:
+            asked = self._asked.get(qid) if isinstance(qid, str) else None
+            if asked is None:
+                informe.misrouted += 1
+                text = f"Respuesta ajena recibida: {reply!r}"
+            elif asked.latency is not None:
+                informe.duplicates += 1
+                text = f"Respuesta repetida recibida: {reply!r}"
+            else:
+                asked.latency = now - asked.sent
+                if isinstance(reply.get("respuesta"), str):
+                    asked.por = str(reply.get("por"))
+                    informe.answered += 1
+                    text = f"Respuesta recibida: {reply['respuesta']}"
+                else:
+                    asked.error = str(reply.get("error"))
+                    informe.errors += 1
+                    text = f"Error recibido: {asked.error}"
+                if informe.answered + informe.errors >= self.questions:
+                    self._all_done.set()
+        self.say(text)
+
+    def _collect(self) -> None:
+        informe = self.informe
+        conn = self.conn
+        if conn is not None:
+            self._bytes[0] += conn.bytes_sent
+            self._bytes[1] += conn.bytes_received
+        informe.bytes_sent, informe.bytes_received = self._bytes
+        by_por: Counter[str] = Counter()
+        with self._lock:
+            for a in self._asked.values():
+                if a.por is not None:
+                    by_por[a.por] += 1
+                    assert a.latency is not None
+                    informe.latencies.append(a.latency)
+                elif a.error is not None:
+                    informe.error_texts.append(a.error)
+        informe.by_por = dict(by_por)

@@ -1,0 +1,398 @@
+"""El Profesor: the notebook's Flask app, with a count that survives and is never doubled.
+
+Routes and shapes are the notebook's, exactly::
+
+    GET  /            {"saludo": "Bienvenido a la clase"}
+    GET  /respuesta   {"texto": <one of the four>, "método": "GET"}
+    GET  /preguntas   {"texto": "Llevamos: N preguntas respondidas", "método": "GET"}
+    POST /preguntas   same, "método": "POST", after counting
+
+What changed: the count lives in SQLite (WAL; one connection per thread), so it survives a
+restart and concurrent POSTs cannot lose an increment. A POST whose body carries a question
+id (``{"id": ...}``, or a batch ``{"ids": [...]}``) counts each id once however often it
+is retried (``INSERT OR IGNORE``); a POST with no body counts one, as in the notebook.
+Bodies are negotiated: JSON unless the request asks for msgpack (``Content-Type`` for what
+it sends, ``Accept`` for what it wants); pickle only when this Profesor runs with
+``--codec pickle`` (415 otherwise). Bad bodies get 400, oversized ones 413, and the count
+does not move.
+
+This module also holds the two clients of that API the other roles use:
+:class:`ProfesorClient` (one GET or POST, with timeouts) and :class:`Conteo` (the
+Docencio's background poster that retries until the Profesor has counted every id).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import re
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from random import SystemRandom
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from protocol import codecs
+from protocol.codecs import accept_for
+from protocol.errors import CodecError
+from roles.clase import PROFESOR_PORT, RESPUESTAS, http_codec, http_decode, http_headers
+
+if TYPE_CHECKING:  # flask is imported where the app is built: the clients do not need it
+    from flask import Flask
+
+MAX_BODY = 1024 * 1024  # a batch of ids fits easily; anything bigger is refused (413)
+MAX_IDS = 10_000
+_COUNT_RE = re.compile(r"Llevamos: (\d+) preguntas respondidas")
+
+log = logging.getLogger("ayudantia.profesor")
+
+
+def default_db_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("ayudantia")) / "profesor.sqlite3"
+
+
+class Libro:
+    """The gradebook: which question ids were counted, and how many answers in total."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        db = self._db()
+        with db:
+            db.execute("CREATE TABLE IF NOT EXISTS contadas (id TEXT PRIMARY KEY)")
+            db.execute("CREATE TABLE IF NOT EXISTS contador (k INTEGER PRIMARY KEY, n INTEGER)")
+            db.execute("INSERT OR IGNORE INTO contador (k, n) VALUES (0, 0)")
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    def count(self) -> int:
+        return int(self._db().execute("SELECT n FROM contador WHERE k = 0").fetchone()[0])
+
+    def add(self, ids: list[str] | None) -> int:
+        """Count ``ids`` (each once, ever), or one anonymous answer when None; the new total."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if ids is None:
+                new = 1
+            else:
+                before = db.total_changes
+                db.executemany(
+                    "INSERT OR IGNORE INTO contadas (id) VALUES (?)", [(i,) for i in ids]
+                )
+                new = db.total_changes - before
+            if new:
+                db.execute("UPDATE contador SET n = n + ? WHERE k = 0", (new,))
+            total = int(db.execute("SELECT n FROM contador WHERE k = 0").fetchone()[0])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return total
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            self._all.clear()
+
+
+class BadBody(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        super().__init__(reason)
+
+
+def create_app(
+    db_path: str | Path | None = None, codec: str = "json", *, max_body: int = MAX_BODY
+) -> Flask:
+    """The Profesor's Flask app; ``codec`` is this Profesor's ``--codec`` (pickle opts in)."""
+    from flask import Flask, Response, request
+
+    libro = Libro(db_path if db_path is not None else default_db_path())
+    accepted = accept_for(codec) - {"raw"}
+    rng = SystemRandom()
+    app = Flask("profesor")
+    app.config["MAX_CONTENT_LENGTH"] = max_body
+    app.config["JSON_AS_ASCII"] = False
+    app.extensions["libro"] = libro
+
+    def reply(obj: dict[str, Any], status: int = 200) -> Response:
+        chosen = codecs.get("json")
+        accept = request.accept_mimetypes
+        for name in ("msgpack", "pickle"):
+            candidate = codecs.get(name)
+            if name in accepted and accept.quality(candidate.content_type) > accept.quality(
+                "application/json"
+            ):
+                chosen = candidate
+                break
+        return Response(chosen.encode(obj), status=status, content_type=chosen.content_type)
+
+    def body_ids() -> list[str] | None:
+        data = request.get_data(cache=False)
+        if not data:
+            return None
+        codec = http_codec(request.content_type) or (
+            codecs.get("json") if not request.content_type else None
+        )
+        if codec is None:
+            raise BadBody(415, f"unsupported Content-Type {request.content_type!r}")
+        if codec.name not in accepted:
+            raise BadBody(
+                415, f"{codec.name} bodies are refused (this Profesor accepts: "
+                f"{', '.join(sorted(accepted))})"
+            )
+        try:
+            body = codec.decode(data, max_message=max_body)
+        except CodecError as exc:
+            raise BadBody(400, str(exc)) from None
+        if not isinstance(body, dict):
+            raise BadBody(400, "the body must be a map")
+        if "ids" in body:
+            ids = body["ids"]
+            if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
+                raise BadBody(400, f"'ids' must be a list of 1 to {MAX_IDS} ids")
+        elif "id" in body:
+            ids = [body["id"]]
+        else:
+            return None
+        for i in ids:
+            if not (isinstance(i, str | int) and not isinstance(i, bool)) or len(str(i)) > 256:
+                raise BadBody(400, "an id is a str or int of at most 256 characters")
+        return [str(i) for i in ids]
+
+    @app.errorhandler(BadBody)
+    def bad_body(exc: BadBody) -> Response:
+        return reply({"error": str(exc)}, exc.status)
+
+    @app.errorhandler(413)
+    def too_large(exc: Exception) -> Response:
+        return reply({"error": f"body larger than {max_body} bytes"}, 413)
+
+    @app.route("/", methods=["GET"])
+    def hello_world() -> Response:
+        return reply({"saludo": "Bienvenido a la clase"})
+
+    @app.route("/respuesta", methods=["GET"])
+    def respuesta() -> Response:
+        return reply({"texto": rng.choice(RESPUESTAS), "método": "GET"})
+
+    @app.route("/preguntas", methods=["GET", "POST"])
+    def respuesta_ingeniosa() -> Response:
+        if request.method == "POST":
+            total = libro.add(body_ids())
+            return reply({"texto": f"Llevamos: {total} preguntas respondidas", "método": "POST"})
+        return reply(
+            {"texto": f"Llevamos: {libro.count()} preguntas respondidas", "método": "GET"}
+        )
+
+    return app
+
+
+def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = None) -> int:
+    """Serve ``app`` with waitress until SIGINT/SIGTERM; then close every socket. Returns 0.
+
+    ``ready(host, port)`` is called once the socket listens (port 0 picks a free one).
+    """
+    import signal
+
+    from waitress import wasyncore
+    from waitress.server import create_server
+
+    server = create_server(
+        app, host=host, port=port, threads=threads, ident="profesor", channel_timeout=30
+    )
+    bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
+    log.info("Profesor escuchando en http://%s:%s", bound_host, bound_port)
+    if ready is not None:
+        ready(bound_host, bound_port)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()  # returns after shutting the worker threads down on KeyboardInterrupt
+    except KeyboardInterrupt:
+        server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        wasyncore.close_all(server._map)  # type: ignore[union-attr]
+        libro = app.extensions.get("libro")
+        if libro is not None:
+            libro.close()
+        log.info("Profesor detenido")
+    return 0
+
+
+# -- clients of the Profesor's API ----------------------------------------------------------
+
+
+def parse_count(texto: str) -> int:
+    match = _COUNT_RE.search(texto)
+    if match is None:
+        raise ValueError(f"not a count: {texto!r}")
+    return int(match.group(1))
+
+
+class ProfesorClient:
+    """The Profesor's API over HTTP, in this role's codec, with a timeout on every call."""
+
+    def __init__(self, url: str, codec: str = "json", *, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.codec = codec
+        self.timeout = timeout
+        self.accept = accept_for(codec, warn=False)
+        self.headers = http_headers(codec)
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        data = None if body is None else codecs.get(self.codec).encode(body)
+        response = self.session.request(
+            method,
+            self.url + path,
+            data=data,
+            headers=self.headers,
+            timeout=(min(2.0, self.timeout), self.timeout),
+        )
+        if response.status_code == 415 and self.codec != "json":
+            # a Profesor that refuses our codec still speaks JSON: fall back, loudly, once
+            log.warning("el Profesor rechaza %s; usando json", self.codec)
+            self.codec, self.headers = "json", http_headers("json")
+            return self._call(method, path, body)
+        response.raise_for_status()
+        obj = http_decode(response.headers.get("Content-Type"), response.content, self.accept)
+        if not isinstance(obj, dict):
+            raise CodecError(f"the Profesor answered {type(obj).__name__}, not a map")
+        return obj
+
+    def respuesta(self) -> str:
+        texto = self._call("GET", "/respuesta").get("texto")
+        if not isinstance(texto, str):
+            raise CodecError("the Profesor's answer has no 'texto'")
+        return texto
+
+    def count(self) -> int:
+        return parse_count(str(self._call("GET", "/preguntas").get("texto")))
+
+    def post_ids(self, ids: list[str]) -> int:
+        body = {"id": ids[0]} if len(ids) == 1 else {"ids": ids}
+        return parse_count(str(self._call("POST", "/preguntas", body).get("texto")))
+
+    def close(self) -> None:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+
+
+class Conteo:
+    """Posts answered question ids to the Profesor from a background thread, in batches.
+
+    :meth:`add` never blocks (the queue is bounded: past ``maxlen`` the oldest ids are
+    dropped and counted in ``lost``). While the Profesor is away the thread retries with
+    backoff (50 ms doubling to 2 s), so the count catches up after an outage. :meth:`close`
+    gives it ``flush`` seconds to post what is left.
+    """
+
+    def __init__(
+        self, client: ProfesorClient, *, maxlen: int = 100_000, batch: int = 500
+    ) -> None:
+        self.client = client
+        self.batch = batch
+        self.maxlen = maxlen
+        self._queue: collections.deque[str] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._flush_until = 0.0
+        self.posted = 0
+        self.lost = 0
+        self.last_count: int | None = None
+        self._thread = threading.Thread(target=self._run, name="conteo", daemon=True)
+        self._thread.start()
+
+    def add(self, key: str) -> None:
+        with self._cond:
+            if len(self._queue) >= self.maxlen:
+                self._queue.popleft()
+                self.lost += 1
+            self._queue.append(key)
+            self._cond.notify()
+
+    @property
+    def backlog(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def _run(self) -> None:
+        delay = 0.05
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue or (self._closing and time.monotonic() > self._flush_until):
+                    return
+                ids = [self._queue[i] for i in range(min(self.batch, len(self._queue)))]
+            try:
+                self.last_count = self.client.post_ids(ids)
+            except (requests.RequestException, CodecError, ValueError) as exc:
+                log.info("Profesor no disponible para contar (%s); reintento en %.2f s", exc, delay)
+                with self._cond:
+                    self._cond.wait(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            with self._cond:
+                for _ in ids:
+                    if self._queue:
+                        self._queue.popleft()
+            self.posted += len(ids)
+            log.debug("Contador de preguntas actualizado: %s", self.last_count)
+
+    def close(self, flush: float = 5.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._flush_until = time.monotonic() + flush
+            self._cond.notify_all()
+        self._thread.join(flush + self.client.timeout + 1)
+        self.client.close()
+
+
+__all__ = [
+    "PROFESOR_PORT",
+    "Conteo",
+    "Libro",
+    "ProfesorClient",
+    "create_app",
+    "default_db_path",
+    "parse_count",
+    "serve",
+]
