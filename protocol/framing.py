@@ -62,6 +62,7 @@ DEFAULT_MAX_MESSAGE: Final = 64 * 1024 * 1024
 # enough that the whole Quijote (2.1 MB) lands in one allocation, with no regrowth.
 _INITIAL_ALLOCATION: Final = 4 * 1024 * 1024
 _STAGE_SIZE: Final = 64 * 1024
+_ZEROS: Final = memoryview(bytes(_INITIAL_ALLOCATION))
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -387,12 +388,25 @@ class FrameDecoder:
         self._more = bool(flags & FLAG_MORE)
 
     def _reserve(self, needed: int) -> None:
-        """Grow the payload buffer to hold ``needed`` bytes, by doubling, never past the target."""
+        """Grow the payload buffer to hold ``needed`` bytes.
+
+        Growth doubles, so a chunked message costs a few reallocations, not one per frame
+        (glibc grows large blocks with mremap, without copying). It never passes what the
+        headers so far declared, except inside a message that announced more frames, and
+        there only by what has really arrived: a buffer is at most twice the bytes received,
+        or the first ``_INITIAL_ALLOCATION`` of a declared frame. New space is zeroed from
+        one shared zero block rather than from a temporary as large as the growth.
+        """
         size = len(self._buf)
         if size >= needed:
             return
-        new = min(self._target, max(needed, 2 * size, _INITIAL_ALLOCATION))
-        self._buf.extend(bytes(new - size))
+        limit = self.max_message if self._more and not self._stream else self._target
+        floor = min(self._target, _INITIAL_ALLOCATION)
+        grow = min(limit, max(needed, 2 * size, floor)) - size
+        while grow > 0:
+            step = min(grow, len(_ZEROS))
+            self._buf += _ZEROS[:step]
+            grow -= step
 
     def _take_staged(self) -> None:
         available = self._end - self._start
@@ -409,8 +423,8 @@ class FrameDecoder:
     def _finish_frame(self) -> Message | Chunk | None:
         self._frames += 1
         self._remaining = None
-        if len(self._buf) != self._filled:
-            del self._buf[self._filled :]
+        if len(self._buf) != self._filled and (self._stream or not self._more):
+            del self._buf[self._filled :]  # spare capacity stays while more frames come
         if self._verifier is not None:
             self._verify_and_strip()
         if self._stream:
