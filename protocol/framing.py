@@ -413,9 +413,12 @@ class FrameDecoder:
         if not available:
             return
         k = min(available, self._remaining or 0)
-        self._reserve(self._filled + k)
         with memoryview(self._stage) as stage:
-            self._buf[self._filled : self._filled + k] = stage[self._start : self._start + k]
+            if not self._buf:  # a frame that arrived whole with its header: one copy, no zeroing
+                self._buf = bytearray(stage[self._start : self._start + k])
+            else:
+                self._reserve(self._filled + k)
+                self._buf[self._filled : self._filled + k] = stage[self._start : self._start + k]
         self._filled += k
         self._start += k
         self._remaining = (self._remaining or 0) - k

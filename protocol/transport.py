@@ -157,7 +157,17 @@ class Connection:
     ) -> Sent:
         """Send already-encoded bytes as one message under ``codec_id``."""
         size = self.chunk_size if chunk_size is None else chunk_size
-        frames = frame_count(len(memoryview(payload).cast("B")), size)
+        if isinstance(payload, memoryview) and payload.format != "B":
+            payload = payload.cast("B")
+        length = len(payload)
+        if self._signer is None and (size <= 0 or length <= size):
+            # The common case, one unsigned frame: header and payload in one sendmsg.
+            buffers = (
+                [pack_header(codec_id, length), payload] if length else [pack_header(codec_id, 0)]
+            )
+            with self._send_lock:
+                return self._write(buffers, 1)
+        frames = frame_count(length, size)
         with self._send_lock:
             return self._write(
                 iter_frame_buffers(codec_id, payload, size, signer=self._signer), frames
@@ -209,9 +219,21 @@ class Connection:
     def _sendmsg_all(self, buffers: list[bytes | memoryview]) -> int:
         """sendmsg until every buffer is out, resuming after partial writes."""
         total = sum(len(b) for b in buffers)
-        views = [memoryview(b) for b in buffers]
-        first = 0
         try:
+            sent = self.sock.sendmsg(buffers)
+            if sent == total:  # the usual case: the kernel took it all at once
+                self.bytes_sent += total
+                return total
+            views = [memoryview(b) for b in buffers]
+            first = 0
+            while sent:  # skip what the first call sent
+                head = len(views[first])
+                if sent >= head:
+                    sent -= head
+                    first += 1
+                else:
+                    views[first] = views[first][sent:]
+                    sent = 0
             while first < len(views):
                 sent = self.sock.sendmsg(views[first:])
                 while sent:
