@@ -40,6 +40,9 @@ from protocol.framing import (
 from protocol.signing import Signer, check_key
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
+# ...and bytes per call: a stream's frames are batched into few system calls, while the
+# memory they pin stays bounded whatever the chunk size.
+_BATCH_BYTES: Final = 1024 * 1024
 _STREAM_READ: Final = 64 * 1024
 
 
@@ -185,14 +188,33 @@ class Connection:
         size = self.chunk_size if chunk_size is None else chunk_size
         size = size or _STREAM_READ
         pieces = _file_chunks(source, size) if hasattr(source, "read") else _split(source, size)
-        with self.open_stream(codecs.get("raw").id) as out:
+        raw_id = codecs.get("raw").id
+        frames = 0
+
+        def buffers() -> Iterator[bytes | memoryview]:
+            nonlocal frames
             pending: bytes | memoryview | None = None
-            for piece in pieces:
+            for piece in pieces:  # one piece of look-ahead: the last frame clears MORE
                 if pending is not None:
-                    out.write(pending)
+                    frames += 1
+                    yield from self._frame_buffers(raw_id, pending, more=True)
                 pending = piece
-            out.write(pending if pending is not None else b"", last=True)
-            return out.sent
+            frames += 1
+            yield from self._frame_buffers(raw_id, b"" if pending is None else pending, more=False)
+
+        with self._send_lock:
+            wire = self._write(buffers(), 0).wire_bytes
+        self.frames_sent += frames
+        return Sent(frames, wire)
+
+    def _frame_buffers(
+        self, codec_id: int, data: bytes | bytearray | memoryview, *, more: bool
+    ) -> list[bytes | memoryview]:
+        """One frame's buffers: header and data, plus the tag when this side signs."""
+        if self._signer is not None:
+            return signed_frame_buffers(codec_id, data, self._signer, more=more)
+        header = pack_header(codec_id, len(data), more=more)
+        return [header, data] if len(data) else [header]
 
     @contextlib.contextmanager
     def open_stream(self, codec_id: int) -> Iterator[StreamWriter]:
@@ -206,11 +228,14 @@ class Connection:
     def _write(self, buffers: Iterable[bytes | memoryview], frames: int) -> Sent:
         wire = 0
         batch: list[bytes | memoryview] = []
+        batch_bytes = 0
         for buf in buffers:
             batch.append(buf)
-            if len(batch) >= _IOV_MAX:
+            batch_bytes += len(buf)
+            if len(batch) >= _IOV_MAX or batch_bytes >= _BATCH_BYTES:
                 wire += self._sendmsg_all(batch)
                 batch = []
+                batch_bytes = 0
         if batch:
             wire += self._sendmsg_all(batch)
         self.frames_sent += frames
@@ -419,13 +444,7 @@ class StreamWriter:
     def write(self, data: bytes | bytearray | memoryview, *, last: bool = False) -> None:
         if self.done:
             raise RuntimeError("stream already ended")
-        signer = self._conn._signer
-        if signer is not None:
-            buffers = signed_frame_buffers(self._codec_id, data, signer, more=not last)
-        else:
-            header = pack_header(self._codec_id, len(data), more=not last)
-            buffers = [header, data] if len(data) else [header]
-        sent = self._conn._write(buffers, 1)
+        sent = self._conn._write(self._conn._frame_buffers(self._codec_id, data, more=not last), 1)
         self.frames += sent.frames
         self.wire_bytes += sent.wire_bytes
         self.done = last
