@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from protocol.errors import AyudantiaError, DecodeError
-from roles.base import Client, Unreachable
+from roles.base import Client, SignalEvent, Unreachable
 from roles.clase import TIPOS
 
 
@@ -107,7 +107,7 @@ class Estudiante(Client):
         self._lock = threading.Lock()
         self._print_lock = threading.Lock()
         self._all_done = threading.Event()
-        self._stop = threading.Event()
+        self._stop: threading.Event | SignalEvent = threading.Event()
         self._conn_lock = threading.Lock()
         self._bytes = [0, 0]
         self.informe = Informe(self.name)
@@ -119,7 +119,7 @@ class Estudiante(Client):
 
     # -- the run ----------------------------------------------------------------------
 
-    def run(self, stop: threading.Event | None = None) -> Informe:
+    def run(self, stop: threading.Event | SignalEvent | None = None) -> Informe:
         """Ask every question, wait for the answers (or the deadline), report."""
         if stop is not None:
             self._stop = stop

@@ -160,8 +160,9 @@ def create_app(
             raise BadBody(415, f"unsupported Content-Type {request.content_type!r}")
         if codec.name not in accepted:
             raise BadBody(
-                415, f"{codec.name} bodies are refused (this Profesor accepts: "
-                f"{', '.join(sorted(accepted))})"
+                415,
+                f"{codec.name} bodies are refused (this Profesor accepts: "
+                f"{', '.join(sorted(accepted))})",
             )
         try:
             body = codec.decode(data, max_message=max_body)
@@ -203,9 +204,7 @@ def create_app(
         if request.method == "POST":
             total = libro.add(body_ids())
             return reply({"texto": f"Llevamos: {total} preguntas respondidas", "método": "POST"})
-        return reply(
-            {"texto": f"Llevamos: {libro.count()} preguntas respondidas", "método": "GET"}
-        )
+        return reply({"texto": f"Llevamos: {libro.count()} preguntas respondidas", "método": "GET"})
 
     return app
 
@@ -323,9 +322,7 @@ class Conteo:
     gives it ``flush`` seconds to post what is left.
     """
 
-    def __init__(
-        self, client: ProfesorClient, *, maxlen: int = 100_000, batch: int = 500
-    ) -> None:
+    def __init__(self, client: ProfesorClient, *, maxlen: int = 100_000, batch: int = 500) -> None:
         self.client = client
         self.batch = batch
         self.maxlen = maxlen

@@ -72,9 +72,13 @@ class Role:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # with PYTHONFAULTHANDLER: every thread's stack
+            time.sleep(0.5)
             self.proc.kill()
             self.proc.wait()
-            raise
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout} s of signal {sig}:\n{self.stderr()}"
+            ) from None
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -136,10 +140,8 @@ class Procs:
     def close(self) -> None:
         for role in reversed(self.started):
             if role.proc.poll() is None:
-                try:
+                with contextlib.suppress(AssertionError):
                     role.stop(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
 
 
 def connect(role: Role, codec: str = "json", **kw: Any) -> Connection:

@@ -1,0 +1,130 @@
+"""``ayudantia run``: its verdict, its arithmetic, and that it never leaves a process behind."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from ayudantia.commands.run import percentile, summarize
+
+
+def report(**kw):
+    base = {
+        "questions": 10,
+        "answered": 10,
+        "errors": 0,
+        "unanswered": 0,
+        "misrouted": 0,
+        "duplicates": 0,
+        "reconnects": 0,
+        "bytes_sent": 100,
+        "bytes_received": 200,
+        "started": 1.0,
+        "finished": 2.0,
+        "by_kind": {"Tarea": 10},
+        "by_por": {"Tareo": 10},
+        "latencies": [0.001 * i for i in range(1, 11)],
+    }
+    return {**base, **kw}
+
+
+def test_percentiles():
+    values = [float(i) for i in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == (
+        50.0,
+        95.0,
+        99.0,
+    )
+    assert percentile([3.0], 99) == 3.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_summary_ok_only_when_everything_adds_up():
+    good = summarize([report(), report(started=1.5, finished=3.0)], 20, 2, 10)
+    assert good["ok"] and good["answered"] == 20 and good["seconds"] == 2.0
+    assert good["questions_per_second"] == 10.0
+    assert good["students_bytes_sent"] == 200
+    assert not summarize([report()], 9, 1, 10)["ok"]  # the count differs
+    assert not summarize([report(misrouted=1)], 10, 1, 10)["ok"]
+    assert not summarize([report(duplicates=1)], 10, 1, 10)["ok"]
+    assert not summarize([report(answered=9, errors=1)], 9, 1, 10)["ok"]  # an error answer
+    assert not summarize([report(answered=9, unanswered=1)], 9, 1, 10)["ok"]
+    assert not summarize([report()], 10, 2, 10)["ok"]  # a student never reported
+
+
+def _ours(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if marker in cmd and "ayudantia" in cmd:
+            found.append(p)
+    return found
+
+
+@pytest.mark.timeout(60)
+def test_run_leaves_no_process_behind_even_when_it_fails(tmp_path):
+    keep = tmp_path / "logs"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ayudantia",
+            "run",
+            "--students",
+            "2",
+            "--questions",
+            "3",
+            "--interval",
+            "0",
+            "--keep",
+            str(keep),
+            "--startup-timeout",
+            "0.01",  # the Profesor cannot be ready this fast: the run fails at startup
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 1
+    assert "was not ready" in done.stderr
+    assert not _ours(str(keep))
+
+
+@pytest.mark.timeout(60)
+def test_run_sigint_stops_every_child(tmp_path):
+    import time
+
+    keep = tmp_path / "logs"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ayudantia",
+            "run",
+            "--students",
+            "2",
+            "--questions",
+            "500",
+            "--interval",
+            "0.2",
+            "--keep",
+            str(keep),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_ours(str(keep))) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_ours(str(keep))) >= 5  # profesor, tareo, docencio, 2 students
+        run.send_signal(2)
+        assert run.wait(20) != 0
+        assert not _ours(str(keep))
+    finally:
+        if run.poll() is None:
+            run.kill()
