@@ -250,25 +250,9 @@ class Connection:
                 self.bytes_sent += total
                 return total
             views = [memoryview(b) for b in buffers]
-            first = 0
-            while sent:  # skip what the first call sent
-                head = len(views[first])
-                if sent >= head:
-                    sent -= head
-                    first += 1
-                else:
-                    views[first] = views[first][sent:]
-                    sent = 0
+            first = _advance(views, 0, sent)
             while first < len(views):
-                sent = self.sock.sendmsg(views[first:])
-                while sent:
-                    head = len(views[first])
-                    if sent >= head:
-                        sent -= head
-                        first += 1
-                    else:
-                        views[first] = views[first][sent:]
-                        sent = 0
+                first = _advance(views, first, self.sock.sendmsg(views[first:]))
         except TimeoutError as exc:
             self._fail()
             raise Timeout("send timed out; the connection is no longer usable") from exc
@@ -452,6 +436,18 @@ class StreamWriter:
     @property
     def sent(self) -> Sent:
         return Sent(self.frames, self.wire_bytes)
+
+
+def _advance(views: list[memoryview], first: int, sent: int) -> int:
+    """Drop ``sent`` bytes from the front of ``views[first:]``; returns the new first index."""
+    while sent:
+        head = len(views[first])
+        if sent < head:
+            views[first] = views[first][sent:]
+            break
+        sent -= head
+        first += 1
+    return first
 
 
 def _split(pieces: Iterable[bytes], size: int) -> Iterator[bytes | memoryview]:
