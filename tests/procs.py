@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-LISTENING = re.compile(r"listening on ([\w.:\[\]-]+):(\d+)")
+LISTENING = re.compile(r"listening on (?:http://)?\[?([\w.:-]+?)\]?:(\d+)\b")
 
 
 @dataclass

@@ -259,3 +259,24 @@ def test_doc_client_fails_loudly_without_a_server(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert b"ConnectionRefusedError" in result.stderr
+
+
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+def test_doc_client_talks_to_ayudantia_eco(
+    codec: str, tmp_path: Path, notebook_message: dict
+) -> None:
+    """The issue's acceptance check: a client written from the doc alone, a real eco process."""
+    from tests.procs import running
+
+    script = tmp_path / "client.py"
+    script.write_text(client_code(), encoding="utf-8")
+    with running("eco", "--port", "0", "--codec", codec) as eco:
+        result = subprocess.run(
+            [sys.executable, "-I", str(script), eco.host, str(eco.port)],
+            capture_output=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr.decode(errors="replace") + "".join(eco.output)
+        assert json.loads(result.stdout.decode("utf-8")) == notebook_message
+        assert eco.proc.poll() is None

@@ -1,0 +1,72 @@
+"""Bodies that lie, sent over real HTTP to a real Profesor process: 4xx, count unchanged."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.procs import RoleProcess, running
+
+
+@pytest.fixture(scope="module")
+def profesor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoleProcess]:
+    db = tmp_path_factory.mktemp("profesor") / "libro.sqlite3"
+    with running("profesor", "--port", "0", "--db", str(db)) as proc:
+        yield proc
+
+
+def url(proc: RoleProcess, path: str) -> str:
+    return f"http://{proc.host}:{proc.port}{path}"
+
+
+def count(proc: RoleProcess) -> int:
+    texto = requests.get(url(proc, "/preguntas"), timeout=10).json()["texto"]
+    m = re.fullmatch(r"Llevamos: (\d+) preguntas respondidas", texto)
+    assert m, texto
+    return int(m.group(1))
+
+
+BODIES = {
+    "malformed": (b'{"id": "a', "application/json", 400),
+    "bad-utf8": (b'{"id": "\xff"}', "application/json", 400),
+    "not-a-map": (b'["a"]', "application/json", 400),
+    "id-wrong-type": (b'{"id": {"x": 1}}', "application/json", 400),
+    "deeply-nested": (b"[" * 50_000 + b"]" * 50_000, "application/json", 400),
+    "huge-integer": (b'{"id": ' + b"9" * 20_000 + b"}", "application/json", 400),
+    "msgpack-huge-map": (b"\xdf\xff\xff\xff\xff", "application/msgpack", 400),
+    "pickle-not-opted-in": (pickle.dumps({"id": "p"}), "application/python-pickle", 415),
+    "oversized": (b'{"id": "' + b"a" * (3 * 1024 * 1024) + b'"}', "application/json", 413),
+}
+
+
+@pytest.mark.parametrize("name", list(BODIES))
+def test_bad_body_gets_4xx_and_leaves_the_count(profesor: RoleProcess, name: str) -> None:
+    body, content_type, status = BODIES[name]
+    before = count(profesor)
+    resp = requests.post(
+        url(profesor, "/preguntas"), data=body, headers={"Content-Type": content_type}, timeout=30
+    )
+    assert resp.status_code == status, resp.text[:200]
+    assert count(profesor) == before
+    assert profesor.proc.poll() is None, "the Profesor keeps serving"
+
+
+def test_good_body_still_counts_once(profesor: RoleProcess) -> None:
+    before = count(profesor)
+    for _ in range(3):  # a retried POST counts its id once
+        resp = requests.post(url(profesor, "/preguntas"), json={"id": "hostil-ok"}, timeout=10)
+        assert resp.status_code == 200
+    assert count(profesor) == before + 1
+    assert json.loads(requests.get(url(profesor, "/"), timeout=10).text) == {
+        "saludo": "Bienvenido a la clase"
+    }
+
+
+def test_profesor_binds_loopback_by_default(profesor: RoleProcess, tmp_path: Path) -> None:
+    assert profesor.host == "127.0.0.1"
