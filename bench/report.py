@@ -398,6 +398,41 @@ def memory_section(res: Results) -> str:
 # --- targets and the default chunk size ----------------------------------------------------
 
 
+def class_rows(res: Results) -> tuple[list[int], dict[str, dict[int, Bench]]]:
+    """The whole-class runs: the student counts measured, and codec -> students -> run."""
+    grid: dict[str, dict[int, Bench]] = {}
+    for b in res.of("class"):
+        grid.setdefault(str(b.info["codec"]), {})[int(b.info["students"])] = b
+    students = sorted({n for row in grid.values() for n in row})
+    order = sorted(grid, key=lambda n: (CODEC_ORDER.index(n) if n in CODEC_ORDER else 99, n))
+    return students, {c: grid[c] for c in order}
+
+
+def class_section(res: Results) -> str:
+    students, grid = class_rows(res)
+    if not grid:
+        return "_No whole-class benchmarks in this run._"
+
+    def cell(b: Bench | None) -> str:
+        if b is None:
+            return ""
+        text = f"{float(b.info['questions_per_s']):,.0f}"
+        return text if b.info.get("ok") else f"{text} (**FAILED**)"
+
+    headers = ["codec", *(f"{n} student{'s' if n != 1 else ''}, questions/s" for n in students)]
+    rows = [(c, *(cell(grid[c].get(n)) for n in students)) for c in grid]
+    loads = ", ".join(
+        f"{n} x {next(r[n] for r in grid.values() if n in r).info['questions']}" for n in students
+    )
+    intro = (
+        "`ayudantia run --interval 0`: the Profesor, the Tareo, the Docencio and N students as "
+        "separate processes on loopback. Questions/s is answers delivered over the students' "
+        "first question to last answer, best round (start-up not included). Students x "
+        f"questions each: {loads}."
+    )
+    return intro + "\n\n" + table(headers, rows)
+
+
 def best_raw_whole(res: Results) -> Bench | None:
     curve = transfer_curves(res, "whole").get("raw", {})
     return min(curve.values(), key=lambda b: b.best) if curve else None
@@ -744,6 +779,8 @@ def render(res: Results, plots: list[Path], skipped: str | None, out: Path, note
         memory_section(res),
         "",
     ]
+    if res.of("class"):
+        parts += ["## The class", "", class_section(res), ""]
     if skipped:
         parts += [f"_Plots were skipped: {skipped}._", ""]
     if notes:

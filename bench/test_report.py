@@ -11,6 +11,8 @@ import pytest
 from bench import report
 
 SAMPLE = Path(__file__).parent / "testdata" / "sample.json"
+# Whole-class runs only (cut down from a real one; pickle's 10-student run marked failed).
+CLASS = Path(__file__).parent / "testdata" / "class.json"
 
 
 @pytest.fixture
@@ -52,6 +54,7 @@ def test_main_writes_tables_and_plots(tmp_path):
     assert "| msgpack |" in text
     assert "multiprocessing.connection" in text
     assert "Plots were skipped" not in text
+    assert "## The class" not in text  # no whole-class runs in the sample
     for name in ("throughput.png", "codecs.png", "memory.png"):
         png = img / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -82,3 +85,17 @@ def test_untimed_run_is_refused(tmp_path, capsys):
     empty.write_text(json.dumps({"benchmarks": []}), encoding="utf-8")
     assert report.main([str(empty), "--out", str(tmp_path / "x.md")]) == 1
     assert "--benchmark" in capsys.readouterr().out
+
+
+def test_class_table(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    assert report.main([str(CLASS), "--out", str(out), "--img", str(tmp_path / "img")]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "## The class" in text
+    assert "| codec | 1 student, questions/s | 10 students, questions/s |" in text
+    assert "| json | 1,809 | 1,402 |" in text
+    assert "| msgpack | 2,084 |  |" in text  # not measured with 10 students
+    assert "| pickle |  | 1,444 (**FAILED**) |" in text
+    assert "1 x 1000, 10 x 100" in text
+    # The other sections say they have nothing rather than crash.
+    assert "_No codec benchmarks in this run._" in text
