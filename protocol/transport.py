@@ -43,7 +43,9 @@ _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
 # ...and bytes per call: a stream's frames are batched into few system calls, while the
 # memory they pin stays bounded whatever the chunk size.
 _BATCH_BYTES: Final = 1024 * 1024
-_STREAM_READ: Final = 64 * 1024
+# The default chunk of a stream, from the benchmark curve (docs/benchmarks.md, "Default
+# chunk size"): the smallest chunk within 10% of the best streamed throughput.
+DEFAULT_STREAM_CHUNK: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +188,7 @@ class Connection:
         The send lock is held throughout, so no other message interleaves.
         """
         size = self.chunk_size if chunk_size is None else chunk_size
-        size = size or _STREAM_READ
+        size = size or DEFAULT_STREAM_CHUNK
         pieces = _file_chunks(source, size) if hasattr(source, "read") else _split(source, size)
         raw_id = codecs.get("raw").id
         frames = 0

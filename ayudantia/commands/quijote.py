@@ -14,13 +14,12 @@ from typing import Any
 
 from ayudantia.config import Option, parse_hostport, wire_options
 from ayudantia.quijote import book_message, book_path, sha256_file
-from protocol.transport import Connection
+from protocol.transport import DEFAULT_STREAM_CHUNK, Connection
 from roles.base import WireSettings
 from roles.eco import Eco
 
 NAME = "quijote"
 HELP = "send Don Quijote to an eco server and back; check it and print codec, bytes, frames, MB/s"
-STREAM_DEFAULT_CHUNK = 64 * 1024
 
 
 def options() -> list[Option]:
@@ -113,7 +112,7 @@ def round_trip_message(conn: Connection, text: str, repeat: int) -> RoundTrip:
 
 def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
     expected = sha256_file(path)
-    chunk = conn.chunk_size or STREAM_DEFAULT_CHUNK
+    chunk = conn.chunk_size or DEFAULT_STREAM_CHUNK
     best = float("inf")
     verified = True
     frames = wire = 0
