@@ -194,6 +194,7 @@ def test_a_thousand_connections_opened_and_dropped(eco):
     proc = psutil.Process(eco.proc.pid)
     still_serves(eco)
     threads0, fds0 = proc.num_threads(), proc.num_fds()
+    fds_before = proc.net_connections()
     for i in range(1000):
         try:
             sock = socket.create_connection((eco.host, eco.port), timeout=5)
@@ -205,13 +206,15 @@ def test_a_thousand_connections_opened_and_dropped(eco):
         elif i % 3 == 1:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")  # RST
         sock.close()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.num_threads() <= threads0 and proc.num_fds() <= fds0:
-            break
+    # Idle means idle for a while: connections still in the listen backlog are accepted
+    # later, so one lucky sample between two accepts proves nothing.
+    deadline = time.monotonic() + 20
+    calm = 0
+    while time.monotonic() < deadline and calm < 5:
+        calm = calm + 1 if proc.num_threads() <= threads0 and proc.num_fds() <= fds0 else 0
         time.sleep(0.2)
     assert proc.num_threads() <= threads0, "client threads left behind"
-    assert proc.num_fds() <= fds0, "sockets left open"
+    assert proc.num_fds() <= fds0, f"sockets left open: {proc.net_connections()} {fds_before}"
     cpu0 = sum(proc.cpu_times()[:2])
     time.sleep(1.0)
     assert sum(proc.cpu_times()[:2]) - cpu0 < 0.1, "the server spins while idle"
