@@ -36,6 +36,20 @@ def _record(benchmark, timed: Timed, baseline_rate: float, **info) -> None:
     )
 
 
+def _time_book(benchmark, benchmarking, fn, **pedantic) -> tuple[Timed, object]:
+    """Time ``fn`` over the book's rounds; warm-up rounds are left out of the record."""
+    timed = Timed(fn)
+    result = benchmark.pedantic(
+        timed,
+        rounds=rounds(benchmarking, BOOK_ROUNDS),
+        warmup_rounds=BOOK_WARMUP if benchmarking else 0,
+        **pedantic,
+    )
+    if benchmarking:
+        timed.times = timed.times[BOOK_WARMUP:]
+    return timed, result
+
+
 def test_transfer_whole(
     benchmark, benchmarking, server, baseline_rate, codec_name, chunk_size, book_text
 ):
@@ -55,17 +69,9 @@ def test_transfer_whole(
             setup = lambda: ((payload,), {})  # noqa: E731
         else:
             setup = lambda: ((codec_object(codec_name, fresh_copy(book_text)),), {})  # noqa: E731
-        timed = Timed(round_trip)
-        sent = benchmark.pedantic(
-            timed,
-            setup=setup,
-            rounds=rounds(benchmarking, BOOK_ROUNDS),
-            warmup_rounds=BOOK_WARMUP if benchmarking else 0,
-        )
+        timed, sent = _time_book(benchmark, benchmarking, round_trip, setup=setup)
     finally:
         conn.close()
-    if benchmarking:
-        timed.times = timed.times[BOOK_WARMUP:]
     _record(
         benchmark,
         timed,
@@ -92,17 +98,11 @@ def test_transfer_stream(
             conn.recv_message()
             return sent
 
-        timed = Timed(round_trip)
-        sent = benchmark.pedantic(
-            timed,
-            setup=lambda: ((io.BytesIO(book_bytes),), {}),
-            rounds=rounds(benchmarking, BOOK_ROUNDS),
-            warmup_rounds=BOOK_WARMUP if benchmarking else 0,
+        timed, sent = _time_book(
+            benchmark, benchmarking, round_trip, setup=lambda: ((io.BytesIO(book_bytes),), {})
         )
     finally:
         conn.close()
-    if benchmarking:
-        timed.times = timed.times[BOOK_WARMUP:]
     _record(
         benchmark,
         timed,
@@ -137,17 +137,9 @@ def test_peer_book(benchmark, benchmarking, server, baseline_rate, peer, book_by
     benchmark.group = "transfer-peers"
     client = _peer_client(peer, server(peer).port, len(book_bytes))
     try:
-        timed = Timed(client.round_trip)
-        benchmark.pedantic(
-            timed,
-            args=(book_bytes,),
-            rounds=rounds(benchmarking, BOOK_ROUNDS),
-            warmup_rounds=BOOK_WARMUP if benchmarking else 0,
-        )
+        timed, _ = _time_book(benchmark, benchmarking, client.round_trip, args=(book_bytes,))
     finally:
         client.close()
-    if benchmarking:
-        timed.times = timed.times[BOOK_WARMUP:]
     _record(
         benchmark,
         timed,
