@@ -1,14 +1,15 @@
-"""What the class's four role commands share: upstream options, the ready line, stats files."""
+"""What the class's role commands share: upstream options, the ready line, serving, stats."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ayudantia.config import Option, parse_hostport
-from roles.base import WireSettings
+from roles.base import Server
 
 
 def upstream_option(name: str, default: Any, what: str) -> Option:
@@ -32,10 +33,6 @@ def stats_option() -> Option:
     return Option("stats", None, "write counters as JSON to FILE on exit", str, "FILE", True)
 
 
-def wire_from(settings: dict[str, Any]) -> WireSettings:
-    return WireSettings.from_settings(settings)
-
-
 def announce(role: str, where: str, codec: str) -> None:
     """The line ``ayudantia run`` (and a human) waits for before starting the next role."""
     print(f"{role} listening on {where} (codec {codec}, pid {os.getpid()})", flush=True)
@@ -46,3 +43,14 @@ def write_stats(path: str | None, stats: dict[str, Any]) -> None:
         tmp = Path(path + ".tmp")
         tmp.write_text(json.dumps(stats, indent=1), encoding="utf-8")
         tmp.replace(path)
+
+
+def serve_announced(
+    role: str, server: Server, settings: dict[str, Any], stats: Callable[[], dict[str, Any]]
+) -> int:
+    """Announce a started server, serve until SIGINT/SIGTERM, then write its counters."""
+    host, port = server.address
+    announce(role, f"{host}:{port}", settings["codec"])
+    status = server.serve_until_signal()
+    write_stats(settings["stats"], stats())
+    return status

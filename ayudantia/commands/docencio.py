@@ -6,14 +6,13 @@ import argparse
 from typing import Any
 
 from ayudantia.commands._roles import (
-    announce,
+    serve_announced,
     stats_option,
     timeout_option,
     upstream_option,
-    wire_from,
-    write_stats,
 )
 from ayudantia.config import Option, wire_options
+from roles.base import WireSettings
 from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
 
 NAME = "docencio"
@@ -41,16 +40,13 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server = Docencio(
         settings["host"],
         settings["port"],
-        wire=wire_from(settings),
+        wire=WireSettings.from_settings(settings),
         max_clients=settings["max_clients"],
         tareo=settings["tareo"],
         profesor=settings["profesor"],
         timeout=settings["timeout"],
     )
-    host, port = server.start()
+    server.start()
     if not server.upstream.wait_up(2.0):
         server.log.warning("el Tareo (%s) aún no responde; sigo intentando", server.upstream.where)
-    announce(NAME, f"{host}:{port}", settings["codec"])
-    status = server.serve_until_signal()
-    write_stats(settings["stats"], server.stats())
-    return status
+    return serve_announced(NAME, server, settings, server.stats)

@@ -7,9 +7,9 @@ import json
 import threading
 from typing import Any
 
-from ayudantia.commands._roles import upstream_option, wire_from, write_stats
+from ayudantia.commands._roles import upstream_option, write_stats
 from ayudantia.config import Option, wire_options
-from roles.base import handle_signals
+from roles.base import WireSettings, handle_signals
 from roles.clase import DOCENCIO_PORT
 
 NAME = "estudiante"
@@ -49,7 +49,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     alumno = Estudiante(
         host,
         port,
-        wire=wire_from(settings),
+        wire=WireSettings.from_settings(settings),
         name=settings["name"],
         questions=settings["questions"],
         interval=settings["interval"],

@@ -6,14 +6,13 @@ import argparse
 from typing import Any
 
 from ayudantia.commands._roles import (
-    announce,
+    serve_announced,
     stats_option,
     timeout_option,
     upstream_option,
-    wire_from,
-    write_stats,
 )
 from ayudantia.config import Option, wire_options
+from roles.base import WireSettings
 from roles.clase import PROFESOR_PORT, TAREO_PORT
 
 NAME = "tareo"
@@ -41,14 +40,13 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server = Tareo(
         settings["host"],
         settings["port"],
-        wire=wire_from(settings),
+        wire=WireSettings.from_settings(settings),
         max_clients=settings["max_clients"],
         profesor=settings["profesor"],
         profesor_timeout=settings["timeout"],
         workers=settings["workers"],
     )
-    host, port = server.start()
-    announce(NAME, f"{host}:{port}", settings["codec"])
-    status = server.serve_until_signal()
-    write_stats(settings["stats"], {"answered": server.answered, "errors": server.errors})
-    return status
+    server.start()
+    return serve_announced(
+        NAME, server, settings, lambda: {"answered": server.answered, "errors": server.errors}
+    )
