@@ -131,3 +131,39 @@ class ConnectionClosed(TransportError, ConnectionError):
 
 class Timeout(TransportError, TimeoutError):
     """A socket operation did not complete within the configured timeout."""
+
+
+# --- refusals -------------------------------------------------------------------------
+#
+# A server that refuses a peer at a header first sends one refusal frame (flag bit 2, see
+# docs/protocol.md, "Refusal frames"), then closes. Its payload is one reason byte and a short
+# UTF-8 line. The codes are part of the wire format: never renumber them.
+
+REFUSAL_CODES: dict[int, str] = {
+    1: "codec",  # the codec is unknown or not accepted here
+    2: "too_large",  # the message exceeds the receiver's max_message
+    3: "signature",  # a key mismatch: unsigned to a keyed peer, signed to a keyless one, bad tag
+    4: "version",  # a protocol version this receiver does not speak
+    5: "malformed",  # the bytes are not a valid frame (bad magic, flags, reserved byte)
+    6: "busy",  # the server is full (max clients); retrying later may work
+}
+# Refusals that retrying with the same settings can never cure: a client stops and says why.
+PERMANENT_REFUSALS: frozenset[str] = frozenset(
+    {"codec", "too_large", "signature", "version", "malformed"}
+)
+
+
+class Refused(ProtocolError):
+    """The peer refused us and said why, in a refusal frame, before it closed.
+
+    ``reason`` is one of :data:`REFUSAL_CODES`' names (``"unknown"`` for a code this side
+    does not know); ``text`` is the peer's human line, already sanitised (printable, capped).
+    ``permanent`` tells a client whether reconnecting with the same settings can help.
+    """
+
+    def __init__(self, code: int, text: str) -> None:
+        self.code = code
+        self.reason = REFUSAL_CODES.get(code, "unknown")
+        self.text = text
+        self.permanent = self.reason in PERMANENT_REFUSALS
+        super().__init__(f"refused by peer ({self.reason}): {text}")
