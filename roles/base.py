@@ -20,18 +20,14 @@ import dataclasses
 import itertools
 import logging
 import math
-import select
 import selectors
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from types import FrameType
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from protocol.codecs import DEFAULT_ACCEPT, accept_for
 from protocol.errors import (
     AyudantiaError,
     CodecError,
@@ -41,62 +37,10 @@ from protocol.errors import (
     Timeout,
     TransportError,
 )
-from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.transport import Connection
-
-
-@dataclass(frozen=True)
-class WireSettings:
-    """How a role speaks: what it sends, what it accepts, how long it waits."""
-
-    codec: str = "json"
-    chunk_size: int = 0
-    max_message: int = DEFAULT_MAX_MESSAGE
-    accept: frozenset[str] = field(default_factory=lambda: DEFAULT_ACCEPT)
-    idle_timeout: float | None = 300.0  # between messages
-    read_timeout: float | None = 10.0  # within a message: drops half-sent headers
-    key: bytes | None = field(default=None, repr=False)  # HMAC key: sign and require signed
-    message_timeout: float | None = 120.0  # a whole message from its first byte (drip feeds)
-
-    @classmethod
-    def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
-        """Settings whose accept-list follows ``codec`` (choosing pickle opts in, loudly)."""
-        return cls(codec=codec, accept=accept_for(codec), **kwargs)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> WireSettings:
-        """Settings from the resolved ``wire_options()`` of a command (missing keys: defaults)."""
-        kwargs: dict[str, Any] = {}
-        for name in (
-            "chunk_size",
-            "max_message",
-            "idle_timeout",
-            "read_timeout",
-            "message_timeout",
-        ):
-            if settings.get(name) is not None:
-                kwargs[name] = settings[name]
-        if settings.get("key"):
-            kwargs["key"] = str(settings["key"]).encode("utf-8")
-        return cls.for_codec(settings.get("codec", "json"), **kwargs)
-
-    def wrap(self, sock: socket.socket) -> Connection:
-        return Connection(
-            sock,
-            codec=self.codec,
-            chunk_size=self.chunk_size,
-            max_message=self.max_message,
-            accept=self.accept,
-            idle_timeout=self.idle_timeout,
-            read_timeout=self.read_timeout,
-            key=self.key,
-            message_timeout=self.message_timeout,
-        )
-
-    def connect(self, host: str, port: int, *, connect_timeout: float = 5.0) -> Connection:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
-        sock.settimeout(None)
-        return self.wrap(sock)
+from roles.client import Client, Unreachable
+from roles.signals import handle_signals
+from roles.wire import WireSettings
 
 
 class Server:
@@ -282,92 +226,6 @@ class Server:
     def handle(self, conn: Connection) -> None:
         """Serve one client until it leaves. Raise freely: errors drop only this client."""
         raise NotImplementedError
-
-
-class Unreachable(TransportError):
-    """A client gave up connecting: every attempt within its retry window failed."""
-
-
-class Client:
-    """A TCP client that connects with retries and exponential backoff.
-
-    :meth:`connect` tries until ``retry_for`` seconds have passed (``math.inf``: until
-    :meth:`close`), sleeping ``backoff``, then twice that, up to ``max_backoff``, between
-    attempts; :meth:`reconnect` drops the current connection and does the same, which is
-    what a client does after its server restarts.
-    """
-
-    role = "client"
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        wire: WireSettings | None = None,
-        connect_timeout: float = 2.0,
-        retry_for: float = 10.0,
-        backoff: float = 0.05,
-        max_backoff: float = 1.0,
-        logger: logging.Logger | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.wire = wire or WireSettings()
-        self.connect_timeout = connect_timeout
-        self.retry_for = retry_for
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.log = logger or logging.getLogger(f"ayudantia.{self.role}")
-        self.conn: Connection | None = None
-        self.connections = 0  # successful connects, so a reconnect is visible
-        self._closing = threading.Event()
-
-    def connect(self, retry_for: float | None = None) -> Connection:
-        """A new connection to the server, retrying with backoff; :class:`Unreachable` if not."""
-        window = self.retry_for if retry_for is None else retry_for
-        deadline = time.monotonic() + window
-        delay = self.backoff
-        attempts = 0
-        while True:
-            if self._closing.is_set():
-                raise Unreachable(f"{self.role}: closed while connecting to {self.where}")
-            attempts += 1
-            try:
-                conn = self.wire.connect(self.host, self.port, connect_timeout=self.connect_timeout)
-            except OSError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise Unreachable(
-                        f"cannot connect to {self.where} after {attempts} attempts: {exc}"
-                    ) from exc
-                if attempts == 1 or attempts % 10 == 0:
-                    self.log.info("%s no disponible (%s); reintentando", self.where, exc)
-                self._closing.wait(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            self.conn = conn
-            self.connections += 1
-            if self.connections > 1 or attempts > 1:
-                self.log.info("conectado a %s (intento %d)", self.where, attempts)
-            return conn
-
-    def reconnect(self, retry_for: float | None = None) -> Connection:
-        if self.conn is not None:
-            self.conn.close()
-        return self.connect(retry_for)
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def closing(self) -> bool:
-        return self._closing.is_set()
-
-    def close(self) -> None:
-        self._closing.set()
-        if self.conn is not None:
-            self.conn.close()
 
 
 Reply = Callable[[dict[str, Any]], None]
@@ -596,60 +454,3 @@ class Peer(Server):
 
     def on_stop(self) -> None:
         self.upstream.close()
-
-
-class SignalEvent:
-    """An event a signal handler may set: a flag plus a self-pipe, no lock.
-
-    ``threading.Event.set`` takes a lock; a handler that runs while the main thread holds
-    that same lock (inside ``Event.wait``) deadlocks. And a main thread blocked in
-    ``Event.wait()`` with no timeout may never run the Python-level handler at all when the
-    kernel delivers the signal to another thread. Here the handler only stores a flag and
-    writes one byte; :meth:`wait` sleeps in ``select`` on the other end of the pipe.
-    """
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._r, self._w = socket.socketpair()
-        self._r.setblocking(False)
-        self._w.setblocking(False)
-
-    def set(self) -> None:
-        self._flag = True
-        with contextlib.suppress(OSError):
-            self._w.send(b"x")
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._flag:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            # a bounded sleep: signals are run by the main thread between bytecodes
-            with contextlib.suppress(OSError, ValueError):
-                select.select([self._r], [], [], 0.5 if left is None else min(left, 0.5))
-        return self._flag
-
-    def close(self) -> None:
-        self._r.close()
-        self._w.close()
-
-
-@contextlib.contextmanager
-def handle_signals() -> Iterator[SignalEvent]:
-    """SIGINT and SIGTERM set an event instead of raising in whatever code was running."""
-    requested = SignalEvent()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        requested.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        requested.close()

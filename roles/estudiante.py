@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from protocol.errors import AyudantiaError, DecodeError
-from roles.base import Client, SignalEvent, Unreachable
 from roles.clase import TIPOS
+from roles.client import Client, Unreachable
+from roles.signals import SignalEvent
 
 
 @dataclass

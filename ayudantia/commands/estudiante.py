@@ -9,8 +9,9 @@ from typing import Any
 
 from ayudantia.commands._roles import upstream_option, write_stats
 from ayudantia.config import Option, wire_options
-from roles.base import WireSettings, handle_signals
+from roles.base import WireSettings
 from roles.clase import DOCENCIO_PORT
+from roles.signals import handle_signals
 
 NAME = "estudiante"
 HELP = "a student: asks N questions, prints the notebook's traces, exits 0 if all were answered"

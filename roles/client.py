@@ -1,0 +1,101 @@
+"""The blocking TCP client every client role builds on: connect with retries and backoff.
+
+Servers live on the event loop (:mod:`roles.base`); clients and scripts (the Estudiante,
+``quijote``, tests, the docs' examples) stay blocking, over the same sans-IO core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from protocol.errors import TransportError
+from protocol.transport import Connection
+from roles.wire import WireSettings
+
+
+class Unreachable(TransportError):
+    """A client gave up connecting: every attempt within its retry window failed."""
+
+
+class Client:
+    """A TCP client that connects with retries and exponential backoff.
+
+    :meth:`connect` tries until ``retry_for`` seconds have passed (``math.inf``: until
+    :meth:`close`), sleeping ``backoff``, then twice that, up to ``max_backoff``, between
+    attempts; :meth:`reconnect` drops the current connection and does the same, which is
+    what a client does after its server restarts.
+    """
+
+    role = "client"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        wire: WireSettings | None = None,
+        connect_timeout: float = 2.0,
+        retry_for: float = 10.0,
+        backoff: float = 0.05,
+        max_backoff: float = 1.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.wire = wire or WireSettings()
+        self.connect_timeout = connect_timeout
+        self.retry_for = retry_for
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.log = logger or logging.getLogger(f"ayudantia.{self.role}")
+        self.conn: Connection | None = None
+        self.connections = 0  # successful connects, so a reconnect is visible
+        self._closing = threading.Event()
+
+    def connect(self, retry_for: float | None = None) -> Connection:
+        """A new connection to the server, retrying with backoff; :class:`Unreachable` if not."""
+        window = self.retry_for if retry_for is None else retry_for
+        deadline = time.monotonic() + window
+        delay = self.backoff
+        attempts = 0
+        while True:
+            if self._closing.is_set():
+                raise Unreachable(f"{self.role}: closed while connecting to {self.where}")
+            attempts += 1
+            try:
+                conn = self.wire.connect(self.host, self.port, connect_timeout=self.connect_timeout)
+            except OSError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise Unreachable(
+                        f"cannot connect to {self.where} after {attempts} attempts: {exc}"
+                    ) from exc
+                if attempts == 1 or attempts % 10 == 0:
+                    self.log.info("%s no disponible (%s); reintentando", self.where, exc)
+                self._closing.wait(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.conn = conn
+            self.connections += 1
+            if self.connections > 1 or attempts > 1:
+                self.log.info("conectado a %s (intento %d)", self.where, attempts)
+            return conn
+
+    def reconnect(self, retry_for: float | None = None) -> Connection:
+        if self.conn is not None:
+            self.conn.close()
+        return self.connect(retry_for)
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self.conn is not None:
+            self.conn.close()
