@@ -145,6 +145,13 @@ def wire_options(port: int | None = None) -> list[Option]:
             parse_seconds,
             "S",
         ),
+        Option(
+            "send_timeout",
+            10.0,
+            "seconds a send may wait for a peer that does not read (0 = no limit)",
+            parse_seconds,
+            "S",
+        ),
         Option("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR", str.upper, "LEVEL"),
         Option(
             "config",
@@ -161,6 +168,28 @@ def wire_options(port: int | None = None) -> list[Option]:
             Option("port", port, f"TCP port (default {port})", int),
         ]
     return opts
+
+
+def server_options(clients: str) -> list[Option]:
+    """What every event-loop server takes: its client cap and its event loop."""
+    return [
+        Option(
+            "max_clients", 10_000, f"{clients} at once (open files are raised to fit)", int, "N"
+        ),
+        Option(
+            "loop",
+            "auto",
+            "event loop: auto (uvloop where it installs), asyncio or uvloop",
+            loop_name,
+            "{auto,asyncio,uvloop}",
+        ),
+    ]
+
+
+def loop_name(text: str) -> str:
+    if text not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"unknown loop {text!r}; choose from auto, asyncio, uvloop")
+    return text
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:

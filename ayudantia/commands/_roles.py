@@ -50,7 +50,7 @@ def serve_announced(
 ) -> int:
     """Announce a started server, serve until SIGINT/SIGTERM, then write its counters."""
     host, port = server.address
-    announce(role, f"{host}:{port}", settings["codec"])
+    announce(role, f"{host}:{port}", f"{settings['codec']}, loop {server.loop_name}")
     status = server.serve_until_signal()
     write_stats(settings["stats"], stats())
     return status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ayudantia.config import Option, wire_options
+from ayudantia.config import Option, server_options, wire_options
 from roles.base import WireSettings
 from roles.eco import Eco
 
@@ -16,7 +16,7 @@ HELP = "echo server: answers every message with itself, same codec and chunking"
 def options() -> list[Option]:
     return [
         *wire_options(port=12345),
-        Option("max_clients", 128, "clients served at once", int, "N"),
+        *server_options("clients served at once"),
     ]
 
 
@@ -26,12 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     wire = WireSettings.from_settings(settings)
-    server = Eco(settings["host"], settings["port"], wire=wire, max_clients=settings["max_clients"])
+    server = Eco(
+        settings["host"],
+        settings["port"],
+        wire=wire,
+        max_clients=settings["max_clients"],
+        loop=settings["loop"],
+    )
     host, port = server.start()
     accepts = ", ".join(sorted(wire.accept))
     signed = "; signed frames only" if wire.key else ""
     print(
-        f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed})",
+        f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed}; "
+        f"loop {server.loop_name})",
         flush=True,
     )
     return server.serve_until_signal()

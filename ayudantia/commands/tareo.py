@@ -11,7 +11,7 @@ from ayudantia.commands._roles import (
     timeout_option,
     upstream_option,
 )
-from ayudantia.config import Option, wire_options
+from ayudantia.config import Option, server_options, wire_options
 from roles.base import WireSettings
 from roles.clase import PROFESOR_PORT, TAREO_PORT
 
@@ -24,7 +24,7 @@ def options() -> list[Option]:
         *wire_options(port=TAREO_PORT),
         upstream_option("profesor", f"http://127.0.0.1:{PROFESOR_PORT}", "the Profesor's"),
         timeout_option(5.0, "each Profesor call"),
-        Option("max_clients", 128, "clients served at once", int, "N"),
+        *server_options("clients served at once"),
         Option("workers", 16, "threads asking the Profesor at once", int, "N"),
         stats_option(),
     ]
@@ -42,11 +42,10 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         settings["port"],
         wire=WireSettings.from_settings(settings),
         max_clients=settings["max_clients"],
+        loop=settings["loop"],
         profesor=settings["profesor"],
         profesor_timeout=settings["timeout"],
         workers=settings["workers"],
     )
     server.start()
-    return serve_announced(
-        NAME, server, settings, lambda: {"answered": server.answered, "errors": server.errors}
-    )
+    return serve_announced(NAME, server, settings, server.stats)
