@@ -71,6 +71,7 @@ log = logging.getLogger("ayudantia.aio")
 _JOIN_BELOW: Final = 64 * 1024
 DEFAULT_WRITE_HIGH: Final = 256 * 1024
 DEFAULT_MAX_HELD: Final = 256
+_CLOSE_GRACE: Final = 5.0  # seconds a closing connection may take to flush, with no deadline
 
 
 @dataclass(frozen=True)
@@ -553,6 +554,9 @@ class FrameConnection(asyncio.Protocol):
         if self._closing:
             return
         self.error = error
+        if isinstance(error, Timeout) and self._write_paused:
+            self.abort()  # it does not read: what is queued for it will never leave
+            return
         self.refuse_then_close(error)
 
     def refuse_then_close(self, error: BaseException) -> None:
@@ -565,7 +569,11 @@ class FrameConnection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
-        """Flush what is queued and close. Idempotent."""
+        """Flush what is queued and close. Idempotent.
+
+        A peer that stops reading cannot hold the close open: after the send deadline (or
+        a few seconds when there is none) what is still queued is dropped.
+        """
         if self._closing:
             return
         self._closing = True
@@ -574,10 +582,20 @@ class FrameConnection(asyncio.Protocol):
             self._timer = None
         if self.transport is not None:
             self.transport.close()
+            if self._loop is not None and self.transport.get_write_buffer_size():
+                grace = self.limits.send_timeout or _CLOSE_GRACE
+                self._loop.call_later(grace, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.closed is not None and not self.closed.done() and self.transport is not None:
+            self.transport.abort()
 
     def abort(self) -> None:
         """Close at once, dropping what is queued (a peer that will not read)."""
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.abort()
 
