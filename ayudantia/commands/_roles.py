@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ayudantia.config import Option, parse_hostport
+from ayudantia import rules
+from ayudantia.config import Option, seconds_option
 from roles.base import Server
+from roles.wire import WireSettings
 
 
-def upstream_option(name: str, default: Any, what: str) -> Option:
+def upstream_option(name: str, default: str, what: str) -> Option:
     if name == "profesor":
-        return Option(name, default, f"{what} base URL", _url, "URL")
-    return Option(name, default, f"{what} HOST:PORT", parse_hostport, "HOST:PORT")
-
-
-def _url(text: str) -> str:
-    text = text.strip()
-    if not text.startswith(("http://", "https://")):
-        text = "http://" + text
-    return text.rstrip("/")
+        return Option(name, default, f"{what} base URL", rules.URL, "URL")
+    return Option(name, default, f"{what} HOST:PORT", rules.HOSTPORT, "HOST:PORT")
 
 
 def timeout_option(default: float, what: str) -> Option:
-    return Option("timeout", default, f"seconds to wait for {what}", float, "S")
+    """``--timeout`` of a server: a per-request deadline, which must end (0 is refused)."""
+    return seconds_option("timeout", default, f"to wait for {what}", unlimited=False)
+
+
+def max_clients_option(default: int = 128) -> Option:
+    return Option(
+        "max_clients", default, "clients served at once", rules.integer(1, 1_000_000), "N"
+    )
 
 
 def stats_option() -> Option:
-    return Option("stats", None, "write counters as JSON to FILE on exit", str, "FILE", True)
+    return Option(
+        "stats", None, "write counters as JSON to FILE on exit", rules.OUTPUT_FILE, "FILE"
+    )
 
 
 def announce(role: str, where: str, codec: str) -> None:
@@ -54,3 +59,12 @@ def serve_announced(
     status = server.serve_until_signal()
     write_stats(settings["stats"], stats())
     return status
+
+
+def wire_settings(settings: dict[str, Any]) -> WireSettings:
+    """The command's WireSettings, with ``send_timeout`` wherever WireSettings has the field."""
+    wire = WireSettings.from_settings(settings)
+    fields = {f.name for f in dataclasses.fields(WireSettings)}
+    if "send_timeout" in fields and "send_timeout" in settings:
+        wire = dataclasses.replace(wire, send_timeout=settings["send_timeout"])  # type: ignore[call-arg]
+    return wire

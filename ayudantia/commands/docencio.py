@@ -6,13 +6,14 @@ import argparse
 from typing import Any
 
 from ayudantia.commands._roles import (
+    max_clients_option,
     serve_announced,
     stats_option,
     timeout_option,
     upstream_option,
+    wire_settings,
 )
 from ayudantia.config import Option, wire_options
-from roles.base import WireSettings
 from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
 
 NAME = "docencio"
@@ -22,10 +23,10 @@ HELP = "the Docencio: answers 'Contenido', forwards the rest to the Tareo, route
 def options() -> list[Option]:
     return [
         *wire_options(port=DOCENCIO_PORT),
-        upstream_option("tareo", ("127.0.0.1", TAREO_PORT), "the Tareo's"),
+        upstream_option("tareo", f"127.0.0.1:{TAREO_PORT}", "the Tareo's"),
         upstream_option("profesor", f"http://127.0.0.1:{PROFESOR_PORT}", "the Profesor's"),
         timeout_option(10.0, "the Tareo's answer to each question"),
-        Option("max_clients", 128, "students served at once", int, "N"),
+        max_clients_option(),
         stats_option(),
     ]
 
@@ -40,7 +41,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server = Docencio(
         settings["host"],
         settings["port"],
-        wire=WireSettings.from_settings(settings),
+        wire=wire_settings(settings),
         max_clients=settings["max_clients"],
         tareo=settings["tareo"],
         profesor=settings["profesor"],

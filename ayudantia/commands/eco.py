@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ayudantia.commands._roles import max_clients_option, wire_settings
 from ayudantia.config import Option, wire_options
-from roles.base import WireSettings
 from roles.eco import Eco
 
 NAME = "eco"
@@ -16,7 +16,7 @@ HELP = "echo server: answers every message with itself, same codec and chunking"
 def options() -> list[Option]:
     return [
         *wire_options(port=12345),
-        Option("max_clients", 128, "clients served at once", int, "N"),
+        max_clients_option(),
     ]
 
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
-    wire = WireSettings.from_settings(settings)
+    wire = wire_settings(settings)
     server = Eco(settings["host"], settings["port"], wire=wire, max_clients=settings["max_clients"])
     host, port = server.start()
     accepts = ", ".join(sorted(wire.accept))
