@@ -109,7 +109,7 @@ def test_zero_means_no_limit_for_every_timeout():
 def test_misspelt_toml_keys_are_named_with_the_nearest(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("chunk_sise = 4\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="chunk_sise .* did you mean chunk_size"):
+    with pytest.raises(ConfigError, match=r"chunk_sise .* did you mean chunk_size"):
         settings_for(["eco", "--config", str(path)], {})
     path.write_text("[docencio]\nworkers = 4\n", encoding="utf-8")  # a Tareo setting
     with pytest.raises(ConfigError, match=r"workers in \[docencio\] .* not a setting of docencio"):
