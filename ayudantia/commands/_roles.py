@@ -7,12 +7,14 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ayudantia import rules
 from ayudantia.config import Option, seconds_option
-from roles.base import Server
 from roles.wire import WireSettings
+
+if TYPE_CHECKING:  # the servers' module is imported by the commands that serve
+    from roles.base import Server
 
 
 def upstream_option(name: str, default: str, what: str) -> Option:

@@ -74,7 +74,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         worker.start()
         while worker.is_alive():
             worker.join(0.1)
-            if stop.is_set() and not interrupted.is_set():
+            # the student sets the same event when it gives up: that is no interruption
+            if stop.is_set() and not interrupted.is_set() and alumno.gave_up is None:
                 interrupted.set()
                 alumno.close()
     if "error" in result:
