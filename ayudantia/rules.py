@@ -309,6 +309,8 @@ OUTPUT_DIR = Rule("a directory, or a new one inside an existing directory", _out
 
 def _input_file(raw: Any) -> str:
     text = _text(raw, "a path")
+    if not text:
+        raise Invalid("the path is empty")
     path = Path(text).expanduser()
     if not path.is_file():
         raise Invalid(f"{path} is {'a directory' if path.is_dir() else 'not a file'}")

@@ -58,6 +58,12 @@ CASES = [
     # raw cannot carry the class's maps
     Case(("estudiante", "--codec", "raw"), "--codec raw: raw carries bytes"),
     Case(("run", "--codec", "raw"), "--codec raw: raw carries bytes"),
+    Case(
+        ("quijote", "--codec", "raw", "--file", "{tmp}/book.txt"),
+        "codec raw carries bytes",
+        files={"book.txt": b"En un lugar de la Mancha"},
+    ),
+    Case(("quijote",), "AYUDANTIA_QUIJOTE=''", env={"AYUDANTIA_QUIJOTE": ""}),
     # counts
     Case(("run", "--students", "0"), "--students 0"),
     Case(("run", "--students", "-3"), "--students -3"),

@@ -149,6 +149,15 @@ def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
     return RoundTrip("raw", chunk, wire, frames, best, verified, detail)
 
 
+def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    """Before anything starts: the notebook's message is a map, which raw cannot carry."""
+    if settings["codec"] == "raw" and not args.stream:
+        raise ConfigError(
+            "codec raw carries bytes, and the notebook's message is a map: "
+            "add --stream to send the book as raw bytes, or choose another codec"
+        )
+
+
 def read_book(path: Path) -> str:
     """The book as text; a file that is not UTF-8 is a setting error, not a traceback."""
     try:
