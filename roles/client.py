@@ -11,7 +11,7 @@ import random
 import threading
 import time
 
-from protocol.errors import Refused, TransportError
+from protocol.errors import MessageTooLarge, Refused, TransportError
 from protocol.transport import Connection
 from roles.wire import WireSettings
 
@@ -104,6 +104,11 @@ class Client:
         """
         if isinstance(exc, Refused) and exc.permanent:
             raise exc
+        if isinstance(exc, MessageTooLarge):  # our own limit: the next answer is as large
+            raise Unreachable(
+                f"an answer from {self.where} is larger than this side accepts ({exc}); "
+                "raise --max-message"
+            ) from exc
         self.failures = 0 if conn.messages_received else self.failures + 1
         if self.failures >= self.max_failures:
             raise Unreachable(

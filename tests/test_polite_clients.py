@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from protocol.errors import Refused
+from protocol.errors import MessageTooLarge, Refused
 from roles.client import Client, Unreachable
 from roles.wire import WireSettings
 from tests.procs import ayudantia_cmd
@@ -114,6 +114,15 @@ def test_a_permanent_refusal_stops_at_once_and_a_busy_one_backs_off():
         assert client.failures == 2
         with pytest.raises(Unreachable, match="3 times in a row before answering"):
             client.session_ended(client.conn, ConnectionError("closed"))
+        client.close()
+
+
+def test_an_answer_larger_than_our_limit_is_not_retried():
+    client, theirs = _pair()
+    with theirs:
+        assert client.conn is not None
+        with pytest.raises(Unreachable, match="raise --max-message"):
+            client.session_ended(client.conn, MessageTooLarge(5000, 100))
         client.close()
 
 
