@@ -8,6 +8,7 @@ used (one line on stderr, before anything starts), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from ayudantia.config import ConfigError, add_options, resolve
 from ayudantia.quijote import BookUnavailable
 from protocol.errors import AyudantiaError
 
+CANNOT_LISTEN = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 USAGE_ERROR = 2
 INTERRUPTED = 130
 
@@ -76,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
     except (ConfigError, BookUnavailable) as exc:
         return fail(command.NAME, str(exc))
-    except (AyudantiaError, OSError) as exc:
+    except OSError as exc:
+        if exc.errno in CANNOT_LISTEN and "port" in settings:
+            where = f"{settings['host']}:{settings['port']}"
+            return fail(command.NAME, f"cannot listen on {where}: {exc.strerror}", 1)
+        return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)
+    except AyudantiaError as exc:
         return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)
 
 

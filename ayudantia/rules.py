@@ -284,12 +284,7 @@ def _output_file(raw: Any) -> str:
 OUTPUT_FILE = Rule("a file path in an existing, writable directory", _output_file)
 
 
-def _database(raw: Any) -> str:
-    text = _text(raw, "a path")
-    return text if text == ":memory:" else _output_file(text)
-
-
-DATABASE = Rule("a SQLite file in an existing, writable directory (or :memory:)", _database)
+DATABASE = Rule("a SQLite file in an existing, writable directory", _output_file)
 
 
 def _output_dir(raw: Any) -> str:

@@ -8,6 +8,7 @@ module (``outcomes``), and each case is then its own test.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -162,3 +163,16 @@ def test_the_key_is_never_echoed_and_nothing_is_created(outcomes) -> None:
     assert "abc" not in refused.stderr
     assert len(outcomes) == len(CASES)  # every id is distinct
     assert not Path(NOWHERE).exists()  # --db and --report never create their directory
+
+
+@pytest.mark.timeout(30)
+def test_a_taken_port_is_named(tmp_path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            ayudantia_cmd("eco", "--port", str(port)), capture_output=True, text=True, timeout=20
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ayudantia eco: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
