@@ -317,11 +317,11 @@ def _candidates(
         if name and name in env and not opt.hidden:
             yield f"{name}={_shown(opt, env[name])} (environment)", env[name]
     if opt.toml and not opt.hidden:
-        if opt.name in table:
-            value = table[opt.name]
-            yield f"{opt.name} = {_toml_value(value)} in [{role}] of {config_path}", value
-        if opt.name in top:
-            yield f"{opt.name} = {_toml_value(top[opt.name])} in {config_path}", top[opt.name]
+        for values, where in ((table, f"[{role}] of {config_path}"), (top, config_path)):
+            if opt.name in values:
+                raw = values[opt.name]
+                shown = "***" if opt.secret else _toml_value(raw)
+                yield f"{opt.name} = {shown} in {where}", raw
     yield f"the default {opt.name} {opt.default!r}", opt.default
 
 

@@ -126,3 +126,14 @@ def test_run_options():
         ["run", "--students", "10", "--codec", "msgpack"], {"AYUDANTIA_QUESTIONS": "5"}
     )
     assert (r["students"], r["questions"], r["codec"]) == (10, 5, "msgpack")
+
+
+def test_a_key_is_never_echoed_whatever_its_source(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("key = 12345\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as bad:
+        settings_for(["eco", "--config", str(path)], {})
+    assert "key = ***" in str(bad.value) and "12345" not in str(bad.value)
+    with pytest.raises(ConfigError) as bad:
+        settings_for(["eco"], {"AYUDANTIA_KEY": ""})
+    assert "AYUDANTIA_KEY=*** (environment)" in str(bad.value)
