@@ -111,6 +111,11 @@ class Client:
             ) from exc
         self.failures = 0 if conn.messages_received else self.failures + 1
         if self.failures >= self.max_failures:
+            if isinstance(exc, Refused):  # a transient refusal (busy) that never passed
+                raise Unreachable(
+                    f"{self.where} refused us {self.failures} times in a row ({exc}); "
+                    "try again later"
+                )
             raise Unreachable(
                 f"{self.where} closed the connection {self.failures} times in a row before "
                 f"answering ({exc}); it probably refuses these settings (codec "

@@ -112,6 +112,17 @@ def test_a_permanent_refusal_stops_at_once_and_a_busy_one_backs_off():
         client.session_ended(client.conn, Refused(6, "full"))  # busy: try again later
         client.session_ended(client.conn, Refused(6, "full"))
         assert client.failures == 2
+        with pytest.raises(Unreachable, match="refused us 3 times in a row"):
+            client.session_ended(client.conn, Refused(6, "full"))
+        client.close()
+
+
+def test_sessions_closed_before_any_answer_are_a_refusal_too():
+    client, theirs = _pair()
+    with theirs:
+        assert client.conn is not None
+        client.session_ended(client.conn, ConnectionError("closed"))
+        client.session_ended(client.conn, ConnectionError("closed"))
         with pytest.raises(Unreachable, match="3 times in a row before answering"):
             client.session_ended(client.conn, ConnectionError("closed"))
         client.close()
