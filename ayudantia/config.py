@@ -128,7 +128,7 @@ def wire_options(
         seconds_option("read_timeout", 10.0, "to wait for each read inside a message"),
         seconds_option("idle_timeout", 300.0, "to wait for a message to start"),
         seconds_option("message_timeout", 120.0, "a whole message may take from its first byte"),
-        seconds_option("send_timeout", 30.0, "a send may wait for the peer to read"),
+        seconds_option("send_timeout", 10.0, "a send may wait for a peer that does not read"),
         log_level_option(),
         config_option(),
     ]
@@ -155,6 +155,26 @@ def listen_options(port: int) -> list[Option]:
     return [
         Option("host", "127.0.0.1", "address to bind (loopback by default)", rules.HOST, "HOST"),
         Option("port", port, "TCP port to listen on (0 = any free port)", rules.PORT, "PORT"),
+    ]
+
+
+def server_options(clients: str) -> list[Option]:
+    """What every event-loop server takes: its client cap and its event loop."""
+    return [
+        Option(
+            "max_clients",
+            10_000,
+            f"{clients} at once (open files are raised to fit)",
+            rules.integer(1, 1_000_000),
+            "N",
+        ),
+        Option(
+            "loop",
+            "auto",
+            "event loop: auto (uvloop where it installs), asyncio or uvloop",
+            rules.choice(("auto", "asyncio", "uvloop"), case=str.lower),
+            "{auto,asyncio,uvloop}",
+        ),
     ]
 
 

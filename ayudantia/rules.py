@@ -222,11 +222,12 @@ def codec_rule(*, needs_maps: bool = False) -> Rule:
     return Rule("one of " + ", ".join(names), lambda raw: _codec(raw, needs_maps))
 
 
-def choice(options: Iterable[str]) -> Rule:
+def choice(options: Iterable[str], *, case: Callable[[str], str] = str.upper) -> Rule:
+    """One of ``options``, in any case (``case`` is how the options are written)."""
     names = tuple(options)
 
     def convert(raw: Any) -> str:
-        value = _text(raw, "a name").upper()
+        value = case(_text(raw, "a name"))
         if value not in names:
             raise Invalid("")
         return value

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.aio import Limits, Speech
 from protocol.codecs import DEFAULT_ACCEPT, accept_for
 from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.transport import Connection
@@ -23,6 +24,7 @@ class WireSettings:
     read_timeout: float | None = 10.0  # within a message: drops half-sent headers
     key: bytes | None = field(default=None, repr=False)  # HMAC key: sign and require signed
     message_timeout: float | None = 120.0  # a whole message from its first byte (drip feeds)
+    send_timeout: float | None = 10.0  # a peer that reads nothing for this long is dropped
 
     @classmethod
     def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
@@ -39,6 +41,7 @@ class WireSettings:
             "idle_timeout",
             "read_timeout",
             "message_timeout",
+            "send_timeout",
         ):
             if settings.get(name) is not None:
                 kwargs[name] = settings[name]
@@ -58,6 +61,24 @@ class WireSettings:
             key=self.key,
             message_timeout=self.message_timeout,
         )
+
+    def speech(self) -> Speech:
+        """What the event-loop front-end needs to speak like this."""
+        return Speech(
+            codec=self.codec, chunk_size=self.chunk_size, accept=self.accept, key=self.key
+        )
+
+    def limits(self, **overrides: Any) -> Limits:
+        """The event-loop front-end's limits and deadlines for these settings."""
+        values: dict[str, Any] = {
+            "max_message": self.max_message,
+            "idle_timeout": self.idle_timeout,
+            "read_timeout": self.read_timeout,
+            "message_timeout": self.message_timeout,
+            "send_timeout": self.send_timeout,
+        }
+        values.update(overrides)
+        return Limits(**values)
 
     def connect(self, host: str, port: int, *, connect_timeout: float = 5.0) -> Connection:
         sock = socket.create_connection((host, port), timeout=connect_timeout)

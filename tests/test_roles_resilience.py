@@ -28,7 +28,7 @@ def test_student_leaving_mid_question_leaves_the_docencio_idle(procs):
         assert all("respuesta" in a for a in recv_all(conn, 3))
     url = clase["profesor"].address
     assert wait_for(lambda: profesor_count(url) == 3, 10)
-    assert wait_for(lambda: proc.num_threads() <= 6, 5)
+    assert wait_for(lambda: proc.num_threads() < 16, 5)  # one loop, not a thread per student
     time.sleep(0.3)
     threads, fds = proc.num_threads(), proc.num_fds()
 

@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the servers' module is imported by the commands that serve
     from roles.base import Server
 
 
+TIMEOUTS = ("read_timeout", "idle_timeout", "message_timeout", "send_timeout")
+
+
 def upstream_option(name: str, default: str, what: str) -> Option:
     if name == "profesor":
         return Option(name, default, f"{what} base URL", rules.URL, "URL")
@@ -26,12 +29,6 @@ def upstream_option(name: str, default: str, what: str) -> Option:
 def timeout_option(default: float, what: str) -> Option:
     """``--timeout`` of a server: a per-request deadline, which must end (0 is refused)."""
     return seconds_option("timeout", default, f"to wait for {what}", unlimited=False)
-
-
-def max_clients_option(default: int = 128) -> Option:
-    return Option(
-        "max_clients", default, "clients served at once", rules.integer(1, 1_000_000), "N"
-    )
 
 
 def stats_option() -> Option:
@@ -57,16 +54,19 @@ def serve_announced(
 ) -> int:
     """Announce a started server, serve until SIGINT/SIGTERM, then write its counters."""
     host, port = server.address
-    announce(role, f"{host}:{port}", settings["codec"])
+    announce(role, f"{host}:{port}", f"{settings['codec']}, loop {server.loop_name}")
     status = server.serve_until_signal()
     write_stats(settings["stats"], stats())
     return status
 
 
 def wire_settings(settings: dict[str, Any]) -> WireSettings:
-    """The command's WireSettings, with ``send_timeout`` wherever WireSettings has the field."""
+    """The command's WireSettings, where a timeout of 0 (None) really means no limit.
+
+    ``WireSettings.from_settings`` reads None as "not given" and keeps its default, so the
+    timeouts are set here from every resolved value (and only the fields it has).
+    """
     wire = WireSettings.from_settings(settings)
     fields = {f.name for f in dataclasses.fields(WireSettings)}
-    if "send_timeout" in fields and "send_timeout" in settings:
-        wire = dataclasses.replace(wire, send_timeout=settings["send_timeout"])  # type: ignore[call-arg]
-    return wire
+    given = {name: settings[name] for name in TIMEOUTS if name in settings and name in fields}
+    return dataclasses.replace(wire, **given)

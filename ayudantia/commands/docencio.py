@@ -6,14 +6,13 @@ import argparse
 from typing import Any
 
 from ayudantia.commands._roles import (
-    max_clients_option,
     serve_announced,
     stats_option,
     timeout_option,
     upstream_option,
     wire_settings,
 )
-from ayudantia.config import Option, wire_options
+from ayudantia.config import Option, server_options, wire_options
 from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
 
 NAME = "docencio"
@@ -26,7 +25,7 @@ def options() -> list[Option]:
         upstream_option("tareo", f"127.0.0.1:{TAREO_PORT}", "the Tareo's"),
         upstream_option("profesor", f"http://127.0.0.1:{PROFESOR_PORT}", "the Profesor's"),
         timeout_option(10.0, "the Tareo's answer to each question"),
-        max_clients_option(),
+        *server_options("students served at once"),
         stats_option(),
     ]
 
@@ -43,11 +42,12 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         settings["port"],
         wire=wire_settings(settings),
         max_clients=settings["max_clients"],
+        loop=settings["loop"],
         tareo=settings["tareo"],
         profesor=settings["profesor"],
         timeout=settings["timeout"],
     )
     server.start()
-    if not server.upstream.wait_up(2.0):
+    if not server.wait_upstream(2.0):
         server.log.warning("el Tareo (%s) aún no responde; sigo intentando", server.upstream.where)
     return serve_announced(NAME, server, settings, server.stats)

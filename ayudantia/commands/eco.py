@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ayudantia.commands._roles import max_clients_option, wire_settings
-from ayudantia.config import Option, wire_options
+from ayudantia.commands._roles import wire_settings
+from ayudantia.config import Option, server_options, wire_options
 from roles.eco import Eco
 
 NAME = "eco"
@@ -16,7 +16,7 @@ HELP = "echo server: answers every message with itself, same codec and chunking"
 def options() -> list[Option]:
     return [
         *wire_options(port=12345),
-        max_clients_option(),
+        *server_options("clients served at once"),
     ]
 
 
@@ -26,12 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     wire = wire_settings(settings)
-    server = Eco(settings["host"], settings["port"], wire=wire, max_clients=settings["max_clients"])
+    server = Eco(
+        settings["host"],
+        settings["port"],
+        wire=wire,
+        max_clients=settings["max_clients"],
+        loop=settings["loop"],
+    )
     host, port = server.start()
     accepts = ", ".join(sorted(wire.accept))
     signed = "; signed frames only" if wire.key else ""
     print(
-        f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed})",
+        f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed}; "
+        f"loop {server.loop_name})",
         flush=True,
     )
     return server.serve_until_signal()
