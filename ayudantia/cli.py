@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno in CANNOT_LISTEN and "port" in settings:
             where = f"{settings['host']}:{settings['port']}"
-            return fail(command.NAME, f"cannot listen on {where}: {exc.strerror}", 1)
+            return fail(command.NAME, f"cannot listen on {where}: {os.strerror(exc.errno)}", 1)
         return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)
     except AyudantiaError as exc:
         return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)

@@ -237,14 +237,15 @@ def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = No
     )
     bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
     log.info("Profesor escuchando en http://%s:%s", bound_host, bound_port)
-    if ready is not None:
-        ready(bound_host, bound_port)
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # The handlers before the ready line: a signal right after it must stop us cleanly.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if ready is not None:
+            ready(bound_host, bound_port)
         server.run()  # returns after shutting the worker threads down on KeyboardInterrupt
     except KeyboardInterrupt:
         server.task_dispatcher.shutdown()  # type: ignore[union-attr]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ayudantia import rules
 from ayudantia.config import Option, seconds_option
+from roles.signals import handle_signals
 from roles.wire import WireSettings
 
 if TYPE_CHECKING:  # the servers' module is imported by the commands that serve
@@ -49,13 +51,40 @@ def write_stats(path: str | None, stats: dict[str, Any]) -> None:
         tmp.replace(path)
 
 
+def serve_after(server: Server, ready: Callable[[], None]) -> int:
+    """Call ``ready`` (print the "listening" line), then serve until SIGINT or SIGTERM.
+
+    Whoever started us may signal as soon as it reads that line (``run``, a test). The
+    signals are ours before the line is printed: one that comes before
+    ``serve_until_signal`` takes them over stops the server too, instead of raising
+    KeyboardInterrupt (exit 130) in the gap.
+    """
+    done = threading.Event()
+    with handle_signals() as early:
+
+        def stop_if_signalled() -> None:
+            early.wait()
+            if not done.is_set():
+                server.stop()
+
+        watcher = threading.Thread(target=stop_if_signalled, name="early-signal", daemon=True)
+        watcher.start()
+        ready()
+        try:
+            return server.serve_until_signal()
+        finally:
+            done.set()
+            early.set()
+            watcher.join(5.0)
+
+
 def serve_announced(
     role: str, server: Server, settings: dict[str, Any], stats: Callable[[], dict[str, Any]]
 ) -> int:
     """Announce a started server, serve until SIGINT/SIGTERM, then write its counters."""
     host, port = server.address
-    announce(role, f"{host}:{port}", f"{settings['codec']}, loop {server.loop_name}")
-    status = server.serve_until_signal()
+    where, codec = f"{host}:{port}", f"{settings['codec']}, loop {server.loop_name}"
+    status = serve_after(server, lambda: announce(role, where, codec))
     write_stats(settings["stats"], stats())
     return status
 
