@@ -199,8 +199,12 @@ def _url(raw: Any) -> str:
     if parts.scheme not in ("http", "https") or parts.query or parts.fragment:
         raise Invalid("")
     _host(parts.hostname or "")
-    if parts.port == 0:  # urlsplit itself refuses ports past 65535
-        raise Invalid("port 0")
+    try:
+        port = parts.port
+    except ValueError:  # past 65535: say what is allowed, not urllib's "0-65535"
+        raise Invalid("") from None
+    if port == 0:
+        raise Invalid("")
     return text.rstrip("/")
 
 
