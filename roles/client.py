@@ -7,16 +7,18 @@ Servers live on the event loop (:mod:`roles.base`); clients and scripts (the Est
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 
-from protocol.errors import TransportError
+from protocol.errors import MessageTooLarge, Refused, TransportError
 from protocol.transport import Connection
 from roles.wire import WireSettings
 
 
 class Unreachable(TransportError):
-    """A client gave up connecting: every attempt within its retry window failed."""
+    """A client gave up: every attempt within its retry window failed, or the server kept
+    closing the connection before it answered anything (it refuses our settings)."""
 
 
 class Client:
@@ -24,8 +26,16 @@ class Client:
 
     :meth:`connect` tries until ``retry_for`` seconds have passed (``math.inf``: until
     :meth:`close`), sleeping ``backoff``, then twice that, up to ``max_backoff``, between
-    attempts; :meth:`reconnect` drops the current connection and does the same, which is
-    what a client does after its server restarts.
+    attempts, each sleep shortened by a random jitter so many clients do not retry in step;
+    :meth:`reconnect` drops the current connection and does the same, which is what a
+    client does after its server restarts.
+
+    A connection that ends before the server answered anything is a failure too: a server
+    that refuses our codec, size or key accepts the TCP connection and closes it at the
+    first header. :meth:`session_ended` counts those, backs off before the next attempt,
+    and gives up after ``max_failures`` in a row, so a refused client never storms its
+    server. A refusal frame that says retrying cannot help (:class:`Refused`, permanent)
+    stops it at once.
     """
 
     role = "client"
@@ -40,6 +50,7 @@ class Client:
         retry_for: float = 10.0,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
+        max_failures: int = 5,
         logger: logging.Logger | None = None,
     ) -> None:
         self.host = host
@@ -49,6 +60,8 @@ class Client:
         self.retry_for = retry_for
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_failures = max_failures
+        self.failures = 0  # sessions in a row that ended before any reply
         self.log = logger or logging.getLogger(f"ayudantia.{self.role}")
         self.conn: Connection | None = None
         self.connections = 0  # successful connects, so a reconnect is visible
@@ -73,7 +86,7 @@ class Client:
                     ) from exc
                 if attempts == 1 or attempts % 10 == 0:
                     self.log.info("%s no disponible (%s); reintentando", self.where, exc)
-                self._closing.wait(delay)
+                self._closing.wait(jittered(delay))
                 delay = min(delay * 2, self.max_backoff)
                 continue
             self.conn = conn
@@ -81,6 +94,35 @@ class Client:
             if self.connections > 1 or attempts > 1:
                 self.log.info("conectado a %s (intento %d)", self.where, attempts)
             return conn
+
+    def session_ended(self, conn: Connection, exc: BaseException) -> None:
+        """After a connection ended with ``exc``: raise if retrying cannot help, else wait.
+
+        Raises ``exc`` itself for a permanent :class:`Refused`, and :class:`Unreachable`
+        after ``max_failures`` sessions in a row that ended with no reply. Otherwise sleeps
+        a backoff that grows with those failures (at least ``backoff``, jittered).
+        """
+        if isinstance(exc, Refused) and exc.permanent:
+            raise exc
+        if isinstance(exc, MessageTooLarge):  # our own limit: the next answer is as large
+            raise Unreachable(
+                f"an answer from {self.where} is larger than this side accepts ({exc}); "
+                "raise --max-message"
+            ) from exc
+        self.failures = 0 if conn.messages_received else self.failures + 1
+        if self.failures >= self.max_failures:
+            if isinstance(exc, Refused):  # a transient refusal (busy) that never passed
+                raise Unreachable(
+                    f"{self.where} refused us {self.failures} times in a row ({exc}); "
+                    "try again later"
+                )
+            raise Unreachable(
+                f"{self.where} closed the connection {self.failures} times in a row before "
+                f"answering ({exc}); it probably refuses these settings (codec "
+                f"{self.wire.codec}, max message {self.wire.max_message} B, "
+                f"{'a' if self.wire.key else 'no'} key): see its log"
+            )
+        self._closing.wait(jittered(min(self.backoff * 2**self.failures, self.max_backoff)))
 
     def reconnect(self, retry_for: float | None = None) -> Connection:
         if self.conn is not None:
@@ -99,3 +141,8 @@ class Client:
         self._closing.set()
         if self.conn is not None:
             self.conn.close()
+
+
+def jittered(delay: float) -> float:
+    """``delay`` shortened by up to half, at random: clients that failed together spread out."""
+    return delay * random.uniform(0.5, 1.0)

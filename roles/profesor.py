@@ -52,9 +52,12 @@ log = logging.getLogger("ayudantia.profesor")
 
 
 def default_db_path() -> Path:
+    """Our own data directory (created if needed: the only one this module ever creates)."""
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("ayudantia")) / "profesor.sqlite3"
+    home = Path(user_data_dir("ayudantia"))
+    home.mkdir(parents=True, exist_ok=True)
+    return home / "profesor.sqlite3"
 
 
 class Libro:
@@ -63,7 +66,12 @@ class Libro:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Never create directories here: a typo (--db /nonexistent/x.db) is an error.
+            where = Path(self.path)
+            if where.is_dir():
+                raise ValueError(f"the gradebook {where} is a directory, not a SQLite file")
+            if not where.parent.is_dir():
+                raise ValueError(f"the gradebook's directory {where.parent} does not exist")
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -128,6 +136,9 @@ def create_app(
 ) -> Flask:
     """The Profesor's Flask app; ``codec`` is this Profesor's ``--codec`` (pickle opts in)."""
     from flask import Flask, Response, request
+
+    if max_body < 1:
+        raise ValueError(f"max_body must be at least 1 byte, not {max_body}")
 
     libro = Libro(db_path if db_path is not None else default_db_path())
     accepted = accept_for(codec) - {"raw"}
@@ -216,6 +227,8 @@ def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = No
     """
     import signal
 
+    if threads < 1:  # waitress with no worker thread accepts requests and never answers
+        raise ValueError(f"threads must be at least 1, not {threads}")
     from waitress import wasyncore
     from waitress.server import create_server
 
@@ -224,14 +237,15 @@ def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = No
     )
     bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
     log.info("Profesor escuchando en http://%s:%s", bound_host, bound_port)
-    if ready is not None:
-        ready(bound_host, bound_port)
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # The handlers before the ready line: a signal right after it must stop us cleanly.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if ready is not None:
+            ready(bound_host, bound_port)
         server.run()  # returns after shutting the worker threads down on KeyboardInterrupt
     except KeyboardInterrupt:
         server.task_dispatcher.shutdown()  # type: ignore[union-attr]

@@ -10,9 +10,9 @@ from ayudantia.commands._roles import (
     stats_option,
     timeout_option,
     upstream_option,
+    wire_settings,
 )
 from ayudantia.config import Option, server_options, wire_options
-from roles.base import WireSettings
 from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
 
 NAME = "docencio"
@@ -22,7 +22,7 @@ HELP = "the Docencio: answers 'Contenido', forwards the rest to the Tareo, route
 def options() -> list[Option]:
     return [
         *wire_options(port=DOCENCIO_PORT),
-        upstream_option("tareo", ("127.0.0.1", TAREO_PORT), "the Tareo's"),
+        upstream_option("tareo", f"127.0.0.1:{TAREO_PORT}", "the Tareo's"),
         upstream_option("profesor", f"http://127.0.0.1:{PROFESOR_PORT}", "the Profesor's"),
         timeout_option(10.0, "the Tareo's answer to each question"),
         *server_options("students served at once"),
@@ -40,7 +40,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server = Docencio(
         settings["host"],
         settings["port"],
-        wire=WireSettings.from_settings(settings),
+        wire=wire_settings(settings),
         max_clients=settings["max_clients"],
         loop=settings["loop"],
         tareo=settings["tareo"],

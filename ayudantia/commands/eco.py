@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ayudantia.commands._roles import serve_after, wire_settings
 from ayudantia.config import Option, server_options, wire_options
-from roles.base import WireSettings
 from roles.eco import Eco
 
 NAME = "eco"
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
-    wire = WireSettings.from_settings(settings)
+    wire = wire_settings(settings)
     server = Eco(
         settings["host"],
         settings["port"],
@@ -36,9 +36,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     host, port = server.start()
     accepts = ", ".join(sorted(wire.accept))
     signed = "; signed frames only" if wire.key else ""
-    print(
+    line = (
         f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed}; "
-        f"loop {server.loop_name})",
-        flush=True,
+        f"loop {server.loop_name})"
     )
-    return server.serve_until_signal()
+    return serve_after(server, lambda: print(line, flush=True))
