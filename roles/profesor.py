@@ -350,6 +350,7 @@ class Conteo:
         self.posted = 0
         self.lost = 0
         self.rejected = 0
+        self._inflight = 0  # keys taken out of the queue for the post under way
         self.last_count: int | None = None
         self._thread = threading.Thread(target=self._run, name="conteo", daemon=True)
         self._thread.start()
@@ -365,16 +366,19 @@ class Conteo:
     @property
     def backlog(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + self._inflight
 
     def _next_batch(self) -> list[str] | None:
         """Take the next batch out of the queue (so an overflow cannot drop keys in flight)."""
         with self._cond:
             while not self._queue and not self._closing:
                 self._cond.wait()
+            self._inflight = 0
             if not self._queue or (self._closing and time.monotonic() > self._flush_until):
                 return None
-            return [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            self._inflight = len(batch)
+            return batch
 
     def _run(self) -> None:
         delay = 0.05
@@ -417,6 +421,7 @@ class Conteo:
     def _put_back(self, ids: list[str]) -> None:
         with self._cond:
             self._queue.extendleft(reversed(ids))
+            self._inflight = 0
 
     def close(self, flush: float = 5.0) -> None:
         with self._cond:

@@ -33,7 +33,8 @@ class WireSettings:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> WireSettings:
-        """Settings from the resolved ``wire_options()`` of a command (missing keys: defaults)."""
+        """Settings from the resolved ``wire_options()`` of a command (missing keys: defaults;
+        a timeout resolved to None means no limit)."""
         kwargs: dict[str, Any] = {}
         for name in (
             "chunk_size",
@@ -43,7 +44,7 @@ class WireSettings:
             "message_timeout",
             "send_timeout",
         ):
-            if settings.get(name) is not None:
+            if name in settings and (settings[name] is not None or name.endswith("_timeout")):
                 kwargs[name] = settings[name]
         if settings.get("key"):
             kwargs["key"] = str(settings["key"]).encode("utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import threading
@@ -19,7 +18,6 @@ if TYPE_CHECKING:  # the servers' module is imported by the commands that serve
     from roles.base import Server
 
 
-TIMEOUTS = ("read_timeout", "idle_timeout", "message_timeout", "send_timeout")
 
 
 def upstream_option(name: str, default: str, what: str) -> Option:
@@ -90,12 +88,5 @@ def serve_announced(
 
 
 def wire_settings(settings: dict[str, Any]) -> WireSettings:
-    """The command's WireSettings, where a timeout of 0 (None) really means no limit.
-
-    ``WireSettings.from_settings`` reads None as "not given" and keeps its default, so the
-    timeouts are set here from every resolved value (and only the fields it has).
-    """
-    wire = WireSettings.from_settings(settings)
-    fields = {f.name for f in dataclasses.fields(WireSettings)}
-    given = {name: settings[name] for name in TIMEOUTS if name in settings and name in fields}
-    return dataclasses.replace(wire, **given)
+    """The command's WireSettings (a timeout of 0, resolved to None, means no limit)."""
+    return WireSettings.from_settings(settings)
