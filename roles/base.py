@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.aio import FrameConnection, Handler, Limits, Speech, backoff_delays, is_peer_fault
-from protocol.errors import AyudantiaError, ConnectionClosed, EncodeError, Timeout
+from protocol.errors import AyudantiaError, ConnectionClosed, EncodeError, Refused, Timeout
 from protocol.transport import Received
 from roles.client import Client, Unreachable
 from roles.signals import handle_signals
@@ -382,6 +382,7 @@ class Link:
         self.conn: FrameConnection | None = None
         self.connections = 0
         self.late = 0
+        self.refused: Refused | None = None  # a permanent refusal: the link stopped retrying
         self._ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
         self._bytes = [0, 0]
@@ -426,6 +427,9 @@ class Link:
         """Send ``message``; ``reply`` is called exactly once, with the answer or an error."""
         original = message.get("id")
         conn = self.conn
+        if self.refused is not None:
+            _call_reply(self.log, reply, {"id": original, "error": self._refused_reason()})
+            return
         if self._closing or not self.up or conn is None:
             _call_reply(self.log, reply, {"id": original, "error": f"{self.where} no disponible"})
             return
@@ -455,6 +459,10 @@ class Link:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def _refused_reason(self) -> str:
+        assert self.refused is not None
+        return f"{self.where} rechaza a este Docencio ({self.refused.reason}): {self.refused.text}"
 
     @property
     def bytes_sent(self) -> int:
@@ -520,6 +528,14 @@ class Link:
             finally:
                 self._up.clear()
                 self._drop_connection()
+            if isinstance(error, Refused) and error.permanent:
+                # Retrying with the same settings cannot help: stop, and say why to every asker.
+                self.refused = error
+                self.log.error(
+                    "%s rechaza este enlace y no se reintenta: %s", self.where, error.text
+                )
+                self._fail_all(self._refused_reason())
+                return
             reason = f"conexión con {self.where} perdida" + (f": {error}" if error else "")
             if not self._closing:
                 self.log.warning("%s; reconectando", reason)

@@ -49,7 +49,7 @@ class Tareo(Server):
         *,
         profesor: str = "http://127.0.0.1:4444",
         profesor_timeout: float = 5.0,
-        workers: int = 8,
+        workers: int = 16,
         max_in_flight: int = 1000,
         **kwargs: Any,
     ) -> None:

@@ -18,8 +18,6 @@ if TYPE_CHECKING:  # the servers' module is imported by the commands that serve
     from roles.base import Server
 
 
-
-
 def upstream_option(name: str, default: str, what: str) -> Option:
     if name == "profesor":
         return Option(name, default, f"{what} base URL", rules.URL, "URL")
