@@ -305,6 +305,7 @@ class Tally:
     errors: int = 0  # error answers
     failed: int = 0  # no answer: timeout or broken connection
     latencies: list[float] = field(default_factory=list)
+    error_texts: dict[str, int] = field(default_factory=dict)  # what the error answers said
 
     def add(self, asked_at: float, result: tuple[float, dict[str, Any]] | None) -> None:
         if result is None:
@@ -316,6 +317,9 @@ class Tally:
             self.answered += 1
         else:
             self.errors += 1
+            text = str(message.get("error", message))[:120]
+            if text in self.error_texts or len(self.error_texts) < 5:
+                self.error_texts[text] = self.error_texts.get(text, 0) + 1
 
 
 async def students(
@@ -323,14 +327,14 @@ async def students(
     port: int,
     *,
     n: int = 5000,
-    tipo: str = CONTENIDO,
+    tipos: tuple[str, ...] = (CONTENIDO,),
     codec: str = "json",
     connect_concurrency: int = 1000,
     timeout: float = 60.0,
     server_pid: int | None = None,
     quiet: bool = True,
 ) -> dict[str, Any]:
-    """N students connect at once, then all ask one question at once."""
+    """N students connect at once, then all ask one question at once (kinds in turn)."""
     gate = asyncio.Semaphore(connect_concurrency)
     connected: list[Student] = []
     connect_errors: list[str] = []
@@ -355,7 +359,9 @@ async def students(
         await asyncio.gather(*(one() for _ in range(n)))
         connect_s = time.perf_counter() - start
         asked_at = time.perf_counter()
-        futures = [s.ask(f"s{i}-q", tipo, f"s{i}") for i, s in enumerate(connected)]
+        futures = [
+            s.ask(f"s{i}-q", tipos[i % len(tipos)], f"s{i}") for i, s in enumerate(connected)
+        ]
         remaining = max(0.1, timeout - connect_s)
         for result in await asyncio.gather(*(answer_of(f, remaining) for f in futures)):
             tally.add(asked_at, result)
@@ -365,7 +371,7 @@ async def students(
         await asyncio.sleep(0)
     return {
         "n": n,
-        "tipo": tipo,
+        "tipos": list(tipos),
         "connected": len(connected),
         "connect_errors": len(connect_errors),
         "connect_s": round(connect_s, 4),
@@ -373,6 +379,7 @@ async def students(
         "answered": tally.answered,
         "errors": tally.errors + tally.failed + len(connect_errors),
         "error_answers": tally.errors,
+        "error_texts": tally.error_texts,
         "unanswered": tally.failed,
         "misrouted": sum(s.misrouted for s in connected),
         **ms(tally.latencies),
@@ -385,22 +392,28 @@ async def students(
 
 @dataclass
 class Flooder:
-    """Sends questions as fast as the server takes them and never reads an answer."""
+    """Sends questions as fast as the server takes them and never reads an answer.
+
+    Its ids are padded to ``id_bytes`` (the Profesor counts ids up to 256 characters):
+    every answer echoes its id, so long ids fill the way back to the flooder sooner.
+    """
 
     student: Student
     tipo: str
+    id_bytes: int = 200
     sent: int = 0
     paused_s: float = 0.0
     pushed_back: bool = False
 
     async def run(self, limit: int, until: float) -> None:
         batch = 64
+        pad = "x" * max(0, self.id_bytes - 12)
         for first in itertools.count(0, batch):
             if first >= limit or time.perf_counter() >= until or self.student.broken:
                 return
             count = min(batch, limit - first)
             qs = (
-                self.student.question_bytes(f"f{first + i}", self.tipo, "flood")
+                self.student.question_bytes(f"f{first + i:010d}{pad}", self.tipo, "flood")
                 for i in range(count)
             )
             assert self.student.transport is not None
@@ -456,6 +469,7 @@ async def flood(
     flood_questions: int = 10_000_000,
     answer_timeout: float = 5.0,
     flood_rcvbuf: int = 4096,
+    flood_id_bytes: int = 200,
     codec: str = "json",
     server_pid: int | None = None,
     quiet: bool = True,
@@ -464,7 +478,9 @@ async def flood(
     tally = Tally()
     with ServerSampler(server_pid) as sampler:
         flooder = Flooder(
-            await connect(host, port, codec, read=False, rcvbuf=flood_rcvbuf), flood_tipo
+            await connect(host, port, codec, read=False, rcvbuf=flood_rcvbuf),
+            flood_tipo,
+            flood_id_bytes,
         )
         with Progress(
             "flood",
@@ -498,11 +514,13 @@ async def flood(
         "asked": sum(asked),
         "answered": tally.answered,
         "error_answers": tally.errors,
+        "error_texts": tally.error_texts,
         "lost": tally.failed,
         "late": late,
         "misrouted": sum(s.misrouted for s in normal),
         **ms(tally.latencies),
         "flood_tipo": flood_tipo,
+        "flood_id_bytes": flood_id_bytes,
         "flood_sent": flooder.sent,
         "flood_paused_s": round(flooder.paused_s, 3),
         "flood_pushed_back": flooder.pushed_back,
@@ -521,7 +539,7 @@ async def connect_rate(
     workers: int = 8,
     seconds: float = 5.0,
     max_connections: int = 1_000_000,
-    tipo: str = CONTENIDO,
+    tipos: tuple[str, ...] = (CONTENIDO,),
     timeout: float = 10.0,
     codec: str = "json",
     server_pid: int | None = None,
@@ -540,6 +558,7 @@ async def connect_rate(
         student = await asyncio.wait_for(connect(host, port, codec), timeout)
         try:
             k = next(ids)
+            tipo = tipos[k % len(tipos)]
             result = await answer_of(student.ask(f"c{k}", tipo, f"c{k}"), timeout)
         finally:
             student.close()
@@ -653,6 +672,12 @@ class RawEcho:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> RawEcho:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _pin(pid: int, cpus: set[int] | None) -> set[int] | None:
     """Pin ``pid`` to ``cpus``; returns its previous affinity to restore (None: untouched)."""
@@ -759,13 +784,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--connect-concurrency", type=int, default=1000, help="students: connects in flight"
     )
     p.add_argument("--timeout", type=float, default=60.0, help="students: whole-run bound (s)")
-    p.add_argument("--tipo", default=CONTENIDO, help="students/connect-rate: question kind")
+    p.add_argument(
+        "--tipo", default=CONTENIDO, help="students/connect-rate: kinds, comma-separated, in turn"
+    )
     p.add_argument("--students", type=int, default=10, help="flood: paced students beside it")
     p.add_argument("--tipos", default=f"{TAREA},{DIFICIL}", help="flood: kinds the paced ask")
     p.add_argument("--flood-tipo", default=TAREA, help="flood: the flooder's question kind")
     p.add_argument("--interval", type=float, default=0.05, help="flood: seconds between asks")
     p.add_argument("--seconds", type=float, default=None, help="flood/connect-rate duration")
     p.add_argument("--head-start", type=float, default=1.0, help="flood: flooding alone first (s)")
+    p.add_argument("--flood-id-bytes", type=int, default=200, help="flood: id length")
     p.add_argument("--flood-questions", type=int, default=10_000_000, help="flood: at most N")
     p.add_argument(
         "--answer-timeout", type=float, default=5.0, help="flood: an answer later is lost"
@@ -803,7 +831,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             host,
             port,
             n=args.n,
-            tipo=args.tipo,
+            tipos=tuple(args.tipo.split(",")),
             timeout=args.timeout,
             connect_concurrency=args.connect_concurrency,
             **wire,
@@ -820,6 +848,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             head_start=args.head_start,
             flood_questions=args.flood_questions,
             answer_timeout=args.answer_timeout,
+            flood_id_bytes=args.flood_id_bytes,
             **wire,
         )
     else:
@@ -829,7 +858,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workers=args.workers,
             seconds=5.0 if args.seconds is None else args.seconds,
             max_connections=args.max_connections,
-            tipo=args.tipo,
+            tipos=tuple(args.tipo.split(",")),
             **wire,
         )
     return {**header, **asyncio.run(job)}
