@@ -164,6 +164,7 @@ class Student(asyncio.Protocol):
 
     An answer whose id this student never asked, or already had answered, is counted in
     ``misrouted``: with unique ids per run, that is an answer that reached the wrong student.
+    An answer that comes after its asker stopped waiting is counted in ``late``.
     """
 
     def __init__(self, codec: str = "json", *, read: bool = True) -> None:
@@ -173,10 +174,10 @@ class Student(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiting: dict[Any, asyncio.Future[tuple[float, dict[str, Any]]]] = {}
         self.misrouted = 0
+        self.late = 0
         self.broken: BaseException | None = None
         self.can_write = asyncio.Event()
         self.can_write.set()
-        self.lost = asyncio.get_running_loop().create_future()
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -205,8 +206,6 @@ class Student(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionError("connection lost"))
-        if not self.lost.done():
-            self.lost.set_result(None)
         self.can_write.set()
 
     def pause_writing(self) -> None:
@@ -219,10 +218,12 @@ class Student(asyncio.Protocol):
     def _answer(self, message: Any) -> None:
         qid = message.get("id") if isinstance(message, dict) else None
         future = self.waiting.pop(qid, None) if isinstance(qid, str | int) else None
-        if future is None or future.done():
+        if future is None:  # never asked on this connection, or answered twice
             self.misrouted += 1
-            return
-        future.set_result((time.perf_counter(), message))
+        elif future.done():  # its asker gave up waiting: late, but it did come back
+            self.late += 1
+        else:
+            future.set_result((time.perf_counter(), message))
 
     def _fail(self, exc: BaseException) -> None:
         if self.broken is None:
@@ -474,7 +475,14 @@ async def flood(
     server_pid: int | None = None,
     quiet: bool = True,
 ) -> dict[str, Any]:
-    """A flooder that never reads beside ``students_n`` paced students that do."""
+    """A flooder that never reads beside ``students_n`` paced students that do.
+
+    The flooder starts ``head_start`` seconds early, so the way back to it is already full
+    when the others ask; the others ask for ``seconds`` while it goes on. ``lost`` counts
+    their questions with no answer within ``answer_timeout`` (``late``: of those, the ones
+    answered afterwards, before the run ended); error answers are counted apart, with what
+    they said (``error_texts``).
+    """
     tally = Tally()
     with ServerSampler(server_pid) as sampler:
         flooder = Flooder(
@@ -507,7 +515,6 @@ async def flood(
         for student in [flooder.student, *normal]:
             student.close()
         await asyncio.sleep(0)
-    late = sum(1 for t in tally.latencies if t > answer_timeout)
     return {
         "students": students_n,
         "tipos": list(tipos),
@@ -516,7 +523,7 @@ async def flood(
         "error_answers": tally.errors,
         "error_texts": tally.error_texts,
         "lost": tally.failed,
-        "late": late,
+        "late": sum(s.late for s in normal),
         "misrouted": sum(s.misrouted for s in normal),
         **ms(tally.latencies),
         "flood_tipo": flood_tipo,
