@@ -51,11 +51,15 @@ ECHO_PAYLOAD = b"En un lugar de la Mancha, de cuyo nombre no quiero acordarme"  
 # --- the event loop and the server's own figures -------------------------------------------
 
 
-def loop_name() -> str:
-    """``uvloop`` if it installs as the policy, else ``asyncio``."""
+def loop_name(choice: str = "auto") -> str:
+    """Install the event loop ``choice`` asks for; ``auto`` is uvloop when it imports."""
+    if choice == "asyncio":
+        return "asyncio"
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("--loop uvloop: uvloop is not installed") from None
         return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return "uvloop"
@@ -785,17 +789,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-pid", type=int, help="sample this process's RSS/threads/fds")
     p.add_argument("--codec", default="json", help="question codec (students, flood, rate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="client event loop"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--n", type=int, default=5000, help="students: how many connect at once")
     p.add_argument(
         "--connect-concurrency", type=int, default=1000, help="students: connects in flight"
     )
     p.add_argument("--timeout", type=float, default=60.0, help="students: whole-run bound (s)")
-    p.add_argument(
-        "--tipo", default=CONTENIDO, help="students/connect-rate: kinds, comma-separated, in turn"
-    )
     p.add_argument("--students", type=int, default=10, help="flood: paced students beside it")
-    p.add_argument("--tipos", default=f"{TAREA},{DIFICIL}", help="flood: kinds the paced ask")
+    p.add_argument(
+        "--tipos",
+        help="question kinds, comma-separated, asked in turn "
+        f"(default {CONTENIDO}; flood: {TAREA},{DIFICIL} for the paced students)",
+    )
     p.add_argument("--flood-tipo", default=TAREA, help="flood: the flooder's question kind")
     p.add_argument("--interval", type=float, default=0.05, help="flood: seconds between asks")
     p.add_argument("--seconds", type=float, default=None, help="flood/connect-rate duration")
@@ -812,6 +820,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="echo-small: untimed rounds first")
     p.add_argument("--cpu", default="", help="echo-small: CPUS to pin, e.g. 0 or 0,1")
     return p.parse_args(argv)
+
+
+def kinds(text: str | None, default: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (text or default).split(",") if k.strip())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -831,14 +843,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **common,
         )
         return {**header, **result}
-    header["loop"] = loop_name()
+    header["loop"] = loop_name(args.loop)
     wire = {"codec": args.codec, **common}
     if args.scenario == "students":
         job = students(
             host,
             port,
             n=args.n,
-            tipos=tuple(args.tipo.split(",")),
+            tipos=kinds(args.tipos, CONTENIDO),
             timeout=args.timeout,
             connect_concurrency=args.connect_concurrency,
             **wire,
@@ -848,7 +860,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             host,
             port,
             students_n=args.students,
-            tipos=tuple(args.tipos.split(",")),
+            tipos=kinds(args.tipos, f"{TAREA},{DIFICIL}"),
             flood_tipo=args.flood_tipo,
             interval=args.interval,
             seconds=10.0 if args.seconds is None else args.seconds,
@@ -865,7 +877,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workers=args.workers,
             seconds=5.0 if args.seconds is None else args.seconds,
             max_connections=args.max_connections,
-            tipos=tuple(args.tipo.split(",")),
+            tipos=kinds(args.tipos, CONTENIDO),
             **wire,
         )
     return {**header, **asyncio.run(job)}

@@ -177,19 +177,13 @@ def test_a_flooding_student_does_not_stall_the_others(procs):
 # --- a peer that floods the eco and never reads ------------------------------------------------
 
 
-def _flood_eco(
-    host: str, port: int, message: bytes, limit: int, give_up: float
-) -> tuple[int, bool, socket.socket]:
-    """Send ``message`` until ``limit`` bytes went or a send blocks past its timeout.
+def _flood_eco(sock: socket.socket, message: bytes, limit: int, give_up: float) -> tuple[int, str]:
+    """Send ``message`` again and again, never reading, until ``limit`` bytes went.
 
-    Returns (bytes sent, pushed back, the still-open socket): the caller keeps it open and
-    unread while it checks the server.
+    Returns (bytes sent, how the eco stopped us): "blocked" when a send waited past the
+    socket's timeout (TCP pushing back), "dropped" when the eco closed the connection
+    rather than buffer (a send deadline of its own), "" when it took everything.
     """
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect((host, port))
-    sock.settimeout(2.0)  # a send that waits this long is the server pushing back
     sent, deadline = 0, time.monotonic() + give_up
     view = memoryview(message)
     while sent < limit and time.monotonic() < deadline:
@@ -198,9 +192,24 @@ def _flood_eco(
             while offset < len(view):
                 offset += sock.send(view[offset:])
         except TimeoutError:
-            return sent + offset, True, sock
+            return sent + offset, "blocked"
+        except ConnectionError:
+            return sent + offset, "dropped"
         sent += offset
-    return sent, False, sock
+    return sent, ""
+
+
+def _never_reading(host: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    try:
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.settimeout(2.0)  # a send that waits this long is the server pushing back
+    return sock
 
 
 @pytest.mark.timeout(60)
@@ -209,17 +218,14 @@ def test_eco_flooded_by_a_peer_that_never_reads(procs, chunk_size):
     eco = procs.start("eco", "eco", "--port", "0", "--log-level", "WARNING")
     host, port = eco.hostport
     message = encode_message(0, bytes(8 * MiB), chunk_size)
-    with loadgen.ServerSampler(eco.pid) as sampler:
-        sent, pushed_back, flooder = _flood_eco(host, port, message, 200 * MiB, give_up=20.0)
-        try:
-            with loadgen.RawEcho(host, port, timeout=5.0) as other:  # promptly: 5 s bound
-                assert other.round_trip(loadgen.ECHO_PAYLOAD) == loadgen.ECHO_PAYLOAD
-            time.sleep(0.3)  # let a server that buffers show it
-        finally:
-            flooder.close()
-    figures = {"sent_mib": round(sent / MiB, 1), **sampler.report()}
-    assert pushed_back, f"200 MiB went in without the eco ever pushing back: {figures}"
-    assert sampler.report()["server_rss_growth"] < 64 * MiB, figures
+    with loadgen.ServerSampler(eco.pid) as sampler, _never_reading(host, port) as flooder:
+        sent, how = _flood_eco(flooder, message, 200 * MiB, give_up=20.0)
+        with loadgen.RawEcho(host, port, timeout=5.0) as other:  # promptly: 5 s bound
+            assert other.round_trip(loadgen.ECHO_PAYLOAD) == loadgen.ECHO_PAYLOAD
+        time.sleep(0.3)  # the flooder still connected: let a server that buffers show it
+    figures = {"sent_mib": round(sent / MiB, 1), "how": how, **sampler.report()}
+    assert how in ("blocked", "dropped"), f"the eco took 200 MiB and never pushed back: {figures}"
+    assert figures["server_rss_growth"] < 64 * MiB, figures
     assert eco.proc.poll() is None
     _no_crash(eco)
 
@@ -227,7 +233,7 @@ def test_eco_flooded_by_a_peer_that_never_reads(procs, chunk_size):
 # --- the load generator itself, as its own process ----------------------------------------------
 
 QUICK = {
-    "students": (["--n", "200", "--tipo", "Contenido,Tarea"], {"connect_s", "answer_s"}),
+    "students": (["--n", "200", "--tipos", "Contenido,Tarea"], {"connect_s", "answer_s"}),
     "connect-rate": (["--workers", "4", "--seconds", "1"], {"rate_per_s", "per_second"}),
     "flood": (
         [
