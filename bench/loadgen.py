@@ -179,6 +179,7 @@ class Student(asyncio.Protocol):
         self.waiting: dict[Any, asyncio.Future[tuple[float, dict[str, Any]]]] = {}
         self.misrouted = 0
         self.late = 0
+        self.received = 0  # bytes read: stays 0 for a student that never reads
         self.broken: BaseException | None = None
         self.can_write = asyncio.Event()
         self.can_write.set()
@@ -194,6 +195,7 @@ class Student(asyncio.Protocol):
             self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         try:
             self.decoder.receive_data(data)
             while (event := self.decoder.next_event()) not in (NEED_DATA, CLOSED):
@@ -260,18 +262,21 @@ async def connect(
 ) -> Student:
     """A connected :class:`Student`; ``rcvbuf`` shrinks its receive buffer before connecting."""
     loop = asyncio.get_running_loop()
-    if not rcvbuf:
-        _, student = await loop.create_connection(lambda: Student(codec, read=read), host, port)
-        return student
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    try:
-        await loop.sock_connect(sock, (host, port))
-    except BaseException:
-        sock.close()
-        raise
-    _, student = await loop.create_connection(lambda: Student(codec, read=read), sock=sock)
+    if rcvbuf:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        where: dict[str, Any] = {"sock": sock}
+    else:
+        where = {"host": host, "port": port}
+    _, student = await loop.create_connection(lambda: Student(codec, read=read), **where)
+    if not read:  # again: uvloop starts reading after connection_made, whatever it asked
+        student.transport.pause_reading()
     return student
 
 
@@ -409,19 +414,25 @@ class Flooder:
     paused_s: float = 0.0
     pushed_back: bool = False
 
+    def _template(self) -> tuple[bytes, bytes]:
+        """One question's frame split around a 10-digit counter: questions cost a format."""
+        digits = "0" * 10
+        pad = "x" * max(0, self.id_bytes - 11)
+        frame = self.student.question_bytes(f"f{digits}{pad}", self.tipo, "flood")
+        at = frame.index(digits.encode())
+        return frame[:at], frame[at + len(digits) :]
+
     async def run(self, limit: int, until: float) -> None:
-        batch = 64
-        pad = "x" * max(0, self.id_bytes - 12)
+        head, tail = self._template()
+        batch = 256
         for first in itertools.count(0, batch):
             if first >= limit or time.perf_counter() >= until or self.student.broken:
                 return
             count = min(batch, limit - first)
-            qs = (
-                self.student.question_bytes(f"f{first + i:010d}{pad}", self.tipo, "flood")
-                for i in range(count)
-            )
             assert self.student.transport is not None
-            self.student.transport.write(b"".join(qs))
+            self.student.transport.write(
+                b"".join(b"%s%010d%s" % (head, first + i, tail) for i in range(count))
+            )
             self.sent += count
             if not self.student.can_write.is_set():
                 self.pushed_back = True
@@ -474,11 +485,15 @@ async def flood(
     answer_timeout: float = 5.0,
     flood_rcvbuf: int = 4096,
     flood_id_bytes: int = 200,
+    flood_reads: bool = False,
     codec: str = "json",
     server_pid: int | None = None,
     quiet: bool = True,
 ) -> dict[str, Any]:
     """A flooder that never reads beside ``students_n`` paced students that do.
+
+    With ``flood_reads`` the flooder is greedy instead: it reads (and drops) its answers as
+    fast as they come, so nothing pushes back on it but the server's own fairness.
 
     The flooder starts ``head_start`` seconds early, so the way back to it is already full
     when the others ask; the others ask for ``seconds`` while it goes on. ``lost`` counts
@@ -489,7 +504,9 @@ async def flood(
     tally = Tally()
     with ServerSampler(server_pid) as sampler:
         flooder = Flooder(
-            await connect(host, port, codec, read=False, rcvbuf=flood_rcvbuf),
+            await connect(
+                host, port, codec, read=flood_reads, rcvbuf=0 if flood_reads else flood_rcvbuf
+            ),
             flood_tipo,
             flood_id_bytes,
         )
@@ -515,8 +532,10 @@ async def flood(
             with contextlib.suppress(asyncio.CancelledError):
                 await flooding
         flooder_closed = flooder.student.broken is not None
-        for student in [flooder.student, *normal]:
+        for student in normal:
             student.close()
+        if flooder.student.transport is not None:  # close() would wait to flush, forever
+            flooder.student.transport.abort()
         await asyncio.sleep(0)
     return {
         "students": students_n,
@@ -531,10 +550,12 @@ async def flood(
         **ms(tally.latencies),
         "flood_tipo": flood_tipo,
         "flood_id_bytes": flood_id_bytes,
+        "flood_reads": flood_reads,
         "flood_sent": flooder.sent,
         "flood_paused_s": round(flooder.paused_s, 3),
         "flood_pushed_back": flooder.pushed_back,
         "flood_closed_by_server": flooder_closed,
+        "flood_received": flooder.student.received,
         **sampler.report(),
     }
 
@@ -808,6 +829,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=None, help="flood/connect-rate duration")
     p.add_argument("--head-start", type=float, default=1.0, help="flood: flooding alone first (s)")
     p.add_argument("--flood-id-bytes", type=int, default=200, help="flood: id length")
+    p.add_argument("--flood-reads", action="store_true", help="flood: a greedy flooder that reads")
     p.add_argument("--flood-questions", type=int, default=10_000_000, help="flood: at most N")
     p.add_argument(
         "--answer-timeout", type=float, default=5.0, help="flood: an answer later is lost"
@@ -867,6 +889,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flood_questions=args.flood_questions,
             answer_timeout=args.answer_timeout,
             flood_id_bytes=args.flood_id_bytes,
+            flood_reads=args.flood_reads,
             **wire,
         )
     else:

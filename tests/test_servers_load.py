@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
-from roles_helpers import Procs, Role, ask, connect, recv_all
+from roles_helpers import Procs, Role, ask, connect, port_is_free, recv_all
 
 from bench import loadgen
 from protocol.framing import encode_message
@@ -138,11 +140,15 @@ def test_ask_and_vanish_leaves_no_threads_or_fds_behind(clase):
     _no_crash(docencio)
 
 
-# --- a student that floods and never reads ---------------------------------------------------
+# --- a student that floods -------------------------------------------------------------------
 
 
 @pytest.mark.timeout(90)
-def test_a_flooding_student_does_not_stall_the_others(procs):
+@pytest.mark.parametrize("reads", [False, True], ids=["never-reads", "greedy"])
+def test_a_flooding_student_does_not_stall_the_others(procs, reads):
+    """Never-reads: TCP must push back on the flooder alone. Greedy (it reads every answer
+    at once): nothing pushes back on it but the server's fairness, so the others' questions
+    must not queue behind all of its questions."""
     clase = procs.clase("json")
     docencio = clase["docencio"]
     _warm(docencio)
@@ -154,18 +160,22 @@ def test_a_flooding_student_does_not_stall_the_others(procs):
             students_n=2,
             tipos=("Tarea", "Pregunta Dificil"),
             flood_tipo="Tarea",
+            flood_reads=reads,
             interval=0.05,
-            seconds=3.0,
-            head_start=2.0,  # the flood alone first, until the way back to it is full
-            answer_timeout=5.0,  # "within a few seconds": a correctness bound, not a target
+            seconds=2.5,
+            head_start=1.5,  # the flood alone first, until the way back to it is full
+            answer_timeout=2.0,  # a correctness bound, 20 times the 100 ms target
             server_pid=docencio.pid,
         )
     )
     summary = json.dumps({k: v for k, v in result.items() if not k.startswith("server_t")})
     assert result["asked"] >= 20, summary  # the paced students really asked during the flood
-    assert result["flood_pushed_back"], summary  # and the flooder really outran the server
+    if reads:
+        assert result["flood_received"] > 0, summary
+    else:
+        assert result["flood_received"] == 0, summary  # the flooder really never read
+        assert result["flood_pushed_back"], summary  # and it really outran the server
     assert result["lost"] == 0, summary
-    assert result["late"] == 0, summary
     assert result["error_answers"] == 0, summary
     assert result["misrouted"] == 0, summary
     assert result["answered"] == result["asked"], summary
@@ -177,11 +187,11 @@ def test_a_flooding_student_does_not_stall_the_others(procs):
 # --- a peer that floods the eco and never reads ------------------------------------------------
 
 
-def _flood_eco(sock: socket.socket, message: bytes, limit: int, give_up: float) -> tuple[int, str]:
+def _flood(sock: socket.socket, message: bytes, limit: int, give_up: float) -> tuple[int, str]:
     """Send ``message`` again and again, never reading, until ``limit`` bytes went.
 
-    Returns (bytes sent, how the eco stopped us): "blocked" when a send waited past the
-    socket's timeout (TCP pushing back), "dropped" when the eco closed the connection
+    Returns (bytes sent, how the server stopped us): "blocked" when a send waited past the
+    socket's timeout (TCP pushing back), "dropped" when the server closed the connection
     rather than buffer (a send deadline of its own), "" when it took everything.
     """
     sent, deadline = 0, time.monotonic() + give_up
@@ -219,15 +229,59 @@ def test_eco_flooded_by_a_peer_that_never_reads(procs, chunk_size):
     host, port = eco.hostport
     message = encode_message(0, bytes(8 * MiB), chunk_size)
     with loadgen.ServerSampler(eco.pid) as sampler, _never_reading(host, port) as flooder:
-        sent, how = _flood_eco(flooder, message, 200 * MiB, give_up=20.0)
+        sent, how = _flood(flooder, message, 200 * MiB, give_up=20.0)
         with loadgen.RawEcho(host, port, timeout=5.0) as other:  # promptly: 5 s bound
             assert other.round_trip(loadgen.ECHO_PAYLOAD) == loadgen.ECHO_PAYLOAD
         time.sleep(0.3)  # the flooder still connected: let a server that buffers show it
-    figures = {"sent_mib": round(sent / MiB, 1), "how": how, **sampler.report()}
+        figures = {"sent_mib": round(sent / MiB, 1), "how": how, **sampler.report()}
+        assert eco.proc.poll() is None
+        _no_crash(eco)
+        stopped = _sigint(eco)  # with echoes it can never flush
     assert how in ("blocked", "dropped"), f"the eco took 200 MiB and never pushed back: {figures}"
     assert figures["server_rss_growth"] < 64 * MiB, figures
-    assert eco.proc.poll() is None
-    _no_crash(eco)
+    stopped()
+
+
+# --- a graceful stop with a peer that never reads ------------------------------------------------
+
+
+def _sigint(role: Role) -> Callable[[], None]:
+    """SIGINT ``role`` now; the returned check asserts it exited 0, soon, port freed.
+
+    A graceful stop must not wait to flush replies to a peer that will never read them.
+    """
+    host, port = role.hostport
+    started = time.monotonic()
+    status = role.stop(signal.SIGINT, timeout=8)  # fails, with its stderr, past 8 s
+    took = time.monotonic() - started
+
+    def check() -> None:
+        assert status == 0, role.stderr()[-3000:]
+        assert took < 6, f"{role.name} took {took:.1f} s to stop"
+        assert port_is_free(host, port)
+
+    return check
+
+
+@pytest.mark.timeout(60)
+def test_sigint_stops_a_docencio_with_a_student_that_never_reads(procs):
+    db = str(procs.logdir / "profesor.sqlite3")
+    profesor = procs.start("profesor", "profesor", "--port", "0", "--db", db)
+    with socket.create_server(("127.0.0.1", 0)) as mute_tareo:  # "Contenido" needs no Tareo
+        tareo = f"127.0.0.1:{mute_tareo.getsockname()[1]}"
+        docencio = procs.start(
+            "docencio",
+            "docencio",
+            *("--port", "0", "--log-level", "WARNING"),
+            *("--tareo", tareo, "--profesor", profesor.address),
+        )
+        # 200-character ids: ~270-byte answers; 40,000 of them overflow the way back
+        questions = b"".join(_question(f"{i:0200d}", "Contenido") for i in range(1000))
+        with _never_reading(*docencio.hostport) as flooder:
+            _flood(flooder, questions, 40 * len(questions), give_up=20.0)
+            time.sleep(0.5)  # let it take what it will of the last part
+            stopped = _sigint(docencio)
+    stopped()
 
 
 # --- the load generator itself, as its own process ----------------------------------------------
