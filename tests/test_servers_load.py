@@ -6,9 +6,12 @@ for a noisy 2-core machine. Each one names what it guards against:
 
 * 2,000 students at once on one Docencio: all served, each answer to its own asker;
 * a student that floods questions and never reads: the others still get every answer,
-  each within a few seconds, while the flood goes on (TCP pushes back on the flooder alone);
+  each within 2 s, while the flood goes on (TCP pushes back on the flooder alone); and a
+  greedy flooder that reads every answer at once must not starve the others either;
 * a peer that floods ``ayudantia eco`` with large messages and never reads the echoes: the
   eco's memory stays bounded, the flooder's sends block, and the eco still answers others;
+* SIGINT while a peer that never reads holds replies the server cannot flush: exit 0 within
+  6 s, port free (eco and Docencio);
 * students that ask and vanish at once, over and over: no thread or fd left behind;
 * the load generator's own quick modes, as a separate process, so the tool cannot rot.
 """
