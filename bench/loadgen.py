@@ -806,7 +806,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.split("\n")[0])
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument("--to", required=True, metavar="HOST:PORT", help="the server under load")
-    p.add_argument("--server-pid", type=int, help="sample this process's RSS/threads/fds")
+    p.add_argument(
+        "--server-pid", type=int, help="sample its RSS/threads/fds (echo-small: pin it with --cpu)"
+    )
     p.add_argument("--codec", default="json", help="question codec (students, flood, rate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
