@@ -16,7 +16,9 @@ never through the blocking :class:`~protocol.transport.Connection`: what is meas
 server, whatever its implementation. ``echo-small`` uses no project code at all on its
 client side (a hand-built header on a blocking socket), as a user of docs/protocol.md would.
 
-The event loop is uvloop when it imports, stock asyncio otherwise; the JSON says which.
+The client's event loop is uvloop when it imports, stock asyncio otherwise (``--loop``
+chooses); the JSON says which. ``flood --flood-reads`` makes the flooder greedy instead of
+silent: it reads every answer at once, so only the server's fairness holds it back.
 """
 
 from __future__ import annotations
