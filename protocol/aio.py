@@ -71,6 +71,7 @@ log = logging.getLogger("ayudantia.aio")
 _JOIN_BELOW: Final = 64 * 1024
 DEFAULT_WRITE_HIGH: Final = 256 * 1024
 DEFAULT_MAX_HELD: Final = 256
+_TURN: Final = 64  # messages a peer may have handled before it yields the loop to others
 _CLOSE_GRACE: Final = 5.0  # seconds a closing connection may take to flush, with no deadline
 
 
@@ -158,8 +159,11 @@ class FrameConnection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.peer = "?"
         # flow control
-        self._read_paused = False
+        self._read_paused = False  # the transport's state: blocked or yielding
+        self._blocked = False  # backpressure: its answers or its work pile up
         self._write_paused = False
+        self._yielding = False  # this peer had its turn; its staged bytes wait for the next
+        self._turn = 0  # messages handled in this peer's current turn
         self._held = 0
         self._writable: asyncio.Future[None] | None = None
         # deadlines
@@ -263,18 +267,31 @@ class FrameConnection(asyncio.Protocol):
     # -- receiving ----------------------------------------------------------------------
 
     def _process(self) -> None:
-        """Hand every complete event to the handler, until reading is paused or data runs out."""
+        """Hand complete events to the handler, until backpressure, a turn's end or no data.
+
+        A peer gets at most ``_TURN`` messages per turn; past that it yields the loop to the
+        others: its socket is not read, and what it already sent waits in the decoder, until
+        a later loop iteration has handled that too. Without turns, a peer that sends as fast
+        as it reads its answers takes the whole loop (uvloop reads a ready socket up to 32
+        times in one go); without keeping the socket unread while staged bytes wait, such a
+        peer would grow the decoder's staging area without bound.
+        """
         decoder = self._decoder
-        while not self._closing and not self._read_paused:
+        while not self._closing and not self._blocked:
+            if self._turn >= _TURN:
+                self._yield_turn()
+                return
             try:
                 event = decoder.next_event(stream=self._stream_pred)
             except AyudantiaError as exc:
                 self._abort(exc)
                 return
-            if event is NEED_DATA:
+            if event is NEED_DATA or event is CLOSED:
+                if self._yielding:  # everything staged is handled: read this peer again
+                    self._yielding = False
+                    self._update_reading()
                 break
-            if event is CLOSED:
-                break
+            self._turn += 1
             try:
                 self._dispatch(event)  # type: ignore[arg-type]
             except AyudantiaError as exc:
@@ -305,6 +322,18 @@ class FrameConnection(asyncio.Protocol):
         )
         self.handler.message_received(self, received)
 
+    def _yield_turn(self) -> None:
+        """Stop reading this peer; its next turn comes after the other ready peers'."""
+        assert self._loop is not None
+        if not self._yielding:
+            self._yielding = True
+            self._update_reading()
+        self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = 0
+        self._process()
+
     def _track_message_start(self, in_message: bool) -> None:
         if in_message:
             if self._msg_start is None:
@@ -318,13 +347,13 @@ class FrameConnection(asyncio.Protocol):
     def hold(self) -> None:
         """This peer has one more piece of work pending (an answer it will get later)."""
         self._held += 1
-        if self._held >= self.limits.max_held and not self._read_paused:
+        if self._held >= self.limits.max_held and not self._blocked:
             self._update_reading()
 
     def release(self) -> None:
         """One piece of this peer's pending work is done."""
         self._held -= 1
-        if self._read_paused:
+        if self._blocked:
             self._update_reading()
         if self._eof:
             self._maybe_finish()
@@ -337,27 +366,37 @@ class FrameConnection(asyncio.Protocol):
     def reading_paused(self) -> bool:
         return self._read_paused
 
-    def _update_reading(self) -> None:
-        """Read while this peer has room; stop while its work or its answers pile up.
+    @property
+    def writing_paused(self) -> bool:
+        """The peer is not draining what we send it (its buffer is past ``write_high``)."""
+        return self._write_paused
 
-        Reading resumes at half of ``max_held``, not at every release, so a busy peer is
+    def _update_reading(self) -> None:
+        """Read while this peer has room and its turn; stop while its work or answers pile up.
+
+        Backpressure lifts at half of ``max_held``, not at every release, so a busy peer is
         paused and resumed a few times, not once per message.
         """
         if self.transport is None or self._closing:
             return
-        if self._read_paused:
-            if self._write_paused or self._held > self.limits.max_held // 2:
-                return
-            self._read_paused = False
-            assert self._loop is not None
-            self._last_rx = self._loop.time()  # paused time is not the peer's silence
-            with contextlib.suppress(RuntimeError):
-                self.transport.resume_reading()
-            self._loop.call_soon(self._process)  # events already staged in the decoder
-        elif self._write_paused or self._held >= self.limits.max_held:
+        was_blocked = self._blocked
+        if was_blocked:
+            self._blocked = self._write_paused or self._held > self.limits.max_held // 2
+        else:
+            self._blocked = self._write_paused or self._held >= self.limits.max_held
+        pause = self._blocked or self._yielding
+        assert self._loop is not None
+        if pause and not self._read_paused:
             self._read_paused = True
             with contextlib.suppress(RuntimeError):
                 self.transport.pause_reading()
+        elif not pause and self._read_paused:
+            self._read_paused = False
+            self._last_rx = self._loop.time()  # paused time is not the peer's silence
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+        if was_blocked and not self._blocked:
+            self._loop.call_soon(self._process)  # events already staged in the decoder
 
     # -- sending ------------------------------------------------------------------------
 

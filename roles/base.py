@@ -246,8 +246,11 @@ class Server(Handler):
             server.close()
             await self.on_stop()
             for conn in list(self.clients):
-                conn.close()
-            await self._wait_clients_gone(5.0)
+                if conn.writing_paused:
+                    conn.abort()  # it does not read: what is queued for it would never leave
+                else:
+                    conn.close()
+            await self._wait_clients_gone(2.0)
             for conn in list(self.clients):
                 conn.abort()
 
