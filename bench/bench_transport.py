@@ -28,6 +28,7 @@ from bench.conftest import (
     SMALL_ROUNDS,
     SMALL_WARMUP,
     MiB,
+    chunk_id,
     codec_object,
     fresh_copy,
     pair_rounds,
@@ -98,6 +99,11 @@ def test_transfer_stream(benchmark, benchmarking, server, stream_chunk_size, boo
 # --- the baseline and the peers a user would pick instead --------------------------------------
 
 PEERS = ["baseline", "mpconn", "zmq"]
+PEER_NAMES = {
+    "baseline": "plain socket",
+    "mpconn": "multiprocessing.connection",
+    "zmq": "pyzmq",
+}
 
 
 @pytest.mark.parametrize("peer", PEERS)
@@ -220,7 +226,7 @@ def test_book_pair(benchmark, benchmarking, server, figure, book_bytes):
             return _paired.summarize(t_peer, t_ours)
         return _paired.summarize(t_ours, t_peer)
 
-    names = (peer, f"ayudantia raw {chunk_size or 'unchunked'}")
+    names = (PEER_NAMES[peer], f"ayudantia raw {chunk_id(chunk_size)}")
     _paired.record(
         benchmark,
         rounds(benchmarking, SESSIONS),
@@ -255,7 +261,7 @@ def test_small_pair(benchmark, benchmarking, server, placement, small_text):
         session,
         figure=f"small.raw.vs-mpconn.{placement}",
         numerator="ayudantia raw",
-        denominator="multiprocessing.connection",
+        denominator=PEER_NAMES["mpconn"],
         placement=placement,
         payload_bytes=len(payload),
     )
