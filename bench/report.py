@@ -34,6 +34,7 @@ MiB = 1024 * KiB
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 DEFAULT_IMG = ROOT / "docs" / "img"
+DEFAULT_NOTES = ROOT / "bench" / "notes.md"
 CODEC_ORDER = ["raw", "json", "pickle", "msgpack"]
 MEMORY_CONSTANT = tg.MEMORY_CONSTANT
 # The default stream chunk: the smallest chunk size whose throughput reaches this fraction
@@ -613,6 +614,31 @@ def default_chunk(res: Results) -> tuple[int, str] | None:
     return None
 
 
+def compare_section(res: Results, other: Results, partial: bool = False) -> str:
+    """Both runs' ranges and verdicts side by side, and whether every verdict agrees."""
+    mine, theirs = figures(res), figures(other)
+    rows, differ = [], 0
+    for target in tg.TARGETS:
+        a = tg.judge(target, mine, partial=partial)
+        b = tg.judge(target, theirs, partial=partial)
+        if a == tg.NOT_MEASURED and b == tg.NOT_MEASURED:
+            continue
+        differ += a != b
+        cells = [
+            figure_text(figs[target.key], target.unit) if target.key in figs else ""
+            for figs in (mine, theirs)
+        ]
+        rows.append((f"`{target.key}`", cells[0], a, cells[1], b, "yes" if a == b else "**no**"))
+    head = f"This run ({res.when or res.source}) against {other.source} ({other.when or '?'}): " + (
+        "every verdict agrees." if not differ else f"**{differ} verdicts differ.**"
+    )
+    return (
+        head
+        + "\n\n"
+        + table(["figure", "this run", "verdict", "other run", "verdict", "same"], rows)
+    )
+
+
 # --- the document ------------------------------------------------------------------------------
 
 
@@ -623,6 +649,7 @@ def render(
     out: Path,
     notes: str,
     partial: bool = False,
+    other: Results | None = None,
 ) -> str:
     figs = figures(res)
     rows = target_rows(res, figs, partial)
@@ -653,6 +680,10 @@ def render(
         "",
         table(["target (figure key)", "measured: median [range]", "verdict"], rows),
         "",
+    ]
+    if other is not None:
+        parts += ["### Against another session", "", compare_section(res, other, partial), ""]
+    parts += [
         "## Paired figures",
         "",
         img("pairs.png", "paired ratios per session, with their targets"),
@@ -720,17 +751,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown to write")
     parser.add_argument("--img", type=Path, default=DEFAULT_IMG, help="directory for the PNGs")
     parser.add_argument(
-        "--notes", type=Path, help="Markdown appended verbatim (analysis of this run)"
+        "--notes",
+        type=Path,
+        default=DEFAULT_NOTES if DEFAULT_NOTES.is_file() else None,
+        help="Markdown appended verbatim (default: bench/notes.md; --notes '' for none)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OTHER_JSON",
+        help="another session's JSON: show both runs' ranges and verdicts side by side",
     )
     parser.add_argument(
         "--partial",
         action="store_true",
         help="a run of some benchmarks only: missing figures read 'not measured'",
     )
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     try:
         res = load(find_results(args.results))
-        notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+        other = load(args.compare) if args.compare else None
+        notes = args.notes.read_text(encoding="utf-8") if args.notes and args.notes.name else ""
     except (OSError, ValueError) as exc:
         print(f"bench.report: {exc}", file=sys.stderr)
         return 2
@@ -738,9 +780,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{res.source}: no benchmark results (was the run timed? use --benchmark)")
         return 1
     try:
-        text = render(res, [], None, args.out, notes, args.partial)  # fail before any plot
-        written, skipped = plotting.make_plots(res, args.img, figures(res))
-        text = render(res, written, skipped, args.out, notes, args.partial)
+        # Render once before plotting, so a bad figure fails before any file is written.
+        render(res, [], None, args.out, notes, args.partial, other)
+        written, skipped = (
+            ([], "--no-plots")
+            if args.no_plots
+            else plotting.make_plots(res, args.img, figures(res))
+        )
+        text = render(res, written, skipped, args.out, notes, args.partial, other)
     except FigureError as exc:
         print(f"bench.report: {exc}", file=sys.stderr)
         return 1

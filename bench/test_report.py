@@ -153,11 +153,11 @@ def test_straddling_range_reads_unclear(tmp_path):
 def test_missing_required_figure_stops_the_report(tmp_path, capsys):
     path = _with_pairs(tmp_path, book__raw_whole__vs_mpconn=None)
     out = tmp_path / "b.md"
-    assert report.main([str(path), "--out", str(out), "--img", str(tmp_path / "i")]) == 1
+    assert report.main([str(path), "--out", str(out), "--no-plots"]) == 1
     err = capsys.readouterr().err
     assert "book.raw-whole.vs-mpconn" in err and err.count("\n") == 1
     assert not out.exists()
-    assert report.main([str(path), "--out", str(out), "--partial", "--img", str(tmp_path)]) == 0
+    assert report.main([str(path), "--out", str(out), "--partial", "--no-plots"]) == 0
     assert "not measured" in out.read_text(encoding="utf-8")
 
 
@@ -253,7 +253,7 @@ def test_notes_are_appended(tmp_path):
     notes = tmp_path / "notes.md"
     notes.write_text("## Analysis\n\nwhere the time goes\n", encoding="utf-8")
     out = tmp_path / "b.md"
-    args = [str(SAMPLE), "--out", str(out), "--img", str(tmp_path / "i"), "--notes", str(notes)]
+    args = [str(SAMPLE), "--out", str(out), "--no-plots", "--notes", str(notes)]
     assert report.main(args) == 0
     assert out.read_text(encoding="utf-8").rstrip().endswith("where the time goes")
 
@@ -281,7 +281,7 @@ def test_missing_file_is_a_one_line_error(tmp_path):
 
 def test_class_table(tmp_path):
     out = tmp_path / "benchmarks.md"
-    args = [str(CLASS), "--out", str(out), "--img", str(tmp_path / "img"), "--partial"]
+    args = [str(CLASS), "--out", str(out), "--no-plots", "--partial"]
     assert report.main(args) == 0
     text = out.read_text(encoding="utf-8")
     assert "## The class" in text
@@ -290,3 +290,16 @@ def test_class_table(tmp_path):
     assert "Median of 5 rounds [min-max]" in text
     # The other sections say they have nothing rather than crash.
     assert "_No codec benchmarks in this run._" in text
+
+
+def test_compare_two_sessions_side_by_side(tmp_path):
+    out = tmp_path / "b.md"
+    same = [str(SAMPLE), "--out", str(out), "--no-plots", "--compare"]
+    assert report.main([*same, str(SAMPLE)]) == 0
+    assert "every verdict agrees" in out.read_text(encoding="utf-8")
+    other = _with_pairs(tmp_path, transfer__raw_whole__vs_socket=[1.2, 1.5, 1.71])
+    assert report.main([*same, str(other)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "**1 verdicts differ.**" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `transfer.raw-whole."))
+    assert "171%" in row and row.rstrip().endswith("| **no** |")
