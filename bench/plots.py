@@ -7,6 +7,7 @@ min-max of a paired figure's sessions), so a reader sees which differences are n
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,9 @@ def plot_memory(res: rp.Results, path: Path, plt: Any) -> bool:
     if not rows:
         return False
     pos = _x_positions([s for s, _, _ in rows])
-    floor = 1 / 64  # MiB: where a reading of 0 is drawn (a log axis has no 0)
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    zeros: list[tuple[float, float]] = []
+    zeros: list[float] = []
+    lowest = math.inf
     for mode, idx, marker in (("whole", 1, "o"), ("stream", 2, "s")):
         for key, ls, what in (("peak_bytes", "-", "tracemalloc"), ("rss_peak_bytes", "--", "RSS")):
             pts = []
@@ -123,20 +124,24 @@ def plot_memory(res: rp.Results, path: Path, plt: Any) -> bool:
                 values = rp.readings(r[idx], key) if r[idx] is not None else []
                 if not values:
                     continue
-                med = sorted(values)[len(values) // 2] / rp.MiB
+                med = statistics.median(values) / rp.MiB
                 if med <= 0:
-                    zeros.append((pos[r[0]], floor))
+                    zeros.append(pos[r[0]])
                     continue
                 pts.append((pos[r[0]], med))
+                lowest = min(lowest, med)
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker=marker, ls=ls, label=f"{mode}, {what}")
     if zeros:
+        # A log axis has no 0: a reading of 0 is drawn below every other point, marked.
+        floor = lowest / 3 if lowest < math.inf else 1e-3
         ax.plot(
-            *zip(*zeros, strict=True),
+            zeros,
+            [floor] * len(zeros),
             "v",
             color="red",
             ls="none",
-            label="RSS grew 0 (pages reused; see the table)",
+            label="0: RSS did not grow (heap pages reused; see the table)",
         )
     chunked = [s for s, _, st in rows if s and st is not None]
     if chunked:
@@ -166,13 +171,18 @@ def plot_pairs(res: rp.Results, figs: dict[str, Figure], path: Path, plt: Any) -
     for ax, target in zip(axes[:, 0], shown, strict=True):
         values = figs[target.key].values
         ax.plot(values, [0] * len(values), "o", alpha=0.7)
+        ax.axvline(figs[target.key].median, color="tab:blue", ls="--", lw=0.8)
         ax.axvline(target.threshold, color="red", lw=1)
         if target.bound is not None:
             ax.axvline(target.bound, color="black", ls=":", lw=1)
         ax.set_yticks([])
-        ax.set_title(target.key, fontsize=8, loc="left")
+        unit = {"%": "fraction", "x": "time ratio", "KiB": "bytes"}.get(target.unit, target.unit)
+        ax.set_title(f"{target.key} ({unit})", fontsize=8, loc="left")
         ax.tick_params(labelsize=7)
-    fig.suptitle("Paired figures per session (red: target; dotted: physical bound)", fontsize=9)
+    fig.suptitle(
+        "Readings per session or round (dashed: median; red: target; dotted: physical bound)",
+        fontsize=9,
+    )
     return _save(fig, path, plt)
 
 
