@@ -20,8 +20,10 @@ from bench import _affinity, _paired, _peers
 from bench.conftest import (
     BOOK_ROUNDS,
     BOOK_WARMUP,
+    PAIR_BOOK_BLOCK,
     PAIR_BOOK_ROUNDS,
     PAIR_BOOK_WARMUP,
+    PAIR_SMALL_BLOCK,
     PAIR_SMALL_ROUNDS,
     PAIR_SMALL_WARMUP,
     SESSIONS,
@@ -184,7 +186,7 @@ BOOK_PAIRS = {
 }
 
 
-def _pair_session(server, peer, chunk_size, payload, n, warmup, placement="unpinned"):
+def _pair_session(server, peer, chunk_size, payload, n, warmup, placement="unpinned", block=1):
     """One session: fresh connections to both servers, warmed alike, rounds interleaved."""
     ours_server, peer_server = server("ayudantia"), server(peer)
     with _placement(placement, [ours_server.process.pid, peer_server.process.pid]):
@@ -196,6 +198,7 @@ def _pair_session(server, peer, chunk_size, payload, n, warmup, placement="unpin
                 _paired.timed(theirs.round_trip, lambda: (payload,)),
                 n,
                 warmup,
+                block,
             )
         finally:
             ours.close()
@@ -221,7 +224,9 @@ def test_book_pair(benchmark, benchmarking, server, figure, book_bytes):
     warmup = PAIR_BOOK_WARMUP if benchmarking else 1
 
     def session():
-        t_ours, t_peer = _pair_session(server, peer, chunk_size, book_bytes, n, warmup)
+        t_ours, t_peer = _pair_session(
+            server, peer, chunk_size, book_bytes, n, warmup, block=PAIR_BOOK_BLOCK
+        )
         if ratio == "fraction":
             return _paired.summarize(t_peer, t_ours)
         return _paired.summarize(t_ours, t_peer)
@@ -252,7 +257,9 @@ def test_small_pair(benchmark, benchmarking, server, placement, small_text):
     warmup = PAIR_SMALL_WARMUP if benchmarking else 1
 
     def session():
-        t_ours, t_peer = _pair_session(server, "mpconn", 0, payload, n, warmup, placement)
+        t_ours, t_peer = _pair_session(
+            server, "mpconn", 0, payload, n, warmup, placement, PAIR_SMALL_BLOCK
+        )
         return _paired.summarize(t_ours, t_peer)
 
     _paired.record(

@@ -33,8 +33,10 @@ MEMORY_ROUNDS = 3
 SESSIONS = 5
 PAIR_BOOK_ROUNDS = 100
 PAIR_BOOK_WARMUP = 5
+PAIR_BOOK_BLOCK = 10  # book rounds alternate in blocks of 10 (5-10 ms each)
 PAIR_SMALL_ROUNDS = 2000
 PAIR_SMALL_WARMUP = 100
+PAIR_SMALL_BLOCK = 50  # small rounds alternate in blocks of 50 (a few ms each)
 PAIR_CODEC_ROUNDS = 40
 PAIR_CODEC_WARMUP = 2
 

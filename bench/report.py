@@ -329,9 +329,10 @@ def pairs_section(res: Results) -> str:
             )
         )
     return (
-        "Each ratio is one test alternating both sides round by round (the order swapping "
-        "each round), in sessions of fresh connections warmed alike. Per session: the median "
-        "of the per-round time ratio, and its interquartile range.\n\n"
+        "Each ratio is one test alternating both sides round by round or in short blocks "
+        "(which side goes first swapping every block), in sessions of fresh connections "
+        "warmed alike. Per session: the median of the per-round time ratio (round i of one "
+        "side over round i of the other), and its interquartile range.\n\n"
         + table(
             ["figure", "time ratio", "session medians", "session IQRs", "rounds per session"],
             rows,
