@@ -7,8 +7,9 @@ interpreter lock and core, as two programs on one machine would. A round trip is
 
 Kinds:
 
-* ``baseline``: a plain socket. The client first sends the message size as 8 bytes; then per
-  round ``sendall`` of the bytes, and the server ``recv_into`` a preallocated buffer.
+* ``baseline``: a plain socket doing the work ayudantia's raw receive does and no more: per
+  message the client sends an 8-byte size and the bytes in one ``sendmsg``, and the server
+  reads the size, allocates a fresh buffer of that size and ``recv_into`` it.
 * ``ayudantia``: :class:`protocol.transport.Connection`. The client's first message is a
   JSON control ``{"mode": ...}``: ``whole`` (``recv_message``, decoded), ``stream``
   (``recv_stream``, chunks dropped as they come), or ``mem-whole``/``mem-stream``, which
@@ -24,6 +25,7 @@ import gc
 import json
 import multiprocessing
 import multiprocessing.connection
+import os
 import socket
 import struct
 import threading
@@ -97,12 +99,11 @@ def _recv_exact_into(sock: socket.socket, view: memoryview) -> bool:
 def _handle_baseline(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     head = bytearray(SIZE.size)
-    if not _recv_exact_into(sock, memoryview(head)):
-        return
-    (size,) = SIZE.unpack(head)
-    buf = bytearray(size)
-    view = memoryview(buf)
-    while _recv_exact_into(sock, view):
+    while _recv_exact_into(sock, memoryview(head)):
+        (size,) = SIZE.unpack(head)
+        message = bytearray(size)  # a fresh buffer per message, as ayudantia's receiver
+        if not _recv_exact_into(sock, memoryview(message)):
+            return
         sock.sendall(ACK)
 
 
@@ -204,15 +205,32 @@ def serve(kind: str, ready: Any) -> None:
         raise
 
 
-class Server:
-    """A peer process; use as a context manager. ``port`` is where it listens."""
+@contextlib.contextmanager
+def _environment(extra: dict[str, str]) -> Iterator[None]:
+    """``extra`` in os.environ for the duration (a spawned child inherits it)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
-    def __init__(self, kind: str) -> None:
+
+class Server:
+    """A peer process; use as a context manager. ``port`` is where it listens; ``env`` is
+    added to its environment (for glibc's malloc settings, say)."""
+
+    def __init__(self, kind: str, env: dict[str, str] | None = None) -> None:
         self.kind = kind
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=False)
         self.process = ctx.Process(target=serve, args=(kind, child), daemon=True)
-        self.process.start()
+        with _environment(env or {}):
+            self.process.start()
         child.close()
         if not parent.poll(60):
             self.close()
@@ -242,18 +260,26 @@ class Server:
 # --- clients -----------------------------------------------------------------------------------
 
 
-class BaselineClient:
-    """sendall + one-byte ack over a plain TCP socket, for messages of one fixed size."""
+def _sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
+    views = [memoryview(p) for p in parts]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
 
-    def __init__(self, port: int, size: int) -> None:
+
+class BaselineClient:
+    """A size and the bytes in one sendmsg, then a one-byte ack, over a plain TCP socket."""
+
+    def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(SIZE.pack(size))
-        self.size = size
         self._ack = bytearray(1)
 
     def round_trip(self, payload: bytes) -> None:
-        self.sock.sendall(payload)
+        _sendmsg_all(self.sock, [SIZE.pack(len(payload)), payload])
         if not self.sock.recv_into(self._ack):
             raise ConnectionError("baseline server closed")
 
@@ -302,3 +328,25 @@ def ayudantia_client(port: int, mode: str, **kwargs: Any) -> Any:
 
 def mem_result(conn: Any) -> dict[str, Any]:
     return json.loads(bytes(conn.recv_message().payload))
+
+
+def peer_client(kind: str, port: int) -> Any:
+    """The client of a peer ``kind`` (baseline, mpconn or zmq): ``round_trip(payload)``."""
+    clients = {"baseline": BaselineClient, "mpconn": MpConnClient, "zmq": ZmqClient}
+    return clients[kind](port)
+
+
+class AyudantiaClient:
+    """A Connection in ``whole`` mode with a ``round_trip(obj)`` like the peers' clients."""
+
+    def __init__(self, port: int, codec: str = "raw", chunk_size: int = 0) -> None:
+        self.conn = ayudantia_client(port, "whole", codec=codec)
+        self.chunk_size = chunk_size
+
+    def round_trip(self, obj: Any) -> Any:
+        sent = self.conn.send(obj, chunk_size=self.chunk_size)
+        self.conn.recv_message()
+        return sent
+
+    def close(self) -> None:
+        self.conn.close()

@@ -6,6 +6,9 @@ fresh copy of the book (see :func:`bench.conftest.fresh_copy`).
 
 The ``json-impl`` group times stdlib ``json`` (``ensure_ascii=False``) against orjson on the
 same message, whatever the json codec itself uses.
+
+The codec ratios (json against msgpack, msgpack against pickle) are paired figures
+(bench._paired): encode+decode of both codecs alternate round by round in one test.
 """
 
 from __future__ import annotations
@@ -14,7 +17,18 @@ import json
 
 import pytest
 
-from bench.conftest import BOOK_ROUNDS, BOOK_WARMUP, codec_object, fresh_copy, rounds
+from bench import _paired
+from bench.conftest import (
+    BOOK_ROUNDS,
+    BOOK_WARMUP,
+    PAIR_CODEC_ROUNDS,
+    PAIR_CODEC_WARMUP,
+    SESSIONS,
+    codec_object,
+    fresh_copy,
+    pair_rounds,
+    rounds,
+)
 from protocol import codecs
 
 
@@ -134,4 +148,47 @@ def test_json_impl(benchmark, benchmarking, impl, op, book_text, book_bytes):
         assert decoded["Texto"] == book_text
     benchmark.extra_info.update(
         kind=f"json-{op}", impl=impl, wire_bytes=len(payload), text_bytes=len(book_bytes)
+    )
+
+
+# --- paired codec ratios ---------------------------------------------------------------------
+
+# figure -> (numerator codec, denominator codec): encode+decode time of one over the other's.
+CODEC_PAIRS = {
+    "codec.json.vs-msgpack": ("json", "msgpack"),
+    "codec.msgpack.vs-pickle": ("msgpack", "pickle"),
+}
+
+
+def _encode_decode(codec_name: str, text: str) -> _paired.Step:
+    """One round of a codec: encode the message with a fresh copy of the book, decode it."""
+    codec = codecs.get(codec_name)
+    _check_roundtrip(
+        codec_name, codec.decode(bytearray(codec.encode(codec_object(codec_name, text)))), text
+    )
+
+    def both(obj: object) -> object:
+        return codec.decode(bytearray(codec.encode(obj)))
+
+    return _paired.timed(both, lambda: (codec_object(codec_name, fresh_copy(text)),))
+
+
+@pytest.mark.parametrize("figure", list(CODEC_PAIRS))
+def test_codec_pair(benchmark, benchmarking, figure, book_text):
+    numerator, denominator = CODEC_PAIRS[figure]
+    benchmark.group = "pair-codec"
+    n = pair_rounds(benchmarking, PAIR_CODEC_ROUNDS)
+    warmup = PAIR_CODEC_WARMUP if benchmarking else 0
+
+    def session():
+        a, b = _encode_decode(numerator, book_text), _encode_decode(denominator, book_text)
+        return _paired.summarize(*_paired.interleave(a, b, n, warmup))
+
+    _paired.record(
+        benchmark,
+        rounds(benchmarking, SESSIONS),
+        session,
+        figure=figure,
+        numerator=numerator,
+        denominator=denominator,
     )

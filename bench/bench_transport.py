@@ -1,81 +1,68 @@
-"""Part 2: the book over real loopback sockets, codec x chunk size, against a raw socket.
+"""Part 2: the book over real loopback sockets, codec x chunk size, and against the peers.
 
 A round is a round trip: the sender encodes and sends, the receiver (another process)
-receives, decodes, and answers one byte. ``mb_per_s`` is wire bytes over the best round;
-``ratio_to_baseline`` divides it by the best plain-socket round trip of the book in the same
-session (``baseline_rate``). The peers a user would pick instead do the same round trip.
+receives, decodes, and answers one byte. The absolute curves (``transfer-*``, ``peers``,
+``small``) report each round's time; bench.report shows their median and interquartile
+range. Every ratio (ayudantia against a plain socket or multiprocessing.connection) is a
+paired figure (bench._paired): both sides alternate round by round in one test, sessions
+of fresh connections, so the ratio does not depend on which spell of noise each side met.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 
 import pytest
 
-from bench import _peers
+from bench import _affinity, _paired, _peers
 from bench.conftest import (
     BOOK_ROUNDS,
     BOOK_WARMUP,
+    PAIR_BOOK_BLOCK,
+    PAIR_BOOK_ROUNDS,
+    PAIR_BOOK_WARMUP,
+    PAIR_SMALL_BLOCK,
+    PAIR_SMALL_ROUNDS,
+    PAIR_SMALL_WARMUP,
+    SESSIONS,
     SMALL_ROUNDS,
     SMALL_WARMUP,
-    Timed,
+    MiB,
+    chunk_id,
     codec_object,
     fresh_copy,
+    pair_rounds,
     rounds,
 )
 from protocol.framing import HEADER_SIZE
 
 
-def _record(benchmark, timed: Timed, baseline_rate: float, **info) -> None:
-    rate = info["wire_bytes"] / timed.best
-    benchmark.extra_info.update(
-        info,
-        mb_per_s=round(rate / 1e6, 2),
-        ratio_to_baseline=round(rate / baseline_rate, 4),
-        baseline_mb_per_s=round(baseline_rate / 1e6, 2),
-    )
-
-
-def _time_book(benchmark, benchmarking, fn, **pedantic) -> tuple[Timed, object]:
-    """Time ``fn`` over the book's rounds; warm-up rounds are left out of the record."""
-    timed = Timed(fn)
-    result = benchmark.pedantic(
-        timed,
+def _time_book(benchmark, benchmarking, fn, **pedantic):
+    return benchmark.pedantic(
+        fn,
         rounds=rounds(benchmarking, BOOK_ROUNDS),
         warmup_rounds=BOOK_WARMUP if benchmarking else 0,
         **pedantic,
     )
-    if benchmarking:
-        timed.times = timed.times[BOOK_WARMUP:]
-    return timed, result
 
 
-def test_transfer_whole(
-    benchmark, benchmarking, server, baseline_rate, codec_name, chunk_size, book_text
-):
+def test_transfer_whole(benchmark, benchmarking, server, codec_name, chunk_size, book_text):
     """The message sent with ``send`` and received whole with ``recv_message``, decoded."""
     benchmark.group = "transfer-whole"
-    conn = _peers.ayudantia_client(server("ayudantia").port, "whole", codec=codec_name)
+    client = _peers.AyudantiaClient(server("ayudantia").port, codec_name, chunk_size)
     try:
-
-        def round_trip(obj):
-            sent = conn.send(obj, chunk_size=chunk_size)
-            conn.recv_message()
-            return sent
-
         if codec_name == "raw":
-            # bytes have no cached form: send the same object, as the baseline does.
+            # bytes have no cached form: send the same object, as the peers do.
             payload = codec_object("raw", book_text)
             setup = lambda: ((payload,), {})  # noqa: E731
         else:
             setup = lambda: ((codec_object(codec_name, fresh_copy(book_text)),), {})  # noqa: E731
-        timed, sent = _time_book(benchmark, benchmarking, round_trip, setup=setup)
+        sent = _time_book(benchmark, benchmarking, client.round_trip, setup=setup)
     finally:
-        conn.close()
-    _record(
-        benchmark,
-        timed,
-        baseline_rate,
+        client.close()
+    benchmark.extra_info.update(
         kind="transfer",
         mode="whole",
         codec=codec_name,
@@ -85,9 +72,7 @@ def test_transfer_whole(
     )
 
 
-def test_transfer_stream(
-    benchmark, benchmarking, server, baseline_rate, stream_chunk_size, book_bytes
-):
+def test_transfer_stream(benchmark, benchmarking, server, stream_chunk_size, book_bytes):
     """The book as a raw stream: ``send_stream`` from a file object, ``recv_stream``."""
     benchmark.group = "transfer-stream"
     conn = _peers.ayudantia_client(server("ayudantia").port, "stream", codec="raw")
@@ -98,15 +83,12 @@ def test_transfer_stream(
             conn.recv_message()
             return sent
 
-        timed, sent = _time_book(
+        sent = _time_book(
             benchmark, benchmarking, round_trip, setup=lambda: ((io.BytesIO(book_bytes),), {})
         )
     finally:
         conn.close()
-    _record(
-        benchmark,
-        timed,
-        baseline_rate,
+    benchmark.extra_info.update(
         kind="transfer",
         mode="stream",
         codec="raw",
@@ -119,38 +101,26 @@ def test_transfer_stream(
 # --- the baseline and the peers a user would pick instead --------------------------------------
 
 PEERS = ["baseline", "mpconn", "zmq"]
-
-
-def _peer_client(kind: str, port: int, size: int):
-    if kind == "baseline":
-        return _peers.BaselineClient(port, size)
-    if kind == "mpconn":
-        return _peers.MpConnClient(port)
-    return _peers.ZmqClient(port)
+PEER_NAMES = {
+    "baseline": "plain socket",
+    "mpconn": "multiprocessing.connection",
+    "zmq": "pyzmq",
+}
 
 
 @pytest.mark.parametrize("peer", PEERS)
-def test_peer_book(benchmark, benchmarking, server, baseline_rate, peer, book_bytes):
+def test_peer_book(benchmark, benchmarking, server, peer, book_bytes):
     """The book's bytes, round trip, through a plain socket and the alternatives."""
     if peer == "zmq":
         pytest.importorskip("zmq")
     benchmark.group = "transfer-peers"
-    client = _peer_client(peer, server(peer).port, len(book_bytes))
+    client = _peers.peer_client(peer, server(peer).port)
     try:
-        timed, _ = _time_book(benchmark, benchmarking, client.round_trip, args=(book_bytes,))
+        _time_book(benchmark, benchmarking, client.round_trip, args=(book_bytes,))
     finally:
         client.close()
-    _record(
-        benchmark,
-        timed,
-        baseline_rate,
-        kind="peer",
-        peer=peer,
-        codec=peer,
-        chunk_size=0,
-        wire_bytes=len(book_bytes),
-        frames=1,
-    )
+    # The book's bytes, as ayudantia's raw rows count theirs minus a 24-byte header.
+    benchmark.extra_info.update(kind="peer", peer=peer, codec=peer, wire_bytes=len(book_bytes))
 
 
 # --- a small message: latency, not bandwidth -------------------------------------------------
@@ -169,7 +139,7 @@ def test_small_peer(benchmark, benchmarking, server, peer, small_text):
         pytest.importorskip("zmq")
     benchmark.group = "small-roundtrip"
     payload = small_text.encode("utf-8")
-    client = _peer_client(peer, server(peer).port, len(payload))
+    client = _peers.peer_client(peer, server(peer).port)
     try:
         benchmark.pedantic(
             client.round_trip,
@@ -188,22 +158,117 @@ def test_small_ayudantia(benchmark, benchmarking, server, codec_name, small_text
 
     benchmark.group = "small-roundtrip"
     obj = small_text.encode("utf-8") if codec_name == "raw" else dict(NOTEBOOK_MESSAGE)
-    conn = _peers.ayudantia_client(server("ayudantia").port, "whole", codec=codec_name)
+    client = _peers.AyudantiaClient(server("ayudantia").port, codec_name)
     try:
-
-        def round_trip():
-            sent = conn.send(obj)
-            conn.recv_message()
-            return sent
-
         sent = benchmark.pedantic(
-            round_trip,
+            client.round_trip,
+            args=(obj,),
             rounds=rounds(benchmarking, SMALL_ROUNDS),
             warmup_rounds=SMALL_WARMUP if benchmarking else 0,
         )
     finally:
-        conn.close()
+        client.close()
     assert sent.wire_bytes > HEADER_SIZE
     benchmark.extra_info.update(
         kind="small", peer="ayudantia", codec=codec_name, wire_bytes=sent.wire_bytes
+    )
+
+
+# --- paired figures ------------------------------------------------------------------------------
+
+# figure -> (ayudantia raw chunk size, peer, ratio). Chosen in advance, not the best of many:
+# "fraction" is the peer's time over ayudantia's (share of the peer's speed), "times" is
+# ayudantia's time over the peer's.
+BOOK_PAIRS = {
+    "transfer.raw-whole.vs-socket": (0, "baseline", "fraction"),
+    "transfer.raw-1MiB.vs-socket": (1 * MiB, "baseline", "fraction"),
+    "book.raw-whole.vs-mpconn": (0, "mpconn", "times"),
+}
+
+
+def _pair_session(server, peer, chunk_size, payload, n, warmup, placement="unpinned", block=1):
+    """One session: fresh connections to both servers, warmed alike, rounds interleaved."""
+    ours_server, peer_server = server("ayudantia"), server(peer)
+    with _placement(placement, [ours_server.process.pid, peer_server.process.pid]):
+        ours = _peers.AyudantiaClient(ours_server.port, "raw", chunk_size)
+        theirs = _peers.peer_client(peer, peer_server.port)
+        try:
+            t_ours, t_peer = _paired.interleave(
+                _paired.timed(ours.round_trip, lambda: (payload,)),
+                _paired.timed(theirs.round_trip, lambda: (payload,)),
+                n,
+                warmup,
+                block,
+            )
+        finally:
+            ours.close()
+            theirs.close()
+    return t_ours, t_peer
+
+
+@contextlib.contextmanager
+def _placement(placement: str, pids: list[int]) -> Iterator[None]:
+    if placement == "pinned":
+        with _affinity.pinned(pids):
+            yield
+    else:
+        yield
+
+
+@pytest.mark.parametrize("figure", list(BOOK_PAIRS))
+def test_book_pair(benchmark, benchmarking, server, figure, book_bytes):
+    """ayudantia's raw book round trip against a plain socket's or multiprocessing's."""
+    chunk_size, peer, ratio = BOOK_PAIRS[figure]
+    benchmark.group = "pair-book"
+    n = pair_rounds(benchmarking, PAIR_BOOK_ROUNDS)
+    warmup = PAIR_BOOK_WARMUP if benchmarking else 1
+
+    def session():
+        t_ours, t_peer = _pair_session(
+            server, peer, chunk_size, book_bytes, n, warmup, block=PAIR_BOOK_BLOCK
+        )
+        if ratio == "fraction":
+            return _paired.summarize(t_peer, t_ours)
+        return _paired.summarize(t_ours, t_peer)
+
+    names = (PEER_NAMES[peer], f"ayudantia raw {chunk_id(chunk_size)}")
+    _paired.record(
+        benchmark,
+        rounds(benchmarking, SESSIONS),
+        session,
+        figure=figure,
+        numerator=names[0] if ratio == "fraction" else names[1],
+        denominator=names[1] if ratio == "fraction" else names[0],
+        chunk_size=chunk_size,
+        peer=peer,
+        payload_bytes=len(book_bytes),
+    )
+
+
+@pytest.mark.parametrize("placement", ["pinned", "unpinned"])
+def test_small_pair(benchmark, benchmarking, server, placement, small_text):
+    """The small message, ayudantia raw against multiprocessing.connection, on one pinned
+    core (CPU cost) and unpinned (what the scheduler adds)."""
+    if placement == "pinned" and not _affinity.can_pin():
+        pytest.skip("this platform cannot pin processes to a CPU")
+    benchmark.group = "pair-small"
+    payload = small_text.encode("utf-8")
+    n = pair_rounds(benchmarking, PAIR_SMALL_ROUNDS)
+    warmup = PAIR_SMALL_WARMUP if benchmarking else 1
+
+    def session():
+        t_ours, t_peer = _pair_session(
+            server, "mpconn", 0, payload, n, warmup, placement, PAIR_SMALL_BLOCK
+        )
+        return _paired.summarize(t_ours, t_peer)
+
+    _paired.record(
+        benchmark,
+        rounds(benchmarking, SESSIONS),
+        session,
+        figure=f"small.raw.vs-mpconn.{placement}",
+        numerator="ayudantia raw",
+        denominator=PEER_NAMES["mpconn"],
+        placement=placement,
+        payload_bytes=len(payload),
     )

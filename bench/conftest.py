@@ -8,7 +8,6 @@ exercised on every test run and cannot rot.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +27,18 @@ BOOK_ROUNDS = 60
 BOOK_WARMUP = 3
 SMALL_ROUNDS = 2000
 SMALL_WARMUP = 100
-MEMORY_ROUNDS = 5
+# Each memory configuration gets a fresh receiving process and this many receives.
+MEMORY_ROUNDS = 3
+# Paired figures (bench._paired): sessions of interleaved rounds, fresh connections each.
+SESSIONS = 5
+PAIR_BOOK_ROUNDS = 100
+PAIR_BOOK_WARMUP = 5
+PAIR_BOOK_BLOCK = 10  # book rounds alternate in blocks of 10 (5-10 ms each)
+PAIR_SMALL_ROUNDS = 2000
+PAIR_SMALL_WARMUP = 100
+PAIR_SMALL_BLOCK = 50  # small rounds alternate in blocks of 50 (a few ms each)
+PAIR_CODEC_ROUNDS = 40
+PAIR_CODEC_WARMUP = 2
 
 
 def benchmarking_enabled(config: pytest.Config) -> bool:
@@ -115,31 +125,14 @@ def codec_object(codec_name: str, text: str) -> Any:
     return book_message(text)
 
 
-class Timed:
-    """Wraps a benchmark target and keeps its own best time, in timed and untimed runs alike.
-
-    pytest-benchmark's stats exist only when it is enabled; extra_info wants MB/s either way.
-    """
-
-    def __init__(self, target: Callable[..., Any]) -> None:
-        self.target = target
-        self.times: list[float] = []
-        self.last: Any = None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        result = self.target(*args, **kwargs)
-        self.times.append(time.perf_counter() - start)
-        self.last = result
-        return result
-
-    @property
-    def best(self) -> float:
-        return min(self.times)
-
-
 def rounds(benchmarking: bool, n: int) -> int:
+    """``n`` in a timed run; once in the ordinary run (it only checks the code runs)."""
     return n if benchmarking else 1
+
+
+def pair_rounds(benchmarking: bool, n: int) -> int:
+    """Interleaved rounds per session: a handful in the ordinary run, so a ratio exists."""
+    return n if benchmarking else 3
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -165,22 +158,3 @@ def _server(servers: dict[str, _peers.Server], kind: str) -> _peers.Server:
 @pytest.fixture
 def server(servers: dict[str, _peers.Server]) -> Callable[[str], _peers.Server]:
     return lambda kind: _server(servers, kind)
-
-
-@pytest.fixture(scope="session")
-def baseline_rate(
-    servers: dict[str, _peers.Server], book_bytes: bytes, benchmarking: bool
-) -> float:
-    """This machine's loopback, in bytes/s: best plain-socket round trip of the book.
-
-    Measured once per session, before the first ratio is needed, so every transport result
-    in the run is also a fraction of what a raw socket does here.
-    """
-    client = _peers.BaselineClient(_server(servers, "baseline").port, len(book_bytes))
-    try:
-        timed = Timed(client.round_trip)
-        for _ in range(rounds(benchmarking, BOOK_ROUNDS + BOOK_WARMUP)):
-            timed(book_bytes)
-    finally:
-        client.close()
-    return len(book_bytes) / timed.best

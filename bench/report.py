@@ -7,8 +7,11 @@ Without an argument it reads ``out.json``, else the newest run that ``--benchmar
 left under ``.benchmarks/``. Plots need matplotlib (``uv sync --group bench``); without it the
 tables are still written and the report says the plots were skipped.
 
-Every figure is taken from the best round (pytest-benchmark's ``min``): on a shared machine
-noise only ever adds time, so the minimum is the best estimate of what the code costs.
+Every figure is a median with its spread, never a best round: absolute times are the median
+round with the interquartile range; a ratio is a paired figure (bench._paired), the median
+of its sessions with their min-max. Targets read met, missed, unclear or suspect by the rule
+in bench.targets. A required figure that is missing or empty stops the report (exit 1)
+instead of leaving its row out; ``--partial`` accepts a run of some benchmarks only.
 """
 
 from __future__ import annotations
@@ -16,21 +19,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench import targets as tg
+from bench.targets import Figure, FigureError
 
 KiB = 1024
 MiB = 1024 * KiB
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 DEFAULT_IMG = ROOT / "docs" / "img"
+DEFAULT_NOTES = ROOT / "bench" / "notes.md"
 CODEC_ORDER = ["raw", "json", "pickle", "msgpack"]
-# The streamed-memory target: peak within about 4 x chunk size plus this constant.
-MEMORY_CONSTANT = 256 * KiB
-# The default chunk size: the smallest chunk whose streamed throughput is within this
-# fraction of the best chunked throughput.
+MEMORY_CONSTANT = tg.MEMORY_CONSTANT
+# The default stream chunk: the smallest chunk size whose throughput reaches this fraction
+# of the best chunk size's median within its interquartile range.
 DEFAULT_CHUNK_TOLERANCE = 0.90
 
 
@@ -45,12 +53,16 @@ class Bench:
     stats: dict[str, float]
 
     @property
-    def best(self) -> float:
-        return float(self.stats["min"])
-
-    @property
     def median(self) -> float:
         return float(self.stats["median"])
+
+    @property
+    def q1(self) -> float:
+        return float(self.stats.get("q1", self.stats["median"]))
+
+    @property
+    def q3(self) -> float:
+        return float(self.stats.get("q3", self.stats["median"]))
 
     @property
     def kind(self) -> str:
@@ -58,7 +70,13 @@ class Bench:
 
     @property
     def mb_per_s(self) -> float:
-        return self.info["wire_bytes"] / self.best / 1e6
+        """Wire bytes over the median round."""
+        return self.info["wire_bytes"] / self.median / 1e6
+
+    def mb_per_s_iqr(self) -> tuple[float, float]:
+        """Throughput at the slow (q3) and fast (q1) quartile rounds."""
+        wire = self.info["wire_bytes"]
+        return wire / self.q3 / 1e6, wire / self.q1 / 1e6
 
 
 @dataclass
@@ -84,20 +102,11 @@ class Results:
         names = {b.info["codec"] for b in self.of("encode")} | {
             b.info["codec"] for b in self.of("transfer", mode="whole")
         }
-        return sorted(names, key=lambda n: (CODEC_ORDER.index(n) if n in CODEC_ORDER else 99, n))
+        return sorted(names, key=codec_key)
 
-    @property
-    def baseline(self) -> Bench | None:
-        return self.one("peer", peer="baseline")
 
-    def baseline_rate(self) -> float | None:
-        """Plain-socket MB/s: the baseline benchmark, else what the tests recorded."""
-        if self.baseline is not None:
-            return self.baseline.mb_per_s
-        for b in self.of("transfer"):
-            if b.info.get("baseline_mb_per_s"):
-                return float(b.info["baseline_mb_per_s"])
-        return None
+def codec_key(name: str) -> tuple[int, str]:
+    return (CODEC_ORDER.index(name) if name in CODEC_ORDER else 99, name)
 
 
 def load(path: Path) -> Results:
@@ -124,10 +133,64 @@ def find_results(arg: str | None) -> Path:
     saved = sorted(Path(".benchmarks").glob("**/*.json"), key=lambda p: p.stat().st_mtime)
     if saved:
         return saved[-1]
-    raise SystemExit(
+    raise FileNotFoundError(
         "no results: run `uv run pytest --benchmark --benchmark-json=out.json` first, "
         "or pass the JSON file"
     )
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def figures(res: Results) -> dict[str, Figure]:
+    """Every figure of the run: those the benchmarks stored (``figure`` and ``values`` in
+    their extra_info) and those derived here. A key stored twice is an error."""
+    out: dict[str, Figure] = {}
+
+    def add(fig: Figure) -> None:
+        if fig.key in out:
+            raise FigureError(f"figure {fig.key!r} appears twice in {res.source}")
+        out[fig.key] = fig
+
+    for b in res.benches:
+        key = b.info.get("figure")
+        if key is None:
+            continue
+        values = b.info.get("values")
+        if not isinstance(values, list):
+            raise FigureError(f"figure {key!r} ({b.name}) has no list of values")
+        what = "sessions" if b.kind == "pair" else "rounds"
+        add(Figure(key, tuple(values), f"min-max over {len(values)} {what}"))
+    enc = res.one("encode", codec="json")
+    if enc is not None:
+        ratio = enc.info["wire_bytes"] / enc.info["text_bytes"]
+        add(Figure("codec.json.wire-vs-text", (ratio,), "exact"))
+    excess = memory_excess(res)
+    if excess is not None:
+        add(excess)
+    return out
+
+
+def memory_excess(res: Results) -> Figure | None:
+    """Per round, the worst streamed chunk size's peak minus 4 x its chunk (tracemalloc)."""
+    streams = [b for b in res.of("memory", mode="stream") if b.info.get("chunk_size")]
+    if not streams:
+        return None
+    rounds = min(len(readings(b, "peak_bytes")) for b in streams)
+    values = tuple(
+        max(readings(b, "peak_bytes")[i] - 4 * b.info["chunk_size"] for b in streams)
+        for i in range(rounds)
+    )
+    return Figure("memory.stream.over-4x-chunk", values, f"min-max over {rounds} rounds")
+
+
+def readings(b: Bench, key: str) -> list[float]:
+    """A memory benchmark's per-round readings of ``key`` (older runs stored one number)."""
+    value = b.info.get(key)
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if v is not None]
 
 
 # --- formatting --------------------------------------------------------------------------------
@@ -149,8 +212,33 @@ def us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f}"
 
 
-def mb(n: float) -> str:
-    return f"{n / 1e6:.2f}"
+def spread(b: Bench, scale: float = 1e3, digits: int = 2) -> str:
+    """Median round with its interquartile range, in ms (or µs: scale 1e6, digits 0)."""
+    return f"{b.median * scale:.{digits}f} [{b.q1 * scale:.{digits}f}-{b.q3 * scale:.{digits}f}]"
+
+
+def value(v: float, unit: str) -> str:
+    if unit == "%":
+        return f"{v:.0%}"
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "KiB":
+        return f"{round(v / KiB):+d} KiB"
+    if unit == "s":
+        return f"{v:.3g} s"
+    if unit == "MB":
+        return f"{v:.0f} MB"
+    if unit == "/s":
+        return f"{v:,.0f}/s"
+    return f"{v:g}"
+
+
+def figure_text(fig: Figure, unit: str) -> str:
+    if len(fig.values) == 1:
+        return f"{value(fig.median, unit)} ({fig.spread})"
+    return (
+        f"{value(fig.median, unit)} [{value(fig.lo, unit)} to {value(fig.hi, unit)}], {fig.spread}"
+    )
 
 
 def table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
@@ -186,6 +274,72 @@ def machine_section(res: Results) -> str:
     return table(["", ""], rows)
 
 
+VERDICT_MARK = {
+    tg.MET: "met",
+    tg.MISSED: "**missed**",
+    tg.UNCLEAR: "unclear",
+    tg.SUSPECT: "**suspect** (beyond what the physics allows: noise, not a result)",
+    tg.NOT_MEASURED: "not measured",
+}
+
+
+def target_rows(
+    res: Results, figs: dict[str, Figure], partial: bool = False
+) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for every target; FigureError for a missing required one."""
+    rows = []
+    for target in tg.TARGETS:
+        verdict = tg.judge(target, figs, partial=partial)
+        fig = figs.get(target.key)
+        measured = "" if fig is None else figure_text(fig, target.unit) + sides(res, target.key)
+        rows.append((f"{target.name} (`{target.key}`)", measured, VERDICT_MARK[verdict]))
+    return rows
+
+
+def sides(res: Results, key: str) -> str:
+    """For a paired figure: each side's median round (median over sessions)."""
+    pair = next((b for b in res.of("pair") if b.info.get("figure") == key), None)
+    if pair is None:
+        return ""
+    sessions = pair.info["sessions"]
+    num = statistics.median(s["numerator_s"] for s in sessions)
+    den = statistics.median(s["denominator_s"] for s in sessions)
+    fmt = ms if max(num, den) >= 1e-3 else us
+    unit = "ms" if fmt is ms else "µs"
+    return (
+        f"; {pair.info['numerator']} {fmt(num)} {unit}, "
+        f"{pair.info['denominator']} {fmt(den)} {unit}"
+    )
+
+
+def pairs_section(res: Results) -> str:
+    pairs = res.of("pair")
+    if not pairs:
+        return "_No paired benchmarks in this run._"
+    rows = []
+    for b in sorted(pairs, key=lambda b: b.info["figure"]):
+        sessions = b.info["sessions"]
+        rows.append(
+            (
+                f"`{b.info['figure']}`",
+                f"{b.info['numerator']} / {b.info['denominator']}",
+                ", ".join(f"{s['ratio']:.3f}" for s in sessions),
+                ", ".join(f"{s['ratio_q1']:.2f}-{s['ratio_q3']:.2f}" for s in sessions),
+                sessions[0]["rounds"],
+            )
+        )
+    return (
+        "Each ratio is one test alternating both sides round by round or in short blocks "
+        "(which side goes first swapping every block), in sessions of fresh connections "
+        "warmed alike. Per session: the median of the per-round time ratio (round i of one "
+        "side over round i of the other), and its interquartile range.\n\n"
+        + table(
+            ["figure", "time ratio", "session medians", "session IQRs", "rounds per session"],
+            rows,
+        )
+    )
+
+
 def codec_rows(res: Results) -> list[dict[str, Any]]:
     rows = []
     for name in res.codecs():
@@ -195,11 +349,9 @@ def codec_rows(res: Results) -> list[dict[str, Any]]:
         rows.append(
             {
                 "codec": name,
-                "encode": enc.best,
-                "decode": dec.best,
-                "total": enc.best + dec.best,
+                "encode": enc,
+                "decode": dec,
                 "wire": enc.info["wire_bytes"],
-                "text": enc.info["text_bytes"],
                 "ratio": enc.info["wire_bytes"] / enc.info["text_bytes"],
             }
         )
@@ -212,13 +364,12 @@ def codecs_section(res: Results) -> str:
         return "_No codec benchmarks in this run._"
     out = [
         table(
-            ["codec", "encode ms", "decode ms", "encode+decode ms", "wire bytes", "wire / text"],
+            ["codec", "encode ms", "decode ms", "wire bytes", "wire / text"],
             (
                 (
                     r["codec"],
-                    ms(r["encode"]),
-                    ms(r["decode"]),
-                    ms(r["total"]),
+                    spread(r["encode"]),
+                    spread(r["decode"]),
                     f"{r['wire']:,}",
                     f"{r['ratio']:.4f}",
                 )
@@ -234,19 +385,19 @@ def codecs_section(res: Results) -> str:
             "(`ensure_ascii=False`) against orjson:",
             "",
             table(
-                ["json implementation", "encode ms", "decode ms", "encode+decode ms"],
-                ((i, ms(e), ms(d), ms(e + d)) for i, (e, d) in impls.items()),
+                ["json implementation", "encode ms", "decode ms"],
+                ((i, spread(e), spread(d)) for i, (e, d) in impls.items()),
             ),
         ]
     return "\n".join(out)
 
 
-def json_impl_rows(res: Results) -> dict[str, tuple[float, float]]:
-    impls: dict[str, tuple[float, float]] = {}
+def json_impl_rows(res: Results) -> dict[str, tuple[Bench, Bench]]:
+    impls: dict[str, tuple[Bench, Bench]] = {}
     for enc in res.of("json-encode"):
         dec = res.one("json-decode", impl=enc.info["impl"])
         if dec is not None:
-            impls[enc.info["impl"]] = (enc.best, dec.best)
+            impls[enc.info["impl"]] = (enc, dec)
     return impls
 
 
@@ -257,8 +408,14 @@ def transfer_curves(res: Results, mode: str) -> dict[str, dict[int, Bench]]:
     return curves
 
 
+def rate_cell(b: Bench | None) -> str:
+    if b is None:
+        return ""
+    slow, fast = b.mb_per_s_iqr()
+    return f"{b.mb_per_s:.0f} [{slow:.0f}-{fast:.0f}]"
+
+
 def transfer_section(res: Results) -> str:
-    base = res.baseline_rate()
     whole = transfer_curves(res, "whole")
     stream = transfer_curves(res, "stream")
     if not whole and not stream:
@@ -267,15 +424,6 @@ def transfer_section(res: Results) -> str:
     sizes = sorted(
         {s for curve in (*whole.values(), *stream.values()) for s in curve}, key=chunk_sort_key
     )
-
-    def cell(b: Bench | None) -> str:
-        if b is None:
-            return ""
-        text = f"{b.mb_per_s:.0f}"
-        if base:
-            text += f" ({b.mb_per_s / base:.0%})"
-        return text
-
     headers = ["chunk size", *(f"{c} MB/s" for c in codecs)]
     if stream:
         headers.append("raw stream MB/s")
@@ -285,70 +433,50 @@ def transfer_section(res: Results) -> str:
         frames = next(
             (c[s].info["frames"] for c in (*whole.values(), *stream.values()) if s in c), ""
         )
-        row = [chunk_label(s), *(cell(whole[c].get(s)) for c in codecs)]
+        row = [chunk_label(s), *(rate_cell(whole[c].get(s)) for c in codecs)]
         if stream:
-            row.append(cell(stream.get("raw", {}).get(s)))
+            row.append(rate_cell(stream.get("raw", {}).get(s)))
         row.append(frames)
         rows.append(row)
+    base = res.one("peer", peer="baseline")
     intro = (
-        f"Plain-socket baseline: **{base:.0f} MB/s** (percentages are of it). "
-        if base
-        else "No baseline in this run. "
+        f"Plain socket, same round trip: **{rate_cell(base)} MB/s**. " if base is not None else ""
     )
     intro += (
-        "MB/s is wire bytes over the best round trip (send, the peer receives and decodes "
-        "all of it, one-byte ack), so the codec rows include encode and decode."
+        "MB/s is wire bytes over the median round trip (send, the peer receives and decodes "
+        "all of it, one-byte ack), with the interquartile range of the rounds in brackets; "
+        "the codec rows include encode and decode. These are separate tests: compare curves "
+        "by shape, and read ratios from the paired figures above, not from this table."
     )
     return intro + "\n\n" + table(headers, rows)
 
 
+PEER_LABELS = (
+    ("baseline", "plain socket (size + bytes in one sendmsg; fresh buffer per message)"),
+    ("mpconn", "multiprocessing.connection"),
+    ("zmq", "pyzmq REQ/REP"),
+)
+
+
 def peers_section(res: Results) -> str:
     rows = []
-    raw_best = best_raw_whole(res)
-    for peer, label in (
-        ("baseline", "plain socket (sendall / recv_into)"),
-        ("mpconn", "multiprocessing.connection"),
-        ("zmq", "pyzmq REQ/REP"),
-    ):
+    for peer, label in PEER_LABELS:
         book, small = res.one("peer", peer=peer), res.one("small", peer=peer)
-        rows.append(
-            (
-                label,
-                ms(book.best) if book else "",
-                ms(book.median) if book else "",
-                f"{book.mb_per_s:.0f}" if book else "",
-                us(small.best) if small else "",
-                us(small.median) if small else "",
-            )
-        )
+        if book or small:
+            rows.append((label, book and spread(book), small and spread(small, 1e6, 0)))
+    whole = transfer_curves(res, "whole")
     for codec in res.codecs():
         small = res.one("small", peer="ayudantia", codec=codec)
-        book = raw_best if codec == "raw" else None
-        label = f"ayudantia {codec}" + (
-            f" (book at {chunk_label(book.info['chunk_size'])})" if book else ""
-        )
+        book = whole.get(codec, {}).get(0) if codec == "raw" else None
         if small is None and book is None:
             continue
-        rows.append(
-            (
-                label,
-                ms(book.best) if book else "",
-                ms(book.median) if book else "",
-                f"{book.mb_per_s:.0f}" if book else "",
-                us(small.best) if small else "",
-                us(small.median) if small else "",
-            )
-        )
+        label = f"ayudantia {codec}" + (" (book unchunked)" if book else "")
+        rows.append((label, book and spread(book), small and spread(small, 1e6, 0)))
+    if not rows:
+        return "_No peer benchmarks in this run._"
     return table(
-        [
-            "peer",
-            "book best ms",
-            "book median ms",
-            "book MB/s",
-            "small msg best µs",
-            "small msg median µs",
-        ],
-        rows,
+        ["peer", "book round trip ms", "small message round trip µs"],
+        ((label, book or "", small or "") for label, book, small in rows),
     )
 
 
@@ -359,10 +487,19 @@ def memory_rows(res: Results) -> list[tuple[int, Bench | None, Bench | None]]:
     return [(s, whole.get(s), stream.get(s)) for s in sizes]
 
 
-def _mem(b: Bench | None, key: str) -> str:
-    if b is None or b.info.get(key) is None:
+def mem_cell(b: Bench | None, key: str) -> str:
+    """Median MiB over the rounds, with the range; a zero is marked for the note below."""
+    if b is None:
         return ""
-    return f"{b.info[key] / MiB:.2f}"
+    values = readings(b, key)
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    text = f"{med / MiB:.2f}"
+    lo, hi = f"{min(values) / MiB:.2f}", f"{max(values) / MiB:.2f}"
+    if lo != hi:
+        text += f" [{lo}-{hi}]"
+    return text + (" (0*)" if min(values) <= 0 else "")
 
 
 def memory_section(res: Results) -> str:
@@ -370,19 +507,18 @@ def memory_section(res: Results) -> str:
     if not rows:
         return "_No memory benchmarks in this run._"
     out = []
+    zero = False
     for size, whole, stream in rows:
+        cells = [
+            mem_cell(whole, "peak_bytes"),
+            mem_cell(whole, "rss_peak_bytes"),
+            mem_cell(stream, "peak_bytes"),
+            mem_cell(stream, "rss_peak_bytes"),
+        ]
+        zero = zero or any("(0*)" in c for c in cells)
         bound = f"{(4 * size + MEMORY_CONSTANT) / MiB:.2f}" if size and stream else ""
-        out.append(
-            (
-                chunk_label(size),
-                _mem(whole, "peak_bytes"),
-                _mem(whole, "rss_peak_bytes"),
-                _mem(stream, "peak_bytes"),
-                _mem(stream, "rss_peak_bytes"),
-                bound,
-            )
-        )
-    return table(
+        out.append((chunk_label(size), *cells, bound))
+    text = table(
         [
             "chunk size",
             "whole: tracemalloc MiB",
@@ -393,9 +529,32 @@ def memory_section(res: Results) -> str:
         ],
         out,
     )
-
-
-# --- targets and the default chunk size ----------------------------------------------------
+    threshold = next(
+        (b.info.get("mmap_threshold") for _, w, st in rows for b in (w, st) if b is not None),
+        None,
+    )
+    notes = [
+        "Median over the rounds [min-max when they differ]. Each configuration ran in a "
+        "receiving process of its own, spawned fresh"
+        + (
+            f", with glibc's mmap threshold fixed at {threshold // KiB} KiB "
+            "(`MALLOC_MMAP_THRESHOLD_`) so that every round's large buffers are fresh pages, "
+            "as in a fresh process's first receive"
+            if threshold
+            else ""
+        )
+        + ". tracemalloc counts bytes Python allocated; RSS counts pages touched. They "
+        "agree for the whole receives; where tracemalloc reads more, the difference is "
+        "capacity allocated but never written (a chunked message's buffer grows by "
+        "doubling, and only the message's bytes are touched)."
+    ]
+    if zero:
+        notes.append(
+            "(0*) A reading of 0 is real, not a failed probe: those allocations were "
+            "below the mmap threshold and were served from heap pages the process already "
+            "held, so its resident set did not grow."
+        )
+    return text + "\n\n" + "\n\n".join(notes)
 
 
 def class_rows(res: Results) -> tuple[list[int], dict[str, dict[int, Bench]]]:
@@ -404,11 +563,10 @@ def class_rows(res: Results) -> tuple[list[int], dict[str, dict[int, Bench]]]:
     for b in res.of("class"):
         grid.setdefault(str(b.info["codec"]), {})[int(b.info["students"])] = b
     students = sorted({n for row in grid.values() for n in row})
-    order = sorted(grid, key=lambda n: (CODEC_ORDER.index(n) if n in CODEC_ORDER else 99, n))
-    return students, {c: grid[c] for c in order}
+    return students, {c: grid[c] for c in sorted(grid, key=codec_key)}
 
 
-def class_section(res: Results) -> str:
+def class_section(res: Results, figs: dict[str, Figure]) -> str:
     students, grid = class_rows(res)
     if not grid:
         return "_No whole-class benchmarks in this run._"
@@ -416,7 +574,8 @@ def class_section(res: Results) -> str:
     def cell(b: Bench | None) -> str:
         if b is None:
             return ""
-        text = f"{float(b.info['questions_per_s']):,.0f}"
+        fig = figs[b.info["figure"]]
+        text = f"{fig.median:,.0f} [{fig.lo:,.0f}-{fig.hi:,.0f}]"
         return text if b.info.get("ok") else f"{text} (**FAILED**)"
 
     headers = ["codec", *(f"{n} student{'s' if n != 1 else ''}, questions/s" for n in students)]
@@ -424,295 +583,78 @@ def class_section(res: Results) -> str:
     loads = ", ".join(
         f"{n} x {next(r[n] for r in grid.values() if n in r).info['questions']}" for n in students
     )
+    rounds = max(len(b.info.get("values", [])) for row in grid.values() for b in row.values())
     intro = (
         "`ayudantia run --interval 0`: the Profesor, the Tareo, the Docencio and N students as "
-        "separate processes on loopback. Questions/s is answers delivered over the students' "
-        "first question to last answer, best round (start-up not included). Students x "
-        f"questions each: {loads}."
+        "separate processes on loopback. The students connect, wait on the run's start "
+        "barrier and start together; questions/s is answers over the window from the "
+        "class's first question to its last answer (`window_s` in `--report`). Median of "
+        f"{rounds} rounds [min-max]. Students x questions each: {loads}."
     )
     return intro + "\n\n" + table(headers, rows)
 
 
-def best_raw_whole(res: Results) -> Bench | None:
-    curve = transfer_curves(res, "whole").get("raw", {})
-    return min(curve.values(), key=lambda b: b.best) if curve else None
-
-
-def best_raw_framed(res: Results) -> Bench | None:
-    framed = [b for b in res.of("transfer", codec="raw")]
-    return max(framed, key=lambda b: b.mb_per_s) if framed else None
-
-
 def default_chunk(res: Results) -> tuple[int, str] | None:
-    """The smallest chunk size whose streamed throughput is within 10% of the best one."""
+    """The smallest streamed chunk size whose fast quartile reaches 90% of the best median."""
     curve = transfer_curves(res, "stream").get("raw") or {
         s: b for s, b in transfer_curves(res, "whole").get("raw", {}).items() if s
     }
     if not curve:
         return None
-    best = max(b.mb_per_s for b in curve.values())
+    best_size = max(curve, key=lambda s: curve[s].mb_per_s)
+    best = curve[best_size].mb_per_s
     for size in sorted(curve):
-        rate = curve[size].mb_per_s
-        if rate >= DEFAULT_CHUNK_TOLERANCE * best:
+        _slow, fast = curve[size].mb_per_s_iqr()
+        if fast >= DEFAULT_CHUNK_TOLERANCE * best:
             return size, (
                 f"{chunk_label(size)} is the smallest chunk size whose streamed throughput "
-                f"({rate:.0f} MB/s) is within {1 - DEFAULT_CHUNK_TOLERANCE:.0%} of the best "
-                f"chunk size's ({best:.0f} MB/s)"
+                f"({rate_cell(curve[size])} MB/s, median [IQR]) reaches "
+                f"{DEFAULT_CHUNK_TOLERANCE:.0%} of the best median "
+                f"({chunk_label(best_size)}: {best:.0f} MB/s) within its interquartile range"
             )
     return None
 
 
-def targets(res: Results) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) rows."""
-    rows: list[tuple[str, str, str]] = []
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**missed**"
-
-    base = res.baseline_rate()
-    framed = best_raw_framed(res)
-    if base and framed:
-        r = framed.mb_per_s / base
-        rows.append(
-            (
-                "framed Quijote transfer at its best chunk size >= 85% of the raw socket",
-                f"{r:.0%} ({framed.info['mode']}, {chunk_label(framed.info['chunk_size'])}: "
-                f"{framed.mb_per_s:.0f} vs {base:.0f} MB/s)",
-                verdict(r >= 0.85),
-            )
-        )
-    mp_book, raw = res.one("peer", peer="mpconn"), best_raw_whole(res)
-    if mp_book and raw:
-        r = raw.best / mp_book.best
-        rows.append(
-            (
-                "book round trip (raw codec) within 1.25x of multiprocessing.connection",
-                f"{r:.2f}x ({ms(raw.best)} vs {ms(mp_book.best)} ms)",
-                verdict(r <= 1.25),
-            )
-        )
-    mp_small, raw_small = res.one("small", peer="mpconn"), res.one("small", codec="raw")
-    if mp_small and raw_small:
-        r = raw_small.best / mp_small.best
-        rows.append(
-            (
-                "small message round trip (raw) within 1.25x of multiprocessing.connection",
-                f"{r:.2f}x ({us(raw_small.best)} vs {us(mp_small.best)} µs)",
-                verdict(r <= 1.25),
-            )
-        )
-    streams = [(s, st) for s, _w, st in memory_rows(res) if st is not None and s]
-    if streams:
-        over = max(st.info["peak_bytes"] - 4 * s for s, st in streams)
-        worst = max(streams, key=lambda p: p[1].info["peak_bytes"] / (4 * p[0] + MEMORY_CONSTANT))
-        rows.append(
-            (
-                "streamed receive peak memory within about 4x chunk size plus a constant",
-                f"peak - 4 x chunk <= {over / KiB:.0f} KiB at every chunk size "
-                f"(at {chunk_label(worst[0])}: {worst[1].info['peak_bytes'] / KiB:.0f} KiB)",
-                verdict(over <= MEMORY_CONSTANT),
-            )
-        )
-    by_codec = {r["codec"]: r for r in codec_rows(res)}
-    if "json" in by_codec:
-        r = by_codec["json"]["ratio"]
-        rows.append(
-            ("json wire size within 5% of the book's UTF-8 size", f"{r:.4f}", verdict(r <= 1.05))
-        )
-    if "msgpack" in by_codec and "pickle" in by_codec:
-        r = by_codec["msgpack"]["total"] / by_codec["pickle"]["total"]
-        rows.append(
-            (
-                "msgpack encode+decode within 1.3x of pickle's",
-                f"{r:.2f}x ({ms(by_codec['msgpack']['total'])} vs "
-                f"{ms(by_codec['pickle']['total'])} ms)",
-                verdict(r <= 1.3),
-            )
-        )
-    if "json" in by_codec and "msgpack" in by_codec:
-        r = by_codec["json"]["total"] / by_codec["msgpack"]["total"]
-        rows.append(
-            (
-                "json encode+decode within 2x of msgpack's",
-                f"{r:.2f}x ({ms(by_codec['json']['total'])} vs "
-                f"{ms(by_codec['msgpack']['total'])} ms)",
-                verdict(r <= 2.0),
-            )
-        )
-        orj = json_impl_rows(res).get("orjson")
-        if orj:
-            r = sum(orj) / by_codec["msgpack"]["total"]
-            rows.append(
-                (
-                    "(same, if the json codec used orjson)",
-                    f"{r:.2f}x ({ms(sum(orj))} vs {ms(by_codec['msgpack']['total'])} ms)",
-                    verdict(r <= 2.0),
-                )
-            )
-    return rows
-
-
-# --- plots -------------------------------------------------------------------------------------
-
-
-def _x_positions(sizes: list[int]) -> dict[int, float]:
-    """Chunk sizes on a log2 axis, with "unchunked" one step past the largest."""
-    import math
-
-    chunked = [s for s in sizes if s]
-    top = math.log2(max(chunked)) if chunked else 20
-    return {s: (math.log2(s) if s else top + 1.5) for s in sizes}
-
-
-def _chunk_axis(ax: Any, pos: dict[int, float]) -> None:
-    ticks = sorted(pos, key=chunk_sort_key)
-    ax.set_xticks([pos[s] for s in ticks])
-    ax.set_xticklabels([chunk_label(s) for s in ticks], rotation=30)
-    ax.set_xlabel("chunk size")
-
-
-def plot_throughput(res: Results, path: Path, plt: Any) -> bool:
-    whole, stream = transfer_curves(res, "whole"), transfer_curves(res, "stream")
-    if not whole and not stream:
-        return False
-    sizes = sorted({s for c in (*whole.values(), *stream.values()) for s in c}, key=chunk_sort_key)
-    pos = _x_positions(sizes)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for codec in res.codecs():
-        curve = whole.get(codec)
-        if curve:
-            xs = sorted(curve, key=chunk_sort_key)
-            ax.plot([pos[s] for s in xs], [curve[s].mb_per_s for s in xs], "o-", label=codec)
-    if "raw" in stream:
-        xs = sorted(stream["raw"], key=chunk_sort_key)
-        ax.plot(
-            [pos[s] for s in xs],
-            [stream["raw"][s].mb_per_s for s in xs],
-            "s--",
-            label="raw, streamed",
-        )
-    base = res.baseline_rate()
-    if base:
-        ax.axhline(base, color="black", lw=2, label=f"plain socket ({base:.0f} MB/s)")
-    for peer, style, label in (
-        ("mpconn", ":", "multiprocessing.connection"),
-        ("zmq", "-.", "pyzmq REQ/REP"),
-    ):
-        b = res.one("peer", peer=peer)
-        if b:
-            ax.axhline(b.mb_per_s, color="gray", ls=style, label=f"{label} ({b.mb_per_s:.0f})")
-    _chunk_axis(ax, pos)
-    ax.set_yscale("log")
-    ax.set_ylabel("MB/s (wire bytes / best round trip), log scale")
-    ax.set_title("The Quijote over loopback: throughput by codec and chunk size")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_codecs(res: Results, path: Path, plt: Any) -> bool:
-    rows = codec_rows(res)
-    if not rows:
-        return False
-    impls = json_impl_rows(res)
-    labels = [r["codec"] for r in rows] + [f"json via {i}" for i in impls if i != "stdlib"]
-    enc = [r["encode"] * 1e3 for r in rows] + [
-        e * 1e3 for i, (e, _) in impls.items() if i != "stdlib"
-    ]
-    dec = [r["decode"] * 1e3 for r in rows] + [
-        d * 1e3 for i, (_, d) in impls.items() if i != "stdlib"
-    ]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    xs = range(len(labels))
-    ax1.bar([x - 0.2 for x in xs], enc, width=0.4, label="encode")
-    ax1.bar([x + 0.2 for x in xs], dec, width=0.4, label="decode")
-    ax1.set_xticks(list(xs))
-    ax1.set_xticklabels(labels, rotation=20)
-    ax1.set_ylabel("ms (best round)")
-    ax1.set_title("Encode / decode of the message with the whole book")
-    ax1.legend()
-    ax1.grid(True, axis="y", alpha=0.3)
-    ratios = [r["ratio"] for r in rows]
-    ax2.bar([r["codec"] for r in rows], ratios, color="tab:green")
-    ax2.axhline(1.0, color="black", lw=1)
-    for i, v in enumerate(ratios):
-        ax2.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
-    ax2.set_ylim(min(0.9, min(ratios) - 0.02), max(ratios) + 0.05)
-    ax2.set_ylabel("wire bytes / UTF-8 bytes of the text")
-    ax2.set_title("Wire size")
-    ax2.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_memory(res: Results, path: Path, plt: Any) -> bool:
-    rows = memory_rows(res)
-    if not rows:
-        return False
-    pos = _x_positions([s for s, _, _ in rows])
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for mode, idx, marker in (("whole", 1, "o"), ("stream", 2, "s")):
-        for key, ls, what in (("peak_bytes", "-", "tracemalloc"), ("rss_peak_bytes", "--", "RSS")):
-            pts = [
-                (pos[r[0]], r[idx].info[key] / MiB)
-                for r in rows
-                # RSS can show 0: the allocator reused pages the process already had.
-                if r[idx] is not None and (r[idx].info.get(key) or 0) > 0
-            ]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker=marker, ls=ls, label=f"{mode}, {what}")
-    chunked = [s for s, _, st in rows if s and st is not None]
-    if chunked:
-        ax.plot(
-            [pos[s] for s in chunked],
-            [(4 * s + MEMORY_CONSTANT) / MiB for s in chunked],
-            color="black",
-            lw=1,
-            ls=":",
-            label="4 x chunk + 256 KiB",
-        )
-    _chunk_axis(ax, pos)
-    ax.set_yscale("log")
-    ax.set_ylabel("peak extra memory of one receive, MiB (log)")
-    ax.set_title("Receiver peak memory: whole vs streamed (raw codec, the book)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def make_plots(res: Results, img_dir: Path) -> tuple[list[Path], str | None]:
-    """Write the PNGs; returns them, or why there are none."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], "matplotlib is not installed (`uv sync --group bench`)"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, fn in (
-        ("throughput.png", plot_throughput),
-        ("codecs.png", plot_codecs),
-        ("memory.png", plot_memory),
-    ):
-        if fn(res, img_dir / name, plt):
-            written.append(img_dir / name)
-    return written, None
+def compare_section(res: Results, other: Results, partial: bool = False) -> str:
+    """Both runs' ranges and verdicts side by side, and whether every verdict agrees."""
+    mine, theirs = figures(res), figures(other)
+    rows, differ = [], 0
+    for target in tg.TARGETS:
+        a = tg.judge(target, mine, partial=partial)
+        b = tg.judge(target, theirs, partial=partial)
+        if a == tg.NOT_MEASURED and b == tg.NOT_MEASURED:
+            continue
+        differ += a != b
+        cells = [
+            figure_text(figs[target.key], target.unit) if target.key in figs else ""
+            for figs in (mine, theirs)
+        ]
+        rows.append((f"`{target.key}`", cells[0], a, cells[1], b, "yes" if a == b else "**no**"))
+    head = f"This run ({res.when or res.source}) against {other.source} ({other.when or '?'}): " + (
+        "every verdict agrees." if not differ else f"**{differ} verdicts differ.**"
+    )
+    return (
+        head
+        + "\n\n"
+        + table(["figure", "this run", "verdict", "other run", "verdict", "same"], rows)
+    )
 
 
 # --- the document ------------------------------------------------------------------------------
 
 
-def render(res: Results, plots: list[Path], skipped: str | None, out: Path, notes: str) -> str:
+def render(
+    res: Results,
+    plots: list[Path],
+    skipped: str | None,
+    out: Path,
+    notes: str,
+    partial: bool = False,
+    other: Results | None = None,
+) -> str:
+    figs = figures(res)
+    rows = target_rows(res, figs, partial)
+
     def img(name: str, alt: str) -> str:
         for p in plots:
             if p.name == name:
@@ -723,10 +665,13 @@ def render(res: Results, plots: list[Path], skipped: str | None, out: Path, note
     parts = [
         "# Benchmarks: the Quijote over ayudantia",
         "",
-        "Generated by `uv run python -m bench.report` from the JSON of "
-        "`uv run pytest --benchmark --benchmark-json=out.json`. Times are the best round "
-        "(pytest-benchmark's min). Regenerate on your machine to see what a codec and a "
-        "chunk size cost there; add `-v` to the pytest run to see each benchmark as it runs.",
+        "Generated by `uv run python -m bench.report out.json` from the JSON of "
+        "`uv run pytest --benchmark --benchmark-json=out.json`; nothing here comes from "
+        "anywhere else. Absolute times are the median round with the interquartile range "
+        "[q1-q3]; ratios are paired figures, the median of their sessions [min-max]. A "
+        "target is **met** only when its whole range clears it, **missed** when none of "
+        "it does, **unclear** in between, and **suspect** when the whole range is beyond "
+        "what the physics allows.",
         "",
         "## Machine",
         "",
@@ -734,7 +679,16 @@ def render(res: Results, plots: list[Path], skipped: str | None, out: Path, note
         "",
         "## Targets",
         "",
-        table(["target", "measured", ""], targets(res)) if targets(res) else "_Not measured._",
+        table(["target (figure key)", "measured: median [range]", "verdict"], rows),
+        "",
+    ]
+    if other is not None:
+        parts += ["### Against another session", "", compare_section(res, other, partial), ""]
+    parts += [
+        "## Paired figures",
+        "",
+        img("pairs.png", "paired ratios per session, with their targets"),
+        pairs_section(res),
         "",
     ]
     chosen = default_chunk(res)
@@ -742,10 +696,10 @@ def render(res: Results, plots: list[Path], skipped: str | None, out: Path, note
         parts += [
             "## Default chunk size",
             "",
-            f"**{chunk_label(chosen[0])}**: {chosen[1]}. Rule: the smallest chunk size within "
-            f"{1 - DEFAULT_CHUNK_TOLERANCE:.0%} of the best streamed throughput, because a "
-            "streamed receive holds about a chunk (see Memory), so beyond that point a "
-            "bigger chunk buys memory, not speed.",
+            f"**{chunk_label(chosen[0])}**: {chosen[1]}. Rule: the smallest streamed chunk "
+            "size not clearly slower than 90% of the best, because a streamed receive holds "
+            "about a chunk (see Memory), so beyond that point a bigger chunk buys memory, not "
+            "speed. Not a target: sizes within each other's noise can swap between runs.",
             "",
         ]
     parts += [
@@ -760,13 +714,15 @@ def render(res: Results, plots: list[Path], skipped: str | None, out: Path, note
         "",
         "## Transport",
         "",
-        img("throughput.png", "MB/s against chunk size per codec, with the raw-socket baseline"),
+        img("throughput.png", "MB/s against chunk size per codec, with the plain socket"),
         transfer_section(res),
         "",
         "### Against the alternatives",
         "",
         "The same round trip of the book's bytes, and of a small message (the notebook's "
-        "\"Texto\", ~60 bytes; for ayudantia's text codecs the notebook's whole small dict).",
+        "\"Texto\", ~60 bytes; for ayudantia's text codecs the notebook's whole small dict). "
+        "Every peer moves the same book; the plain socket sends a size per message and its "
+        "receiver allocates a fresh buffer per message, as ayudantia's does.",
         "",
         peers_section(res),
         "",
@@ -780,7 +736,7 @@ def render(res: Results, plots: list[Path], skipped: str | None, out: Path, note
         "",
     ]
     if res.of("class"):
-        parts += ["## The class", "", class_section(res), ""]
+        parts += ["## The class", "", class_section(res, figs), ""]
     if skipped:
         parts += [f"_Plots were skipped: {skipped}._", ""]
     if notes:
@@ -789,24 +745,57 @@ def render(res: Results, plots: list[Path], skipped: str | None, out: Path, note
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench import plots as plotting
+
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("results", nargs="?", help="pytest-benchmark JSON (default: out.json)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown to write")
     parser.add_argument("--img", type=Path, default=DEFAULT_IMG, help="directory for the PNGs")
     parser.add_argument(
-        "--notes", type=Path, help="Markdown appended verbatim (analysis of this run)"
+        "--notes",
+        type=Path,
+        default=DEFAULT_NOTES if DEFAULT_NOTES.is_file() else None,
+        help="Markdown appended verbatim (default: bench/notes.md; --notes '' for none)",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OTHER_JSON",
+        help="another session's JSON: show both runs' ranges and verdicts side by side",
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="a run of some benchmarks only: missing figures read 'not measured'",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
-    res = load(find_results(args.results))
+    try:
+        res = load(find_results(args.results))
+        other = load(args.compare) if args.compare else None
+        notes = args.notes.read_text(encoding="utf-8") if args.notes and args.notes.name else ""
+    except (OSError, ValueError) as exc:
+        print(f"bench.report: {exc}", file=sys.stderr)
+        return 2
     if not res.benches:
         print(f"{res.source}: no benchmark results (was the run timed? use --benchmark)")
         return 1
-    plots, skipped = make_plots(res, args.img)
-    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    try:
+        # Render once before plotting, so a bad figure fails before any file is written.
+        render(res, [], None, args.out, notes, args.partial, other)
+        written, skipped = (
+            ([], "--no-plots")
+            if args.no_plots
+            else plotting.make_plots(res, args.img, figures(res))
+        )
+        text = render(res, written, skipped, args.out, notes, args.partial, other)
+    except FigureError as exc:
+        print(f"bench.report: {exc}", file=sys.stderr)
+        return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(res, plots, skipped, args.out, notes), encoding="utf-8")
+    args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
-    for p in plots:
+    for p in written:
         print(f"wrote {p}")
     if skipped:
         print(f"plots skipped: {skipped}")

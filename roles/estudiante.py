@@ -11,6 +11,11 @@ before any answer) is not retried forever: the student stops and ``gave_up`` say
 
 ``interval`` paces the questions like the notebook (which waits 1 to 6 s): between two
 questions it waits ``interval * (1 + 5 * random())`` seconds; 0 asks as fast as it can.
+
+``start_fd`` is the start barrier of ``ayudantia run``: the read end of a pipe the run
+closes once every student is connected. The student connects, then blocks on it until
+end-of-file (or :data:`BARRIER_TIMEOUT`, or a stop), so the whole class starts asking
+together and the run's window measures students asking at once, not students starting.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import math
 import os
 import random
+import select
 import sys
 import threading
 import time
@@ -30,6 +36,9 @@ from protocol.errors import AyudantiaError, DecodeError, Refused
 from roles.clase import TIPOS
 from roles.client import Client, Unreachable
 from roles.signals import SignalEvent
+
+# A student never waits longer than this for the start barrier; then it starts anyway.
+BARRIER_TIMEOUT = 60.0
 
 
 @dataclass
@@ -56,6 +65,11 @@ class Informe:
     bytes_received: int = 0
     started: float = 0.0
     finished: float = 0.0
+    # time.time() stamps, comparable across the class's processes (see ayudantia run).
+    connected_at: float = 0.0
+    released_at: float = 0.0  # when the start barrier let this student go
+    first_question_at: float = 0.0
+    last_answer_at: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
     by_por: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
@@ -96,6 +110,7 @@ class Estudiante(Client):
         timeout: float | None = 30.0,
         out: TextIO | None = None,
         quiet: bool = False,
+        start_fd: int | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("backoff", 0.2)  # a student never reconnects more than ~5 times/s
@@ -109,6 +124,7 @@ class Estudiante(Client):
         self.rng = random.Random(seed)
         self.out = out or sys.stdout
         self.quiet = quiet
+        self.start_fd = start_fd
         self._token = os.urandom(3).hex()  # ids unique across runs, whatever the seed
         self._asked: dict[str, _Asked] = {}
         self._lock = threading.Lock()
@@ -133,7 +149,11 @@ class Estudiante(Client):
         informe = self.informe
         informe.started = time.time()
         self.connect()
+        informe.connected_at = time.time()
         self.say(f"Cliente conectado exitosamente al servidor ({self.where}).")
+        if self.start_fd is not None:
+            wait_barrier(self.start_fd, self._stop)
+        informe.released_at = time.time()
         listener = threading.Thread(target=self._listen, name=f"{self.name}-listen", daemon=True)
         listener.start()
         try:
@@ -148,6 +168,8 @@ class Estudiante(Client):
                     informe.questions += 1
                     informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
                 self.say(f"Alumno pregunta: {tipo}")
+                if n == 1:
+                    informe.first_question_at = time.time()
                 self._send(question)
                 if self.interval > 0 and n < self.questions:
                     self._stop.wait(self.interval * (1 + 5 * self.rng.random()))
@@ -237,6 +259,7 @@ class Estudiante(Client):
                     asked.error = str(reply.get("error"))
                     informe.errors += 1
                     text = f"Error recibido: {asked.error}"
+                informe.last_answer_at = time.time()
                 if informe.answered + informe.errors >= self.questions:
                     self._all_done.set()
         self.say(text)
@@ -258,3 +281,27 @@ class Estudiante(Client):
                 elif a.error is not None:
                     informe.error_texts.append(a.error)
         informe.by_por = dict(by_por)
+
+
+def wait_barrier(
+    fd: int, stop: threading.Event | SignalEvent, timeout: float = BARRIER_TIMEOUT
+) -> bool:
+    """Block until ``fd`` reads end-of-file (the barrier opened), ``stop`` is set or ``timeout``
+    passes; True if the barrier opened. Closes ``fd`` either way.
+
+    End-of-file also comes when the run that holds the write end dies, so a student whose
+    run is gone starts (and fails to find its Docencio) instead of hanging.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([fd], [], [], min(left, 0.1))
+            if ready and not os.read(fd, 1):
+                return True
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)

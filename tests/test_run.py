@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import psutil
 import pytest
 
-from ayudantia.commands.run import percentile, summarize
+from ayudantia.commands.run import percentile, question_window, summarize
 
 
 def report(**kw):
@@ -25,6 +26,8 @@ def report(**kw):
         "bytes_received": 200,
         "started": 1.0,
         "finished": 2.0,
+        "first_question_at": 1.0,
+        "last_answer_at": 2.0,
         "by_kind": {"Tarea": 10},
         "by_por": {"Tareo": 10},
         "latencies": [0.001 * i for i in range(1, 11)],
@@ -44,9 +47,11 @@ def test_percentiles():
 
 
 def test_summary_ok_only_when_everything_adds_up():
-    good = summarize([report(), report(started=1.5, finished=3.0)], 20, 2, 10)
+    late = report(started=1.5, finished=3.0, first_question_at=1.5, last_answer_at=3.0)
+    good = summarize([report(), late], 20, 2, 10)
     assert good["ok"] and good["answered"] == 20 and good["seconds"] == 2.0
-    assert good["questions_per_second"] == 10.0
+    assert good["window_s"] == 2.0 and good["questions_per_second"] == 10.0
+    assert [s["answered"] for s in good["per_student"]] == [10, 10]
     assert good["students_bytes_sent"] == 200
     assert not summarize([report()], 9, 1, 10)["ok"]  # the count differs
     assert not summarize([report(misrouted=1)], 10, 1, 10)["ok"]
@@ -54,6 +59,71 @@ def test_summary_ok_only_when_everything_adds_up():
     assert not summarize([report(answered=9, errors=1)], 9, 1, 10)["ok"]  # an error answer
     assert not summarize([report(answered=9, unanswered=1)], 9, 1, 10)["ok"]
     assert not summarize([report()], 10, 2, 10)["ok"]  # a student never reported
+
+
+def test_window_is_first_question_to_last_answer():
+    a = report(started=0.5, first_question_at=1.0, last_answer_at=1.5)
+    b = report(started=0.7, first_question_at=1.2, last_answer_at=2.5)
+    assert question_window([a, b]) == 1.5
+    s = summarize([a, b], 20, 2, 10)
+    assert s["questions_per_second"] == s["answered"] / s["window_s"]
+    # Nothing answered: no window, no rate (not a division by zero).
+    none = report(answered=0, unanswered=10, first_question_at=1.0, last_answer_at=0.0)
+    assert question_window([none]) == 0.0
+    assert summarize([none], 0, 1, 10)["questions_per_second"] == 0.0
+
+
+@pytest.mark.timeout(10)
+def test_barrier_wait_is_bounded_and_opens_on_close():
+    import os
+    import threading
+
+    from roles.estudiante import wait_barrier
+
+    r, w = os.pipe()
+    try:
+        assert wait_barrier(r, threading.Event(), timeout=0.2) is False  # nobody opened it
+    finally:
+        os.close(w)
+    r, w = os.pipe()
+    os.close(w)  # the run closed its end (or died): the barrier is open
+    assert wait_barrier(r, threading.Event(), timeout=5) is True
+    r, w = os.pipe()
+    stop = threading.Event()
+    stop.set()
+    try:
+        assert wait_barrier(r, stop, timeout=5) is False  # a stop request ends the wait
+    finally:
+        os.close(w)
+
+
+@pytest.mark.timeout(90)
+def test_report_window_and_start_barrier(tmp_path):
+    """A small real class: the students all connect before any asks, and the report's rate is
+    its own answered / window_s."""
+    out = tmp_path / "run.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "ayudantia", "run", "--students", "3"),
+            *("--questions", "4", "--interval", "0", "--report", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    s = json.loads(out.read_text(encoding="utf-8"))
+    students = s["per_student"]
+    assert len(students) == 3 and sum(p["answered"] for p in students) == s["answered"] == 12
+    released = s["barrier_released_at"]
+    last_connected = max(p["connected_at"] for p in students)
+    assert all(p["first_question_at"] >= released for p in students)
+    assert min(p["first_question_at"] for p in students) >= last_connected
+    assert released >= last_connected
+    first = min(p["first_question_at"] for p in students)
+    last = max(p["last_answer_at"] for p in students)
+    assert s["window_s"] == last - first > 0
+    assert s["questions_per_second"] == s["answered"] / s["window_s"]
 
 
 def _ours(marker: str) -> list[psutil.Process]:

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json-summary", action="store_true", help="print the report as one JSON line at the end"
     )
+    # Internal, for ayudantia run: the read end of its start barrier (see roles.estudiante).
+    parser.add_argument("--start-fd", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
@@ -59,6 +61,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         seed=settings["seed"],
         timeout=settings["timeout"],
         quiet=args.quiet,
+        start_fd=args.start_fd,
     )
     with handle_signals() as stop:
         interrupted = threading.Event()

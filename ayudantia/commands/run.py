@@ -5,6 +5,10 @@ in that order, each one waited for until it says it is listening; shows progress
 arrive; then checks the outcome: every question answered, every answer at the student who
 asked it, and the Profesor's count equal to the answers delivered. Whatever happens, every
 child is stopped on the way out (SIGINT, then SIGKILL after a grace period).
+
+The students start together: each connects, then waits on a start barrier (a pipe whose
+write end only the run holds) that the run opens once every student is connected. The
+throughput is answers over the window from the class's first question to its last answer.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGINT already raises KeyboardInterrupt
 _READY = re.compile(rb"listening on (\S+)")
 _ANSWER_LINE = re.compile(rb"^(Respuesta recibida|Error recibido)", re.M)
+_CONNECTED = re.compile(rb"^Cliente conectado", re.M)
 
 
 def options() -> list[Option]:
@@ -69,7 +74,14 @@ class RunFailed(Exception):
 class Child:
     """One role process, its stdout and stderr in files (a pipe nobody reads can fill up)."""
 
-    def __init__(self, name: str, argv: list[str], logdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        logdir: Path,
+        env: dict[str, str],
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.name = name
         self.out_path = logdir / f"{name}.out"
         self.err_path = logdir / f"{name}.err"
@@ -81,6 +93,7 @@ class Child:
                 stderr=err,
                 env=env,
                 start_new_session=True,  # a Ctrl+C reaches us only; we stop children in order
+                pass_fds=pass_fds,
             )
         self._offset = 0
         self.answers_seen = 0
@@ -138,6 +151,41 @@ class Child:
         return self.proc.returncode
 
 
+class StartBarrier:
+    """A pipe the students block on after connecting; closing its write end starts them all.
+
+    Each student gets the read end (``--start-fd``) and waits for end-of-file. The run keeps
+    the only write end, so the barrier also opens if the run dies, and every student bounds
+    its wait (roles.estudiante.BARRIER_TIMEOUT): nobody waits forever.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        self.released_at: float | None = None
+
+    def forget_read_end(self) -> None:
+        """The run's copy of the read end, once every student has inherited its own."""
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
+
+    def release(self) -> float:
+        """Open the barrier (idempotent); the time.time() at which it opened."""
+        if self.released_at is None:
+            self.released_at = time.time()
+            os.close(self._write_fd)
+            self.forget_read_end()
+        return self.released_at
+
+    def release_when_connected(self, alumnos: list[Child], deadline: float) -> float:
+        """Open once every student printed that it connected (or exited), or at ``deadline``."""
+        while time.monotonic() < deadline:
+            if all(a.proc.poll() is not None or _CONNECTED.search(a.output()) for a in alumnos):
+                break
+            time.sleep(0.01)
+        return self.release()
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100) of ``values``; NaN when empty."""
     if not values:
@@ -188,7 +236,7 @@ def summarize(
     unanswered = totals["unanswered"] + totals["errors"] + (asked_expected - totals["questions"])
     started = min((r["started"] for r in reports), default=0.0)
     finished = max((r["finished"] for r in reports), default=0.0)
-    seconds = max(finished - started, 1e-9)
+    window_s = question_window(reports)
     ok = (
         missing_reports == 0
         and unanswered == 0
@@ -214,10 +262,36 @@ def summarize(
         "latency_p99": percentile(latencies, 99),
         "students_bytes_sent": totals["bytes_sent"],
         "students_bytes_received": totals["bytes_received"],
-        "seconds": seconds,
-        "questions_per_second": totals["answered"] / seconds,
+        "seconds": finished - started,
+        "window_s": window_s,
+        "questions_per_second": totals["answered"] / window_s if window_s > 0 else 0.0,
+        "per_student": [
+            {key: r.get(key) for key in _PER_STUDENT}
+            for r in sorted(reports, key=lambda r: str(r.get("name")))
+        ],
         "profesor_count": count,
     }
+
+
+# What the report keeps of each student: its answers and when (time.time(), so the stamps
+# of different processes compare).
+_PER_STUDENT = (
+    "name",
+    "answered",
+    "connected_at",
+    "released_at",
+    "first_question_at",
+    "last_answer_at",
+)
+
+
+def question_window(reports: list[dict[str, Any]]) -> float:
+    """Seconds from the class's first question to its last answer (0 if nothing was answered)."""
+    firsts = [r["first_question_at"] for r in reports if r.get("first_question_at")]
+    lasts = [r["last_answer_at"] for r in reports if r.get("last_answer_at")]
+    if not firsts or not lasts:
+        return 0.0
+    return max(max(lasts) - min(firsts), 0.0)
 
 
 def format_summary(s: dict[str, Any], settings: dict[str, Any]) -> str:
@@ -247,7 +321,7 @@ def format_summary(s: dict[str, Any], settings: dict[str, Any]) -> str:
             f"bytes on wire students->Docencio {_human_bytes(s['students_bytes_sent'])}, "
             f"Docencio->students {_human_bytes(s['students_bytes_received'])}{link}",
             f"throughput    {s['questions_per_second']:,.0f} questions/s "
-            f"({s['answered']} answers in {s['seconds']:.2f} s)",
+            f"({s['answered']} answers in {s['window_s']:.2f} s, first question to last answer)",
             f"Profesor      Llevamos: {count} preguntas respondidas; students received "
             f"{s['answered']} answers: {'OK' if count_ok else 'MISMATCH'}",
             f"result        {'OK' if s['ok'] else 'FAILED'}",
@@ -291,6 +365,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         stale.unlink()
     roles: list[Child] = []
     alumnos: list[Child] = []
+    barrier = StartBarrier()
     try:
         t0 = time.monotonic()
         start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
@@ -356,11 +431,16 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                         str(settings["timeout"] + 20),  # after the Docencio's own deadline
                         "--report",
                         str(logdir / f"{name}.json"),
+                        "--start-fd",
+                        str(barrier.read_fd),
                     ],
                     logdir,
                     env,
+                    pass_fds=(barrier.read_fd,),
                 )
             )
+        barrier.forget_read_end()
+        released_at = barrier.release_when_connected(alumnos, time.monotonic() + start_to)
         limit = time.monotonic() + start_to + settings["timeout"] + 30
         limit += questions * settings["interval"] * 6
         with Progress("answers", students * questions) as bar:
@@ -383,6 +463,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         answered = sum(r.get("answered", 0) for r in reports)
         count = _profesor_count(url, time.monotonic() + 15, answered)
         summary = summarize(reports, count, students, questions)
+        summary["barrier_released_at"] = released_at
         docencio.stop()
         tareo.stop()
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
@@ -401,6 +482,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         # A second signal must not cut the cleanup short and leave children behind.
         for sig in (signal.SIGINT, *STOP_SIGNALS):
             signal.signal(sig, signal.SIG_IGN)
+        barrier.release()
         for child in [*alumnos, *reversed(roles)]:
             child.stop()
         if tmp is not None:
