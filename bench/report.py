@@ -143,8 +143,9 @@ def find_results(arg: str | None) -> Path:
 
 
 def figures(res: Results) -> dict[str, Figure]:
-    """Every figure of the run: those the benchmarks stored (``figure`` and ``values`` in
-    their extra_info) and those derived here. A key stored twice is an error."""
+    """Every figure of the run: those the benchmarks stored (``figure`` and ``values``, or
+    ``figures`` mapping several keys to values, in their extra_info) and those derived here.
+    A key stored twice is an error."""
     out: dict[str, Figure] = {}
 
     def add(fig: Figure) -> None:
@@ -153,6 +154,14 @@ def figures(res: Results) -> dict[str, Figure]:
         out[fig.key] = fig
 
     for b in res.benches:
+        several = b.info.get("figures")  # one run measuring several quantities at once
+        if several is not None:
+            if not isinstance(several, dict):
+                raise FigureError(f"{b.name}: 'figures' must map keys to lists of values")
+            for key, values in several.items():
+                if not isinstance(values, list):
+                    raise FigureError(f"figure {key!r} ({b.name}) has no list of values")
+                add(Figure(key, tuple(values), f"min-max over {len(values)} rounds"))
         key = b.info.get("figure")
         if key is None:
             continue

@@ -172,7 +172,7 @@ TARGETS: Sequence[Target] = (
         "msgpack encode+decode within 1.3x of pickle's", "codec.msgpack.vs-pickle", 1.3, AT_MOST
     ),
     Target("json encode+decode within 2x of msgpack's", "codec.json.vs-msgpack", 2.0, AT_MOST),
-    # Fed by the event-loop servers issue's benchmarks (not measured until then).
+    # The event-loop servers (bench/bench_servers.py).
     Target(
         "5,000 students connected within 3 s",
         "servers.5000.connect-s",
