@@ -86,6 +86,9 @@ class Limits:
     send_timeout: float | None = 10.0
     write_high: int = DEFAULT_WRITE_HIGH
     max_held: int = DEFAULT_MAX_HELD
+    # A server stops reading a peer whose answers pile up. A link (client of one server)
+    # must not: the replies it reads are what lets that server read it again.
+    pause_reads_on_writes: bool = True
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,8 @@ class FrameConnection(asyncio.Protocol):
                 if self._yielding:  # everything staged is handled: read this peer again
                     self._yielding = False
                     self._update_reading()
+                if self._eof:
+                    self._maybe_finish()
                 break
             self._turn += 1
             try:
@@ -380,10 +385,11 @@ class FrameConnection(asyncio.Protocol):
         if self.transport is None or self._closing:
             return
         was_blocked = self._blocked
+        writes = self._write_paused and self.limits.pause_reads_on_writes
         if was_blocked:
-            self._blocked = self._write_paused or self._held > self.limits.max_held // 2
+            self._blocked = writes or self._held > self.limits.max_held // 2
         else:
-            self._blocked = self._write_paused or self._held >= self.limits.max_held
+            self._blocked = writes or self._held >= self.limits.max_held
         pause = self._blocked or self._yielding
         assert self._loop is not None
         if pause and not self._read_paused:
@@ -601,8 +607,21 @@ class FrameConnection(asyncio.Protocol):
     # -- lifetime -----------------------------------------------------------------------
 
     def _maybe_finish(self) -> None:
-        """After the peer's EOF: close once its pending work is answered and flushed."""
-        if self._eof and not self._held and not self._write_paused and not self._closing:
+        """After the peer's EOF: close once its staged questions are handled, its pending
+        work answered and its answers flushed. Looked at from the loop, never inside a
+        ``release()``: the caller releasing is about to send the answer it owed."""
+        if self._eof and not self._closing and self._loop is not None:
+            self._loop.call_soon(self._finish_if_done)
+
+    def _finish_if_done(self) -> None:
+        if (
+            self._eof
+            and not self._closing
+            and not self._held
+            and not self._write_paused
+            and not self._yielding
+            and not self._blocked
+        ):
             self.close()
 
     def _abort(self, error: BaseException) -> None:

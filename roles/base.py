@@ -232,7 +232,7 @@ class Server(Handler):
                 self.host,
                 self.port,
                 reuse_address=True,
-                backlog=min(4096, self.max_clients),
+                backlog=min(4096, max(128, self.max_clients)),
             )
         except BaseException:
             await self.on_stop()
@@ -374,7 +374,9 @@ class Link:
         self.port = port
         self.wire = wire or WireSettings()
         # A quiet upstream is fine: the deadlines live per request.
-        self.limits = self.wire.limits(idle_timeout=None, max_held=1 << 30)
+        self.limits = self.wire.limits(
+            idle_timeout=None, max_held=1 << 30, pause_reads_on_writes=False
+        )
         self.speech = self.wire.speech()
         self.timeout = timeout
         self.max_pending = max_pending
@@ -436,7 +438,7 @@ class Link:
         if self._closing or not self.up or conn is None:
             _call_reply(self.log, reply, {"id": original, "error": f"{self.where} no disponible"})
             return
-        if len(self._pending) >= self.max_pending:
+        if len(self._pending) >= self.max_pending or conn.writing_paused:
             _call_reply(
                 self.log, reply, {"id": original, "error": f"{self.where} saturado, intenta luego"}
             )

@@ -47,6 +47,11 @@ from roles.clase import (
 )
 from roles.profesor import Conteo, ProfesorClient
 
+# A question is a few dozen bytes; a forwarded one waits whole until its answer comes.
+MAX_QUESTION_BYTES = 16 * 1024
+# Questions one student may have waiting for the Tareo before the Docencio stops reading it.
+MAX_FORWARDED = 64
+
 
 class Docencio(Peer):
     role = "docencio"
@@ -61,6 +66,7 @@ class Docencio(Peer):
         timeout: float = 10.0,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("max_held", MAX_FORWARDED)
         super().__init__(host, port, upstream=tareo, upstream_timeout=timeout, **kwargs)
         self.conteo = Conteo(ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)))
         # Who a nameless student is: this Docencio's run and the connection's number.
@@ -87,15 +93,26 @@ class Docencio(Peer):
         except BadQuestion as exc:
             self.deliver(conn, None, error(exc.id, f"pregunta malformada: {exc}"))
             return
+        if received.wire_bytes > MAX_QUESTION_BYTES:  # it would wait whole until answered
+            self.deliver(
+                conn,
+                None,
+                error(
+                    pregunta["id"],
+                    f"la pregunta ocupa {received.wire_bytes} bytes; "
+                    f"el máximo es {MAX_QUESTION_BYTES}",
+                ),
+            )
+            return
         tipo = pregunta["tipo"]
         self.log.debug("Recibimos una pregunta: %s", tipo)
         if tipo == CONTENIDO:
             self.deliver(conn, pregunta, answer(pregunta["id"], RESPUESTA_CONTENIDO, DOCENCIO))
         elif tipo in (TAREA, DIFICIL):
             conn.hold()  # this student's pending work: reading it pauses past the limit
+            who = {k: pregunta[k] for k in ("id", "de") if k in pregunta}  # all the count needs
             self.upstream.request(
-                pregunta,
-                lambda reply, conn=conn, pregunta=pregunta: self._forwarded(conn, pregunta, reply),
+                pregunta, lambda reply, conn=conn, who=who: self._forwarded(conn, who, reply)
             )
         else:
             self.deliver(
@@ -106,8 +123,8 @@ class Docencio(Peer):
         self.deliver(conn, None, error(None, f"mensaje ilegible: {exc}"))
 
     def _forwarded(self, conn: FrameConnection, pregunta: dict[str, Any], reply: dict) -> None:
+        self.deliver(conn, pregunta, reply)  # first: releasing may let a half-closed peer go
         conn.release()
-        self.deliver(conn, pregunta, reply)
 
     def deliver(self, conn: FrameConnection, pregunta: dict[str, Any] | None, reply: dict) -> None:
         """Send ``reply`` to the student on ``conn``; count it if it is an answer."""

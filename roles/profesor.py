@@ -430,6 +430,13 @@ class Conteo:
             self._cond.notify_all()
         self._thread.join(flush + self.client.timeout + 1)
         self.client.close()
+        left = self.backlog
+        if left:
+            log.warning(
+                "%d preguntas respondidas quedan sin contar: el Profesor no las recibió en %g s",
+                left,
+                flush,
+            )
 
 
 __all__ = [

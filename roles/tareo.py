@@ -7,13 +7,23 @@ What it decides, and nothing else (sockets, the loop and errors live in :mod:`ro
   pool of threads (never on the loop), so one slow Profesor call never holds up the other
   questions on the same connection (answers may leave out of order: the ids route them);
   ``"por": "Profesor"``; a Profesor that is down or slow gives an error answer with the
-  question's id; past ``max_in_flight`` hard questions at once, an error answer too;
+  question's id; past ``max_in_flight`` hard questions at once, an error answer too, and
+  one that waited in the queue longer than ``queue_timeout`` is answered with an error
+  rather than asked late; a Tareo that stops answers every waiting one with an error;
 * anything else, or a malformed question: an error answer, never silence.
+
+The Tareo's clients are links (the Docencio's one connection carries every student), so
+its hard questions are bounded by ``max_in_flight`` with error answers, never by pausing
+the link: a paused link would make every student's Tarea wait behind one student's hard
+questions. Fairness between students is the Docencio's (see docs/servers.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from random import SystemRandom
 from typing import Any
@@ -51,15 +61,19 @@ class Tareo(Server):
         profesor_timeout: float = 5.0,
         workers: int = 16,
         max_in_flight: int = 1000,
+        queue_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("max_held", 1 << 30)  # never pause a link for hard questions
         super().__init__(host, port, **kwargs)
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.profesor = ProfesorClient(profesor, self.wire.codec, timeout=profesor_timeout)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tareo-profesor")
         self.max_in_flight = max_in_flight
-        self._in_flight = 0
+        self.queue_timeout = 2 * profesor_timeout if queue_timeout is None else queue_timeout
+        self._waiting: dict[int, tuple[FrameConnection, Any]] = {}  # hard questions owed
+        self._tokens = itertools.count()
         self._rng = SystemRandom()
         self.answered = 0
         self.errors = 0
@@ -79,31 +93,42 @@ class Tareo(Server):
         if tipo == TAREA:
             self._send(conn, answer(qid, self._rng.choice(RESPUESTAS), TAREO))
         elif tipo == DIFICIL:
-            if self._in_flight >= self.max_in_flight:
+            if len(self._waiting) >= self.max_in_flight:
                 self._send(conn, error(qid, "el Tareo está saturado; pregunta luego"))
                 return
-            self._in_flight += 1
+            token = next(self._tokens)
+            self._waiting[token] = (conn, qid)
             conn.hold()
-            self.spawn(self._ask_profesor(conn, qid), name=f"profesor-{qid}")
+            self.spawn(self._ask_profesor(token), name=f"profesor-{token}")
         else:
             self._send(conn, error(qid, f"el Tareo no responde preguntas de tipo {tipo!r}"))
 
     def decode_failed(self, conn: FrameConnection, exc: DecodeError) -> None:
         self._send(conn, error(None, f"mensaje ilegible: {exc}"))
 
-    async def _ask_profesor(self, conn: FrameConnection, qid: Any) -> None:
+    async def _ask_profesor(self, token: int) -> None:
         loop = asyncio.get_running_loop()
+        queued = time.monotonic()
         try:
-            texto = await loop.run_in_executor(self._pool, self.profesor.respuesta)
+            texto = await loop.run_in_executor(self._pool, self._respuesta, queued)
             self.log.debug("CONSULTA AL PROFESOR: 200")
-            reply = answer(qid, texto, PROFESOR)
-        except (requests.RequestException, CodecError, RuntimeError) as exc:
+            reply_of = functools.partial(answer, respuesta=texto, por=PROFESOR)
+        except (requests.RequestException, CodecError, RuntimeError, TimeoutError) as exc:
             self.log.warning("CONSULTA AL PROFESOR falló: %s", exc)
-            reply = error(qid, f"el Profesor no está disponible: {exc}")
-        finally:
-            self._in_flight -= 1
-            conn.release()
-        self._send(conn, reply)
+            reply_of = functools.partial(error, reason=f"el Profesor no está disponible: {exc}")
+        owed = self._waiting.pop(token, None)
+        if owed is None:  # already answered (the Tareo is stopping)
+            return
+        conn, qid = owed
+        self._send(conn, reply_of(qid))  # send first: releasing may let a half-closed peer go
+        conn.release()
+
+    def _respuesta(self, queued: float) -> str:
+        """In the pool: ask the Profesor, unless this question waited too long to be worth it."""
+        waited = time.monotonic() - queued
+        if self.queue_timeout and waited > self.queue_timeout:
+            raise TimeoutError(f"la pregunta esperó {waited:.1f} s en la cola del Tareo")
+        return self.profesor.respuesta()
 
     def _send(self, conn: FrameConnection, message: dict[str, Any]) -> None:
         try:
@@ -117,6 +142,10 @@ class Tareo(Server):
             self.answered += 1
 
     async def on_stop(self) -> None:
+        owed, self._waiting = list(self._waiting.values()), {}
+        for conn, qid in owed:  # every hard question still waiting gets its error answer
+            self._send(conn, error(qid, "el Tareo se está retirando"))
+            conn.release()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._close_pool)
 
