@@ -22,6 +22,7 @@ from protocol.errors import (
     ContentDisallowed,
     MessageTooLarge,
     ProtocolError,
+    SignatureUnexpected,
     Truncated,
     UnknownCodec,
     UnsupportedVersion,
@@ -418,9 +419,13 @@ GOOD = encode_message(1, b"{}")
         (header(1, 2, version=0) + b"{}", UnsupportedVersion),
         (header(1, 2, version=2) + b"{}", UnsupportedVersion),
         (header(1, 2, version=255) + b"{}", UnsupportedVersion),
-        (header(1, 2, flags=0x02) + b"{}", BadFlags),  # reserved for signed frames
-        (header(1, 2, flags=0x03) + b"{}", BadFlags),
-        (header(1, 2, flags=0x04) + b"{}", BadFlags),
+        (header(1, 2, flags=0x02) + b"{}", SignatureUnexpected),  # signed, and no key here
+        (header(1, 2, flags=0x03) + b"{}", SignatureUnexpected),
+        (header(1, 2, flags=0x04) + b"{}", BadFlags),  # a refusal must use codec 0
+        (header(0, 2, flags=0x05) + b"\x01x", BadFlags),  # a refusal has no other flag
+        (header(0, 0, flags=0x04), BadFlags),  # a refusal has a reason byte
+        (header(0, 513, flags=0x04) + b"\x01" * 513, BadFlags),  # and at most 512 bytes
+        (header(1, 2, flags=0x08) + b"{}", BadFlags),
         (header(1, 2, flags=0x80) + b"{}", BadFlags),
         (header(1, 2, flags=0xFF) + b"{}", BadFlags),
         (header(1, 2, reserved=1) + b"{}", BadFlags),
