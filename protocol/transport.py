@@ -30,12 +30,15 @@ from protocol.errors import (
     AyudantiaError,
     ConnectionClosed,
     ConnectionFailed,
+    Refused,
     Timeout,
     TransportError,
 )
 from protocol.framing import (
     CLOSED,
     DEFAULT_MAX_MESSAGE,
+    HEADER_SIZE,
+    MAX_REFUSAL_PAYLOAD,
     NEED_DATA,
     Chunk,
     FrameDecoder,
@@ -354,9 +357,37 @@ class Connection:
             raise
         except OSError as exc:
             self._fail(f"send failed: {exc}")
+            refused = self._peek_refusal()
+            if refused is not None:  # the peer said why before it closed: that is the news
+                raise refused from exc
             raise ConnectionClosed(f"send failed: {exc}") from exc
         self.bytes_sent += total
         return total
+
+    def _peek_refusal(self) -> Refused | None:
+        """A refusal frame waiting in the receive buffer, read without consuming anything.
+
+        A server that refuses a large message closes while the client is still sending,
+        so the client learns of it as a failed send; the refusal is already here.
+        """
+        decoder = self._decoder
+        if decoder.in_message or not self._recv_lock.acquire(blocking=False):
+            return None
+        try:
+            peeked = self.sock.recv(HEADER_SIZE + MAX_REFUSAL_PAYLOAD, socket.MSG_PEEK | _DONTWAIT)
+        except OSError:
+            return None
+        finally:
+            self._recv_lock.release()
+        probe = FrameDecoder()
+        try:
+            probe.receive_data(peeked)
+            probe.next_event()
+        except Refused as refused:
+            return refused
+        except AyudantiaError:
+            pass
+        return None
 
     def _wait(self, poller: select.poll, deadline: float | None, what: str) -> None:
         """Block until ``poller`` reports the socket ready, or raise Timeout at ``deadline``."""
