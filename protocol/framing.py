@@ -107,6 +107,19 @@ def frame_count(length: int, chunk_size: int) -> int:
     return -(-length // chunk_size)
 
 
+def echo_chunk_size(length: int, frames: int, first: int) -> int:
+    """A chunk size that sends ``length`` bytes again in at most ``frames`` frames.
+
+    What a relay (the eco) needs to answer "in the same chunking" without amplifying:
+    re-chunking at the first frame's size alone turned a 1-byte first frame and a 4 MiB
+    second one into four million frames (issue 15, defect 8). ``first`` is the received
+    message's ``chunk_size``; 0 (or one frame) means unchunked.
+    """
+    if frames <= 1 or length == 0:
+        return 0
+    return max(first, -(-length // frames))
+
+
 def iter_frame_buffers(
     codec_id: int,
     payload: bytes | bytearray | memoryview,
@@ -259,7 +272,13 @@ CLOSED: Final = _Sentinel("CLOSED")
 
 @dataclass(eq=False, slots=True)
 class Message:
-    """A whole message: its frames' payloads concatenated, not yet decoded."""
+    """A whole message: its frames' payloads concatenated, not yet decoded.
+
+    ``chunk_size`` is the first frame's data size when the message came in several frames,
+    else 0: a description of how it travelled, not a promise about the other frames (the
+    sender may cut them at any size). To send a payload back without more frames than
+    came in, use :func:`echo_chunk_size`.
+    """
 
     codec_id: int
     payload: bytearray

@@ -44,6 +44,7 @@ from protocol.framing import (
     FrameDecoder,
     Message,
     check_chunk_size,
+    echo_chunk_size,
     encode_refusal,
     frame_count,
     iter_frame_buffers,
@@ -83,8 +84,13 @@ class Received:
     obj: Any
     payload: bytearray
     frames: int
-    chunk_size: int
+    chunk_size: int  # the first frame's data size when chunked, else 0 (see Message)
     wire_bytes: int
+
+    @property
+    def echo_chunk_size(self) -> int:
+        """The chunk size that sends this payload back in at most as many frames as came."""
+        return echo_chunk_size(len(self.payload), self.frames, self.chunk_size)
 
 
 class Connection:
