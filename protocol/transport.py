@@ -218,12 +218,19 @@ class Connection:
             payload = payload.cast("B")
         length = len(payload)
         if self._signer is None and (size == 0 or length <= size):
-            # The common case, one unsigned frame: header and payload in one sendmsg.
+            # The common case, one unsigned frame: header and payload in one sendmsg, with
+            # no generator, batching or context manager in between (small messages are
+            # dominated by per-call overhead).
             buffers = (
                 [pack_header(codec_id, length), payload] if length else [pack_header(codec_id, 0)]
             )
-            with self._sending():
-                return self._write(buffers, 1)
+            self._begin_send()
+            try:
+                wire = self._sendmsg_all(buffers)
+            finally:
+                self._send_lock.release()
+            self.frames_sent += 1
+            return Sent(1, wire)
         frames = frame_count(length, size)
         with self._sending():
             return self._write(
@@ -293,18 +300,28 @@ class Connection:
             if not writer.done:
                 writer.write(b"", last=True)
 
-    @contextlib.contextmanager
-    def _sending(self) -> Iterator[None]:
-        """The send lock, taken within ``send_timeout``, and this call's send deadline."""
-        self._check_usable()
-        deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
-        if not self._send_lock.acquire(timeout=-1 if deadline is None else self.send_timeout):
+    def _begin_send(self) -> None:
+        """Take the send lock within ``send_timeout`` and set this call's send deadline."""
+        if self._failure is not None or self._closed:
+            self._check_usable()
+        timeout = self.send_timeout
+        if timeout is None:
+            self._send_lock.acquire()
+            self._send_deadline = None
+            return
+        deadline = time.monotonic() + timeout
+        if not self._send_lock.acquire(timeout=timeout):
             raise Timeout(
-                f"send not started within send_timeout={self.send_timeout:g}s: "
+                f"send not started within send_timeout={timeout:g}s: "
                 "another send on this connection is stuck"
             )
+        self._send_deadline = deadline
+
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
+        """:meth:`_begin_send` as a context: the lock is released however the send ends."""
+        self._begin_send()
         try:
-            self._send_deadline = deadline
             yield
         finally:
             self._send_lock.release()
@@ -338,37 +355,48 @@ class Connection:
 
     def _sendmsg_all(self, buffers: list[bytes | memoryview]) -> int:
         """sendmsg until every buffer is out, resuming after partial writes, by the deadline."""
-        total = sum(len(b) for b in buffers)
-        views: list[memoryview] | None = None
-        first = 0
+        total = sum(map(len, buffers))
         try:
-            while True:
-                try:
-                    sent = self.sock.sendmsg(
-                        buffers if views is None else views[first:], (), _DONTWAIT
-                    )
-                except BlockingIOError:
-                    sent = 0
-                self._wire_out += sent
-                if views is None:
-                    if sent == total:  # the usual case: the kernel took it all at once
-                        break
-                    views = [memoryview(b) for b in buffers]
-                first = _advance(views, first, sent)
-                if first == len(views):
-                    break
+            sent = self.sock.sendmsg(buffers, (), _DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise self._send_failed(exc) from exc
+        self._wire_out += sent
+        if sent != total:  # the usual case is one call: the kernel took it all at once
+            self._send_rest(buffers, sent)
+        self.bytes_sent += total
+        return total
+
+    def _send_rest(self, buffers: list[bytes | memoryview], sent: int) -> None:
+        """Resume a partial write: wait until writable (by the send deadline), send more."""
+        views = [memoryview(b) for b in buffers]
+        first = _advance(views, 0, sent)
+        try:
+            while first < len(views):
                 self._wait(self._writable, self._send_deadline, "send")
+                try:
+                    sent = self.sock.sendmsg(views[first:], (), _DONTWAIT)
+                except BlockingIOError:
+                    continue
+                self._wire_out += sent
+                first = _advance(views, first, sent)
         except Timeout:
             self._fail(f"send timed out (send_timeout={self.send_timeout:g}s)")
             raise
         except OSError as exc:
-            self._fail(f"send failed: {exc}")
-            refused = self._peek_refusal()
-            if refused is not None:  # the peer said why before it closed: that is the news
-                raise refused from exc
-            raise ConnectionClosed(f"send failed: {exc}") from exc
-        self.bytes_sent += total
-        return total
+            raise self._send_failed(exc) from exc
+        except BaseException:
+            self._fail("a send was interrupted in the middle of a message")
+            raise
+
+    def _send_failed(self, exc: OSError) -> AyudantiaError:
+        """The error for a socket that refused our bytes: the peer's refusal when it sent one."""
+        self._fail(f"send failed: {exc}")
+        refused = self._peek_refusal()
+        if refused is not None:  # the peer said why before it closed: that is the news
+            return refused
+        return ConnectionClosed(f"send failed: {exc}")
 
     def _peek_refusal(self) -> Refused | None:
         """A refusal frame waiting in the receive buffer, read without consuming anything.
