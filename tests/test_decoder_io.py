@@ -7,8 +7,10 @@ Memory: whatever headers claim, ``FrameDecoder.allocated`` stays within
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,58 +65,21 @@ def lying_stream(spec: list[tuple[int, int, bool, int]]) -> bytes:
 
 @pytest.mark.timeout(120)
 @HYPOTHESIS
-@given(spec=frames, cuts=st.lists(st.integers(1, 70_000), min_size=1, max_size=12))
-def test_defect_7_allocation_follows_received_bytes_receive_data(
-    spec: list[tuple[int, int, bool, int]], cuts: list[int]
+@given(
+    spec=frames,
+    cuts=st.lists(st.integers(1, 70_000), min_size=1, max_size=12),
+    via=st.sampled_from(["copy", "view"]),
+)
+def test_defect_7_allocation_follows_received_bytes(
+    spec: list[tuple[int, int, bool, int]], cuts: list[int], via: str
 ) -> None:
-    """Defect 7: fed in any split, the decoder never holds more than 3x received + 128 KiB."""
-    data = lying_stream(spec)
-    for stream in (False, True):
-        decoder = FrameDecoder()
-        received = 0
-        pos = 0
-        for i in range(len(data) + 1):
-            if pos >= len(data):
-                break
-            n = cuts[i % len(cuts)]
-            piece = data[pos : pos + n]
-            pos += len(piece)
-            try:
-                decoder.receive_data(piece)
-                received += len(piece)
-                while decoder.next_event(stream=stream) is not NEED_DATA:
-                    pass
-            except ProtocolError:
-                break
-            assert decoder.allocated <= bound(received), (decoder.allocated, received)
+    """Defect 7: in any split, either input path, the decoder holds <= 3x received + 128 KiB."""
 
+    def within_bound(decoder: FrameDecoder, received: int) -> None:
+        assert decoder.allocated <= bound(received), (decoder.allocated, received)
 
-@pytest.mark.timeout(120)
-@HYPOTHESIS
-@given(spec=frames, sizes=st.lists(st.integers(1, 70_000), min_size=1, max_size=12))
-def test_defect_7_allocation_follows_received_bytes_get_buffer(
-    spec: list[tuple[int, int, bool, int]], sizes: list[int]
-) -> None:
-    """Defect 7: the same bound when the caller writes into get_buffer's views."""
-    data = lying_stream(spec)
     for stream in (False, True):
-        decoder = FrameDecoder()
-        received = 0
-        for i in range(len(data) + 10):
-            try:
-                event = decoder.next_event(stream=stream)
-                if event is not NEED_DATA:
-                    continue
-                if received == len(data):
-                    break
-                view = decoder.get_buffer(-1)
-                n = min(len(view), sizes[i % len(sizes)], len(data) - received)
-                view[:n] = data[received : received + n]
-                decoder.buffer_updated(n)
-                received += n
-            except ProtocolError:
-                break
-            assert decoder.allocated <= bound(received), (decoder.allocated, received)
+        run(lying_stream(spec), cuts, stream, via, within_bound)
 
 
 def test_defect_7_ten_bytes_cost_kilobytes_not_megabytes() -> None:
@@ -156,49 +121,44 @@ def summary(event: Any) -> Any:
     return event
 
 
-def events_by_receive_data(data: bytes, cuts: list[int], stream: bool) -> list[Any]:
+def put(decoder: FrameDecoder, data: bytes, pos: int, n: int, via: str) -> int:
+    """Give the decoder up to ``n`` bytes from ``pos``: copied in, or into get_buffer's view."""
+    if via == "copy":
+        piece = data[pos : pos + n]
+        decoder.receive_data(piece)
+        return len(piece)
+    view = decoder.get_buffer(-1)
+    n = min(len(view), n, len(data) - pos)
+    view[:n] = data[pos : pos + n]
+    decoder.buffer_updated(n)
+    return n
+
+
+def run(
+    data: bytes,
+    cuts: list[int],
+    stream: bool,
+    via: str,
+    watch: Callable[[FrameDecoder, int], None] | None = None,
+) -> list[Any]:
+    """Every event (summarised) and the error that ended it, feeding ``data`` in ``cuts``."""
     decoder = FrameDecoder()
     out: list[Any] = []
     pos = 0
-    i = 0
     try:
-        while pos < len(data):
-            piece = data[pos : pos + cuts[i % len(cuts)]]
-            pos += len(piece)
-            i += 1
-            decoder.receive_data(piece)
-            while (event := decoder.next_event(stream=stream)) is not NEED_DATA:
-                out.append(summary(event))
-        decoder.receive_data(b"")
-        out.append(summary(decoder.next_event(stream=stream)))
-    except ProtocolError as exc:
-        out.append(type(exc).__name__)
-    return out
-
-
-def events_by_get_buffer(data: bytes, cuts: list[int], stream: bool) -> list[Any]:
-    decoder = FrameDecoder()
-    out: list[Any] = []
-    pos = 0
-    i = 0
-    try:
-        while True:
+        for i in itertools.count():
+            if watch is not None:
+                watch(decoder, pos)
             event = decoder.next_event(stream=stream)
             if event is CLOSED:
                 out.append(event)
-                return out
+                break
             if event is not NEED_DATA:
                 out.append(summary(event))
-                continue
-            if pos == len(data):
+            elif pos == len(data):
                 decoder.eof_received()
-                continue
-            view = decoder.get_buffer(-1)
-            n = min(len(view), cuts[i % len(cuts)], len(data) - pos)
-            i += 1
-            view[:n] = data[pos : pos + n]
-            decoder.buffer_updated(n)
-            pos += n
+            else:
+                pos += put(decoder, data, pos, cuts[i % len(cuts)], via)
     except ProtocolError as exc:
         out.append(type(exc).__name__)
     return out
@@ -221,8 +181,8 @@ def test_get_buffer_and_receive_data_give_the_same_events(
     batch: list[tuple[int, bytes, int]], cuts: list[int], stream: bool, tail: bytes
 ) -> None:
     data = b"".join(encode_message(c, p, k) for c, p, k in batch) + tail
-    by_copy = events_by_receive_data(data, cuts, stream)
-    assert events_by_get_buffer(data, cuts, stream) == by_copy
+    by_copy = run(data, cuts, stream, "copy")
+    assert run(data, cuts, stream, "view") == by_copy
     assert len([e for e in by_copy if isinstance(e, tuple) and (e[0] == "m" or e[-1])]) == len(
         batch
     )

@@ -154,17 +154,26 @@ def test_raw_vector_is_three_frames() -> None:
 
 # --- signed frames (issue 15, defect 11: the tag is bound to its direction) --------------
 
-SIGNED_VECTOR = re.compile(
-    r"^### Signed frame example: (?P<name>[\w-]+)\s*\n"
-    r"\s*key: `b\"(?P<key>[^\"]*)\"` \(ASCII\), sent by: (?P<side>client|server), seq 0, "
-    r"codec (?P<codec>\w+), object `(?P<object>[^`\n]+)`\s*\n"
-    r"\s*```hex\n(?P<hex>[0-9a-fA-F\s]*?)```",
-    re.MULTILINE,
-)
+
+def examples(kind: str, fields: str) -> list[re.Match[str]]:
+    """The doc's ``### {kind} example: name`` sections: a ``fields`` line, then a hex block."""
+    pattern = (
+        rf"^### {kind} example: (?P<name>[\w-]+)\s*\n\s*{fields}\s*\n"
+        r"\s*```hex\n(?P<hex>[0-9a-fA-F\s]*?)```"
+    )
+    return list(re.finditer(pattern, doc_text(), re.MULTILINE))
+
+
+def wire_of(match: re.Match[str]) -> bytes:
+    return bytes.fromhex("".join(match["hex"].split()))
 
 
 def signed_vectors() -> list[re.Match[str]]:
-    return list(SIGNED_VECTOR.finditer(doc_text()))
+    return examples(
+        "Signed frame",
+        r"key: `b\"(?P<key>[^\"]*)\"` \(ASCII\), sent by: (?P<side>client|server), seq 0, "
+        r"codec (?P<codec>\w+), object `(?P<object>[^`\n]+)`",
+    )
 
 
 def test_doc_has_both_signed_vectors() -> None:
@@ -177,7 +186,7 @@ def test_signed_vector_matches_the_code(match: re.Match[str]) -> None:
     """Defect 11: the documented tags include the sender's direction byte."""
     codec = codecs.get(match["codec"])
     key = match["key"].encode("ascii")
-    wire = bytes.fromhex("".join(match["hex"].split()))
+    wire = wire_of(match)
     payload = codec.encode(ast.literal_eval(match["object"]))
     assert encode_message(codec.id, payload, signer=Signer(key, side=match["side"])) == wire
     other = "server" if match["side"] == "client" else "client"
@@ -192,16 +201,9 @@ def test_signed_vector_matches_the_code(match: re.Match[str]) -> None:
 
 # --- refusal frames (issue 16) ----------------------------------------------------------
 
-REFUSAL_VECTOR = re.compile(
-    r"^### Refusal example: (?P<name>[\w-]+)\s*\n"
-    r"\s*code: (?P<code>\d+), text: (?P<text>\"[^\n]*\")\s*\n"
-    r"\s*```hex\n(?P<hex>[0-9a-fA-F\s]*?)```",
-    re.MULTILINE,
-)
-
 
 def refusal_vectors() -> list[re.Match[str]]:
-    return list(REFUSAL_VECTOR.finditer(doc_text()))
+    return examples("Refusal", r"code: (?P<code>\d+), text: (?P<text>\"[^\n]*\")")
 
 
 def test_doc_has_the_refusal_vectors() -> None:
@@ -211,7 +213,7 @@ def test_doc_has_the_refusal_vectors() -> None:
 @pytest.mark.parametrize("match", refusal_vectors(), ids=lambda m: m["name"])
 def test_refusal_vector_encodes_and_decodes(match: re.Match[str]) -> None:
     code, text = int(match["code"]), json.loads(match["text"])
-    wire = bytes.fromhex("".join(match["hex"].split()))
+    wire = wire_of(match)
     assert encode_refusal(code, text) == wire
     for key in (None, b"clave"):  # a keyed receiver reads refusals too: they are never signed
         for step in (1, len(wire)):
