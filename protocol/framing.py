@@ -387,10 +387,13 @@ class FrameDecoder:
         the staging area for headers. The view stays valid until :meth:`buffer_updated`
         (or the next call here); ``sizehint`` is accepted for the protocol and ignored.
         """
-        self._check_open()
-        self._release()
+        if self._error is not None or self._eof:
+            self._check_open()
+        if self._lent is not None:
+            self._release()
         if self._remaining and self._start == self._end:
-            self._reserve(self._filled + 1)
+            if len(self._buf) <= self._filled:
+                self._reserve(self._filled + 1)
             whole = memoryview(self._buf)
             part = whole[self._filled : self._target]
             self._lent_payload = True
@@ -406,15 +409,19 @@ class FrameDecoder:
 
     def buffer_updated(self, nbytes: int) -> None:
         """Record that ``nbytes`` (> 0) were written at the start of the last :meth:`get_buffer`."""
-        if self._lent is None:
+        lent = self._lent
+        if lent is None:
             raise RuntimeError("buffer_updated without a get_buffer")
-        room = len(self._lent[1])
-        self._release()
+        whole, part = lent
+        room = len(part)
+        self._lent = None
+        part.release()
+        whole.release()
         if not 0 < nbytes <= room:
             raise ValueError(f"nbytes must be 1-{room}, not {nbytes} (EOF is eof_received())")
         if self._lent_payload:
             self._filled += nbytes
-            self._remaining = (self._remaining or 0) - nbytes
+            self._remaining -= nbytes  # type: ignore[operator]  # a payload is pending
         else:
             self._end += nbytes
 

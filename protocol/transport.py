@@ -372,13 +372,17 @@ class Connection:
         """Resume a partial write: wait until writable (by the send deadline), send more."""
         views = [memoryview(b) for b in buffers]
         first = _advance(views, 0, sent)
+        deadline = self._send_deadline
         try:
             while first < len(views):
-                self._wait(self._writable, self._send_deadline, "send")
-                try:
-                    sent = self.sock.sendmsg(views[first:], (), _DONTWAIT)
-                except BlockingIOError:
-                    continue
+                if deadline is None:  # no limit: let the kernel block (close still wakes it)
+                    sent = self.sock.sendmsg(views[first:])
+                else:
+                    self._wait(self._writable, deadline, "send")
+                    try:
+                        sent = self.sock.sendmsg(views[first:], (), _DONTWAIT)
+                    except BlockingIOError:
+                        continue
                 self._wire_out += sent
                 first = _advance(views, first, sent)
         except Timeout:
