@@ -8,7 +8,8 @@ Every frame is a 10-byte header and a payload::
     3      1    codec id (0 raw, 1 json, 2 pickle, 3 msgpack, 64-255 plug-ins)
     4      1    flags: bit 0 MORE (another frame of this message follows); bit 1 SIGNED
                 (the payload ends with a 32-byte HMAC-SHA256 tag, see protocol/signing.py;
-                accepted only by a decoder that has a key); other bits 0
+                accepted only by a decoder that has a key); bit 2 REFUSAL (a refusal frame:
+                codec 0, no other flag, 1-512 bytes of reason code and text); other bits 0
     5      1    reserved = 0
     6      4    payload length, unsigned big-endian
     10     n    payload
@@ -16,12 +17,14 @@ Every frame is a 10-byte header and a payload::
 A message is one frame, or several frames of one codec where all but the last set MORE.
 
 :class:`FrameDecoder` is a state machine in the style of h11: feed it bytes with
-:meth:`~FrameDecoder.receive_data` (or let it fill its own buffer through
-:meth:`~FrameDecoder.read_from`, which takes any ``recv_into``-like callable) and pull
-events with :meth:`~FrameDecoder.next_event`. Because it never sees a socket, any split of
-the input, down to one byte at a time, can be tested, and it gives the same events.
+:meth:`~FrameDecoder.receive_data`, or let the caller write into its buffers with
+:meth:`~FrameDecoder.get_buffer` / :meth:`~FrameDecoder.buffer_updated` (asyncio's
+``BufferedProtocol``) or :meth:`~FrameDecoder.read_from` (any ``recv_into``-like
+callable, on top of those two), and pull events with :meth:`~FrameDecoder.next_event`.
+Because it never sees a socket, any split of the input, down to one byte at a time, can
+be tested, and it gives the same events.
 
-Why ``read_from`` exists: copying every received byte through ``bytes +=`` or an
+Why ``get_buffer`` exists: copying every received byte through ``bytes +=`` or an
 intermediate buffer caps Python near 200 MB/s. Once a header has declared a payload, the
 decoder hands the caller a view into the message's own buffer, so the kernel copies the
 payload straight to where it will be decoded.
@@ -196,7 +199,7 @@ def clean_text(raw: bytes | str, limit: int = MAX_REFUSAL_PAYLOAD) -> str:
     which reaches logs and terminals (an escape sequence there could rewrite the screen).
     """
     text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
-    kept = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch == " ")
+    kept = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
     return kept[:limit]
 
 

@@ -8,8 +8,14 @@ What the notebook's sketch got wrong is each a rule here:
 * a header and its payload leave in one system call (``sendmsg`` scatter-gather), and
   TCP_NODELAY is on: two small writes meet Nagle plus delayed ACK (tens of ms per round trip);
 * a send lock, so two threads never interleave the frames of their messages;
-* a socket timeout is a typed :class:`Timeout`; a peer that leaves is a typed
-  :class:`ConnectionClosed` (or :class:`Truncated` mid-message), never a loop on ``b""``.
+* each direction waits on its own deadline (``poll``), never on one shared socket
+  timeout: a reader idling between messages neither lifts nor shortens a sender's limit,
+  and no ``settimeout`` can race a ``close``;
+* an expired wait is a typed :class:`Timeout`; a peer that leaves is a typed
+  :class:`ConnectionClosed` (or :class:`Truncated` mid-message), never a loop on ``b""``;
+* a message that cannot be finished (its source failed, its reader gave up, its send
+  timed out) fails the connection (:class:`ConnectionFailed`), so it never splices into
+  the next one.
 """
 
 from __future__ import annotations
