@@ -69,15 +69,17 @@ MAX_REFUSAL_PAYLOAD: Final = 512  # reason byte + UTF-8 text
 DEFAULT_MAX_MESSAGE: Final = 64 * 1024 * 1024
 
 # The decoder allocates for what arrives, not for what a header claims. A payload buffer
-# starts at min(declared, _FIRST_BLOCK) and at least doubles each time it fills, so a buffer
-# is never more than twice the bytes received (or _FIRST_BLOCK), and the 2.1 MB book costs
-# six reallocations (glibc moves large blocks with mremap, without copying).
+# starts at min(declared, _FIRST_BLOCK) and grows _GROWTH-fold each time it fills, so it is
+# never more than _GROWTH times the bytes received (or _FIRST_BLOCK), and the 2.1 MB book
+# costs three reallocations (glibc moves large blocks with mremap, without copying). A
+# larger factor means fewer, larger reads: each read is bounded by the room left.
 _FIRST_BLOCK: Final = 64 * 1024
+_GROWTH: Final = 4
 _STAGE_SIZE: Final = 64 * 1024  # header staging area, allocated at the first read
 _ZEROS: Final = memoryview(bytes(1024 * 1024))  # one shared source of zeros for growth
 # What FrameDecoder.allocated is bounded by (tests/test_decoder_memory.py checks it):
 # allocated <= ALLOCATION_FACTOR * bytes received + ALLOCATION_SLACK.
-ALLOCATION_FACTOR: Final = 3
+ALLOCATION_FACTOR: Final = _GROWTH + 1  # the payload buffer, plus staged bytes
 ALLOCATION_SLACK: Final = _FIRST_BLOCK + _STAGE_SIZE
 
 
@@ -648,18 +650,18 @@ class FrameDecoder:
     def _reserve(self, needed: int) -> None:
         """Grow the payload buffer to hold ``needed`` bytes, following what has arrived.
 
-        The first block is min(declared, 64 KiB); after that the buffer at least doubles,
-        so it is never more than twice the bytes received, and a large message costs a few
-        reallocations, not one per read. It never passes what the headers so far declared,
-        except inside a message that announced more frames (by doubling, still at most
-        twice what arrived). New space is zeroed from one shared zero block.
+        The first block is min(declared, 64 KiB); after that the buffer grows fourfold, so
+        it is never more than four times the bytes received, and a large message costs a
+        few reallocations, not one per read. It never passes what the headers so far
+        declared, except inside a message that announced more frames (still at most four
+        times what arrived). New space is zeroed from one shared zero block.
         """
         size = len(self._buf)
         if size >= needed:
             return
         limit = self.max_message if self._more and not self._stream else self._target
         floor = min(self._target, _FIRST_BLOCK)
-        grow = min(limit, max(needed, 2 * size, floor)) - size
+        grow = min(limit, max(needed, _GROWTH * size, floor)) - size
         while grow > 0:
             step = min(grow, len(_ZEROS))
             self._buf += _ZEROS[:step]

@@ -362,8 +362,8 @@ class Connection:
     def _sendmsg_all(self, buffers: list[bytes | memoryview]) -> int:
         """sendmsg until every buffer is out, resuming after partial writes, by the deadline."""
         total = sum(map(len, buffers))
-        try:
-            sent = self.sock.sendmsg(buffers, (), _DONTWAIT)
+        try:  # without a deadline the kernel may block: one call for any size, as it should
+            sent = self.sock.sendmsg(buffers, (), 0 if self._send_deadline is None else _DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError as exc:

@@ -73,7 +73,7 @@ def lying_stream(spec: list[tuple[int, int, bool, int]]) -> bytes:
 def test_defect_7_allocation_follows_received_bytes(
     spec: list[tuple[int, int, bool, int]], cuts: list[int], via: str
 ) -> None:
-    """Defect 7: in any split, either input path, the decoder holds <= 3x received + 128 KiB."""
+    """Defect 7: in any split, either input path, the decoder holds <= 5x received + 128 KiB."""
 
     def within_bound(decoder: FrameDecoder, received: int) -> None:
         assert decoder.allocated <= bound(received), (decoder.allocated, received)
