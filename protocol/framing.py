@@ -479,6 +479,11 @@ class FrameDecoder:
         return self._eof
 
     @property
+    def error(self) -> AyudantiaError | None:
+        """The sticky error this decoder raised, if any: it will raise it again."""
+        return self._error
+
+    @property
     def allocated(self) -> int:
         """Bytes this decoder holds in its buffers now (staging area and payload buffer).
 

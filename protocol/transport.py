@@ -553,7 +553,10 @@ class Connection:
             finished = True
             yield event
         finally:
-            if not finished and self._decoder.in_message:
+            # A decoder error is sticky already (and leaves the link free for a refusal);
+            # anything else, a closed generator or a Timeout, would leave half a message.
+            decoder = self._decoder
+            if not finished and decoder.in_message and decoder.error is None:
                 self._fail("a streamed message was abandoned before its last frame")
 
     def _next_event(self, *, stream: Any) -> Message | Chunk:

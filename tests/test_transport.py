@@ -17,6 +17,7 @@ import pytest
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
 from protocol.errors import (
+    CodecChanged,
     ConnectionClosed,
     ConnectionFailed,
     ContentDisallowed,
@@ -734,3 +735,19 @@ def test_refuse_never_interrupts_a_message_being_sent(harness: Harness) -> None:
         assert a.refuse(MessageTooLarge(10, 5)) is False  # mid-message: close without it
     with pytest.raises(Truncated):
         b.recv()
+
+
+def test_protocol_error_mid_stream_still_allows_a_refusal(harness: Harness) -> None:
+    """A decoder error in a stream is sticky on its own: the link stays free for a refusal."""
+    client, server = harness.pair(None, {"read_timeout": 5})
+    # a raw frame announcing more, then a json frame: the codec changes inside the message
+    client.sock.sendall(pack_header(0, 3, more=True) + b"abc" + pack_header(1, 2) + b"{}")
+    with pytest.raises(CodecChanged) as info:
+        for _ in server.recv_chunks():
+            pass
+    with pytest.raises(CodecChanged):  # sticky, not ConnectionFailed
+        server.recv()
+    assert server.refuse(info.value) is True
+    with pytest.raises(Refused) as refused:
+        client.recv()
+    assert refused.value.reason == "malformed"
