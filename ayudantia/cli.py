@@ -1,24 +1,43 @@
-"""The ``ayudantia`` command line: one subcommand per module in :mod:`ayudantia.commands`."""
+"""The ``ayudantia`` command line: one subcommand per module in :mod:`ayudantia.commands`.
+
+Exit statuses: 0 when everything asked was done, 1 when a run failed (a question went
+unanswered, a peer refused us, a server was unreachable), 2 for a setting that cannot be
+used (one line on stderr, before anything starts), 130 when interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ayudantia.commands import COMMANDS
 from ayudantia.config import ConfigError, add_options, resolve
 from ayudantia.quijote import BookUnavailable
 from protocol.errors import AyudantiaError
 
+CANNOT_LISTEN = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+USAGE_ERROR = 2
+INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and the way to more help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ayudantia",
         description="A pluggable-serialization protocol lab: the networking class of Ayudantía 09, "
         "made real. Settings come from flags, else AYUDANTIA_* environment variables, else a "
-        "TOML file (--config), else defaults.",
+        "TOML file (--config or AYUDANTIA_CONFIG), else defaults.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
@@ -29,29 +48,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fail(command: str, message: str, status: int = USAGE_ERROR) -> int:
+    print(f"ayudantia {command}: {message}", file=sys.stderr, flush=True)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     command = args._command
+    if extra:
+        return fail(
+            command.NAME,
+            f"{command.NAME} does not take {' '.join(extra)} (see ayudantia {command.NAME} --help)",
+        )
     try:
         settings = resolve(args, command.options(), role=command.NAME)
+        if hasattr(command, "check"):
+            command.check(settings, args)
     except ConfigError as exc:
-        parser.error(str(exc))
+        return fail(command.NAME, str(exc))
     logging.basicConfig(
-        level=getattr(logging, settings.get("log_level", "INFO"), logging.INFO),
+        level=getattr(logging, settings.get("log_level") or "INFO"),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
     try:
         return int(command.main(settings, args) or 0)
     except KeyboardInterrupt:
-        return 130
-    except BookUnavailable as exc:
-        print(f"ayudantia: {exc}", file=sys.stderr)
-        return 2
-    except (AyudantiaError, OSError) as exc:
-        print(f"ayudantia {command.NAME}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return INTERRUPTED
+    except (ConfigError, BookUnavailable) as exc:
+        return fail(command.NAME, str(exc))
+    except OSError as exc:
+        if exc.errno in CANNOT_LISTEN and "port" in settings:
+            where = f"{settings['host']}:{settings['port']}"
+            return fail(command.NAME, f"cannot listen on {where}: {os.strerror(exc.errno)}", 1)
+        return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)
+    except AyudantiaError as exc:
+        return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import codecs
+from protocol.aio import FrameConnection
 from protocol.errors import (
     AyudantiaError,
     BadSignature,
@@ -33,7 +34,7 @@ from protocol.errors import (
     ContentDisallowed,
     SignatureMissing,
 )
-from protocol.framing import FrameDecoder, Message, encode_message
+from protocol.framing import Chunk, FrameDecoder, Message, encode_message
 from protocol.safepickle import ForbiddenGlobal, restricted_loads
 from protocol.signing import Signer
 from protocol.transport import Connection
@@ -118,8 +119,9 @@ def insecure_pickle_server(listener: socket.socket, outcome: dict[str, Any]) -> 
 class LessonServer(Server):
     """Receives one message per connection as raw frames, then decodes it with ``decode``.
 
-    Taking the frames undecoded (``recv_stream``) lets each step choose its decoder, while
-    the accept-list and signature checks of the project's framing still run first.
+    Taking the frames undecoded (streamed) lets each step choose its decoder, while the
+    accept-list and signature checks of the project's framing still run first: what they
+    refuse ends the connection, and the error is recorded.
     """
 
     role = "lesson"
@@ -134,19 +136,34 @@ class LessonServer(Server):
         self.errors: list[BaseException] = []
         self.results: list[Any] = []
         self.done = threading.Event()
+        self._parts: dict[FrameConnection, bytearray] = {}
 
-    def handle(self, conn: Connection) -> None:
+    def stream(self, codec_id: int) -> bool:
+        return True
+
+    def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
+        payload = self._parts.setdefault(conn, bytearray())
+        payload += chunk.data
+        if not chunk.last:
+            return
+        del self._parts[conn]
         try:
-            payload = bytearray(b"".join(conn.recv_stream()))
             self.decoded_calls += 1
             obj = self.decode(payload)
-            self.results.append(obj)
-            conn.send({"answer": "decoded", "type": type(obj).__name__})
         except BaseException as exc:
             self.errors.append(exc)
-            raise
-        finally:
             self.done.set()
+            raise
+        self.results.append(obj)
+        conn.send_obj({"answer": "decoded", "type": type(obj).__name__})
+        self.done.set()
+
+    def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
+        super().connection_lost(conn, error)
+        self._parts.pop(conn, None)
+        if error is not None and error not in self.errors:
+            self.errors.append(error)
+        self.done.set()
 
 
 @contextlib.contextmanager

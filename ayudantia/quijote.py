@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import platformdirs
-import requests
 
 from ayudantia.progress import Progress
 
@@ -54,6 +53,8 @@ def book_path(path: str | os.PathLike[str] | None = None, *, url: str = GUTENBER
 
 def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
     """Fetch ``url`` to ``dest`` atomically, showing progress on stderr."""
+    import requests  # only here: every command imports this module, few download
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     print(f"Downloading Don Quijote (Project Gutenberg #2000) to {dest}", file=sys.stderr)
     try:

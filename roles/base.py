@@ -1,111 +1,92 @@
-"""The machinery every role shares, so each role file holds only what that role decides.
+"""The machinery every server role shares, so each role file holds only what that role decides.
 
 The notebook asks for it ("se puede reducir considerablemente el código utilizando de forma
 correcta la herencia"): its three socket classes repeat bind/listen/accept/thread code and
-each gets a different part wrong. Here a :class:`Server` owns the listening socket, an
-accept loop that sleeps in ``select`` (never spins), one thread per client up to a cap,
-and a stop that closes every socket and joins every thread; subclasses write ``handle``.
+each gets a different part wrong. Here a :class:`Server` runs one event loop (uvloop where
+it installs) in one thread: every peer is a :class:`~protocol.aio.FrameConnection` on that
+loop, with flow control both ways, so one student who floods or never reads is pushed back
+by TCP alone and the others never wait for it. Subclasses override the
+:class:`~protocol.aio.Handler` callbacks (``message_received`` and friends).
 
-A :class:`Client` connects with retries and exponential backoff and reconnects when its
-server comes back. A :class:`Link` is a client that carries many requests at once over one
-connection and routes each reply to its caller by id, with a deadline per request, so
-nothing ever waits forever and no reply reaches the wrong caller. A :class:`Peer` is a
-server that is also a client: it owns a :class:`Link` upstream.
+A :class:`Link` is the event-loop client that carries many requests at once over one
+persistent connection and routes each reply to its caller by id, with a deadline per
+request, so nothing waits forever and no reply reaches the wrong caller. A :class:`Peer`
+is a server that is also a client: it owns a :class:`Link` upstream.
+
+Blocking work (HTTP through ``requests``) never runs on the loop's thread: roles hand it to
+a small bounded executor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import itertools
 import logging
-import math
-import select
-import selectors
-import signal
-import socket
+import random
+import resource
 import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from types import FrameType
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-from protocol.codecs import DEFAULT_ACCEPT, accept_for
-from protocol.errors import (
-    AyudantiaError,
-    CodecError,
-    ConnectionClosed,
-    DecodeError,
-    ProtocolError,
-    Timeout,
-    TransportError,
-)
-from protocol.framing import DEFAULT_MAX_MESSAGE
-from protocol.transport import Connection
+from protocol.aio import FrameConnection, Handler, Limits, Speech, backoff_delays, is_peer_fault
+from protocol.errors import AyudantiaError, ConnectionClosed, EncodeError, Refused, Timeout
+from protocol.transport import Received
+from roles.client import Client, Unreachable
+from roles.signals import handle_signals
+from roles.wire import WireSettings
+
+__all__ = ["Client", "Link", "Peer", "Server", "Unreachable", "WireSettings", "new_event_loop"]
+
+LOOPS = ("auto", "asyncio", "uvloop")
+# File descriptors a server needs beyond one per client: listener, loop, log, executor, links.
+_SPARE_FDS = 64
 
 
-@dataclass(frozen=True)
-class WireSettings:
-    """How a role speaks: what it sends, what it accepts, how long it waits."""
+def new_event_loop(kind: str = "auto") -> tuple[asyncio.AbstractEventLoop, str]:
+    """A fresh event loop of ``kind`` and the name of what it is (``uvloop`` or ``asyncio``)."""
+    if kind not in LOOPS:
+        raise ValueError(f"unknown loop {kind!r}; choose from {', '.join(LOOPS)}")
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise ValueError("--loop uvloop: uvloop is not installed here") from None
+        else:
+            return uvloop.new_event_loop(), "uvloop"
+    return asyncio.new_event_loop(), "asyncio"
 
-    codec: str = "json"
-    chunk_size: int = 0
-    max_message: int = DEFAULT_MAX_MESSAGE
-    accept: frozenset[str] = field(default_factory=lambda: DEFAULT_ACCEPT)
-    idle_timeout: float | None = 300.0  # between messages
-    read_timeout: float | None = 10.0  # within a message: drops half-sent headers
-    key: bytes | None = field(default=None, repr=False)  # HMAC key: sign and require signed
-    message_timeout: float | None = 120.0  # a whole message from its first byte (drip feeds)
 
-    @classmethod
-    def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
-        """Settings whose accept-list follows ``codec`` (choosing pickle opts in, loudly)."""
-        return cls(codec=codec, accept=accept_for(codec), **kwargs)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> WireSettings:
-        """Settings from the resolved ``wire_options()`` of a command (missing keys: defaults)."""
-        kwargs: dict[str, Any] = {}
-        for name in (
-            "chunk_size",
-            "max_message",
-            "idle_timeout",
-            "read_timeout",
-            "message_timeout",
-        ):
-            if settings.get(name) is not None:
-                kwargs[name] = settings[name]
-        if settings.get("key"):
-            kwargs["key"] = str(settings["key"]).encode("utf-8")
-        return cls.for_codec(settings.get("codec", "json"), **kwargs)
-
-    def wrap(self, sock: socket.socket) -> Connection:
-        return Connection(
-            sock,
-            codec=self.codec,
-            chunk_size=self.chunk_size,
-            max_message=self.max_message,
-            accept=self.accept,
-            idle_timeout=self.idle_timeout,
-            read_timeout=self.read_timeout,
-            key=self.key,
-            message_timeout=self.message_timeout,
+def raise_fd_limit(needed: int) -> tuple[int, str | None]:
+    """Raise the soft RLIMIT_NOFILE toward ``needed``; (descriptors available, why not more)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed, None
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            return soft, f"cannot raise the open-file limit from {soft} to {target}: {exc}"
+    if soft < needed:
+        return soft, (
+            f"the hard open-file limit is {hard} (ulimit -Hn), below the {needed} this cap needs"
         )
-
-    def connect(self, host: str, port: int, *, connect_timeout: float = 5.0) -> Connection:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
-        sock.settimeout(None)
-        return self.wrap(sock)
+    return soft, None
 
 
-class Server:
-    """A thread-per-client TCP server. Subclasses implement :meth:`handle`.
+class Server(Handler):
+    """A TCP server on one event loop. Subclasses override the Handler callbacks.
 
     Binds to loopback unless told otherwise, sets SO_REUSEADDR so a restart can take the
-    port at once, refuses clients past ``max_clients`` (accept and close: a clear answer
-    rather than a silent queue), and treats every peer error as that peer's problem:
-    a broken or hostile client is logged and dropped, the server keeps serving.
+    port at once, refuses clients past ``max_clients``, and treats every peer error as that
+    peer's problem: a broken or hostile client is logged and dropped, the server keeps
+    serving. :meth:`start` runs the loop in a background thread (for tests and in-process
+    use); :meth:`serve_until_signal` does the same and waits for SIGINT/SIGTERM.
     """
 
     role = "server"
@@ -116,94 +97,108 @@ class Server:
         port: int = 0,
         *,
         wire: WireSettings | None = None,
-        max_clients: int = 128,
+        max_clients: int = 10_000,
+        loop: str = "auto",
+        max_held: int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
+        if max_clients < 1:
+            raise ValueError("max_clients must be at least 1")
         self.host = host
         self.port = port
         self.wire = wire or WireSettings()
         self.max_clients = max_clients
+        self.loop_kind = loop
+        self.loop_name = ""
         self.log = logger or logging.getLogger(f"ayudantia.{self.role}")
-        self._listener: socket.socket | None = None
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._lock = threading.Lock()
-        self._clients: dict[Connection, threading.Thread] = {}
-        self._accept_thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self.speech: Speech = self.wire.speech()
+        overrides = {"max_held": max_held} if max_held is not None else {}
+        self.limits: Limits = self.wire.limits(**overrides)
+        self.clients: set[FrameConnection] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
         self._stopped = threading.Event()
         self.served = 0
         self.dropped = 0
+        self.refused = 0
 
-    # -- lifecycle --------------------------------------------------------------------
+    # -- lifecycle (from any thread) --------------------------------------------------
 
     def start(self) -> tuple[str, int]:
-        """Bind, listen and start accepting in a background thread; returns (host, port)."""
-        listener = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((self.host, self.port))
-            listener.listen(128)
-        except OSError:
-            listener.close()
-            raise
-        listener.setblocking(False)
-        self._listener = listener
-        self.host, self.port = listener.getsockname()[:2]
-        self._selector.register(listener, selectors.EVENT_READ, "accept")
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"{self.role}-accept", daemon=True
+        """Bind, listen and serve on a loop in a background thread; returns (host, port)."""
+        if self._thread is not None:
+            return self.address
+        loop, self.loop_name = new_event_loop(self.loop_kind)
+        self.loop = loop
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name=f"{self.role}-loop", daemon=True
         )
-        self._accept_thread.start()
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            self._thread.join(5.0)
+            raise self._startup_error
         self.log.info(
-            "%s escuchando en %s:%s (codec %s)", self.role, self.host, self.port, self.wire.codec
+            "%s escuchando en %s:%s (codec %s, loop %s)",
+            self.role,
+            self.host,
+            self.port,
+            self.wire.codec,
+            self.loop_name,
         )
-        return self.host, self.port
+        return self.address
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._startup_error = exc
+            else:
+                self.log.exception("%s: the event loop failed", self.role)
+        finally:
+            self._ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._stopped.set()
 
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every client socket, join every thread. Idempotent."""
-        if self._stopping.is_set():
-            self._stopped.wait(timeout)
-            return
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout)
-        with self._lock:
-            clients = list(self._clients.items())
-        for conn, _ in clients:
-            conn.shutdown()  # wakes the handler blocked in recv; it then closes the socket
-        for _, thread in clients:
-            thread.join(timeout)
-        self.on_stop()
-        for sock in (self._listener, self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self._selector.close()
-        self._stopped.set()
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, finish the role's own work, close every peer, end the loop."""
+        loop, stop = self.loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
         self.log.info("%s detenido", self.role)
 
-    def on_stop(self) -> None:
-        """Hook for subclasses that own more than client sockets (upstream links, pools)."""
-
     def serve_until_signal(self) -> int:
-        """Run in the foreground until SIGINT or SIGTERM, then stop cleanly; returns 0."""
-        if self._listener is None:
-            self.start()
+        """Serve until SIGINT or SIGTERM, then stop cleanly; returns 0."""
+        self.start()
         with handle_signals() as stop_requested:
-            stop_requested.wait()
+            while not stop_requested.is_set() and not self._stopped.is_set():
+                stop_requested.wait(0.5)
         self.stop()
         return 0
 
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the loop's thread and return its result (for tests and stats)."""
+        if self.loop is None or self._stopped.is_set():
+            return fn()
+        future: asyncio.Future[Any] = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)  # type: ignore[assignment]
+        return future.result(10.0)
+
     def __enter__(self) -> Server:
-        if self._listener is None:
-            self.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -211,185 +206,153 @@ class Server:
 
     @property
     def client_count(self) -> int:
-        with self._lock:
-            return len(self._clients)
+        return len(self.clients)
 
-    # -- accept loop ------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stopping.is_set():
-            for key, _ in self._selector.select():
-                if key.data == "wake":
-                    return
-                self._accept_ready()
-
-    def _accept_ready(self) -> None:
-        assert self._listener is not None
-        while True:
-            try:
-                sock, peer = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EMFILE and friends: log, do not spin on it
-                self.log.error("accept failed: %s", exc)
-                self._stopping.wait(0.1)
-                return
-            sock.setblocking(True)
-            with self._lock:
-                full = len(self._clients) >= self.max_clients
-            if full:
-                self.log.warning(
-                    "rechazando %s:%s: %d clientes ya conectados", *peer[:2], self.max_clients
-                )
-                self.dropped += 1
-                sock.close()
-                continue
-            conn = self.wire.wrap(sock)
-            thread = threading.Thread(
-                target=self._serve_client,
-                args=(conn, peer),
-                name=f"{self.role}-{peer[1]}",
-                daemon=True,
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        available, why = raise_fd_limit(self.max_clients + _SPARE_FDS)
+        if why is not None:
+            cap = max(1, available - _SPARE_FDS)
+            self.log.warning(
+                "%s: --max-clients %d needs %d open files; %s: serving at most %d clients",
+                self.role,
+                self.max_clients,
+                self.max_clients + _SPARE_FDS,
+                why,
+                cap,
             )
-            with self._lock:
-                self._clients[conn] = thread
-            thread.start()
-
-    def _serve_client(self, conn: Connection, peer: tuple[str, int]) -> None:
-        where = f"{peer[0]}:{peer[1]}"
-        self.log.debug("cliente conectado: %s", where)
+            self.max_clients = cap
+        await self.on_start()
         try:
-            self.handle(conn)
-        except ConnectionClosed:
-            pass
-        except Timeout as exc:
-            self.log.info("cliente %s sin actividad, desconectado: %s", where, exc)
-        except (ProtocolError, CodecError) as exc:
-            self.dropped += 1
-            self.log.warning("cliente %s enviando datos inválidos, desconectado: %s", where, exc)
-        except AyudantiaError as exc:
-            self.log.warning("cliente %s: %s", where, exc)
-        except Exception:
-            self.log.exception("error atendiendo a %s", where)
+            server = await loop.create_server(
+                self._new_connection,
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=min(4096, self.max_clients),
+            )
+        except BaseException:
+            await self.on_stop()
+            raise
+        sock = server.sockets[0]
+        self.host, self.port = sock.getsockname()[:2]
+        self._ready.set()
+        try:
+            await self._stop.wait()
         finally:
-            conn.close()
-            with self._lock:
-                self._clients.pop(conn, None)
-            self.served += 1
-            self.log.debug("cliente desconectado: %s", where)
+            server.close()
+            await self.on_stop()
+            for conn in list(self.clients):
+                if conn.writing_paused:
+                    conn.abort()  # it does not read: what is queued for it would never leave
+                else:
+                    conn.close()
+            await self._wait_clients_gone(2.0)
+            for conn in list(self.clients):
+                conn.abort()
 
-    def handle(self, conn: Connection) -> None:
-        """Serve one client until it leaves. Raise freely: errors drop only this client."""
-        raise NotImplementedError
+    async def _wait_clients_gone(self, timeout: float) -> None:
+        waits = [c.closed for c in self.clients if c.closed is not None]
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
+
+    def _new_connection(self) -> FrameConnection:
+        return FrameConnection(self, speech=self.speech, limits=self.limits, name=self.role)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task:
+        """A task on the loop whose failure is logged rather than lost."""
+        assert self.loop is not None
+        task = self.loop.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(
+                "%s: task %s failed", self.role, task.get_name(), exc_info=task.exception()
+            )
+
+    # -- hooks for subclasses ---------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Before the server listens: open upstream links, pools."""
+
+    async def on_stop(self) -> None:
+        """After the server stops listening, before its peers are closed: flush, close links."""
+
+    # -- Handler ----------------------------------------------------------------------
+
+    def connection_made(self, conn: FrameConnection) -> None:
+        if len(self.clients) >= self.max_clients:
+            self.refused += 1
+            self.log.warning(
+                "rechazando %s: %d clientes ya conectados", conn.peer, self.max_clients
+            )
+            conn.refuse_busy(f"server full: {self.max_clients} clients connected")
+            return
+        self.clients.add(conn)
+        self.log.debug("cliente conectado: %s", conn.peer)
+
+    def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
+        if conn not in self.clients:
+            return
+        self.clients.discard(conn)
+        self.served += 1
+        if error is None or isinstance(error, ConnectionClosed):
+            self.log.debug("cliente desconectado: %s", conn.peer)
+        elif isinstance(error, Timeout):
+            self.log.info("cliente %s desconectado: %s", conn.peer, error)
+        elif is_peer_fault(error):
+            self.dropped += 1
+            self.log.warning(
+                "cliente %s enviando datos inválidos, desconectado: %s", conn.peer, error
+            )
+        elif isinstance(error, AyudantiaError | OSError):
+            self.log.info("cliente %s: %s", conn.peer, error)
+        else:
+            self.log.error("error atendiendo a %s: %r", conn.peer, error)
 
 
-class Unreachable(TransportError):
-    """A client gave up connecting: every attempt within its retry window failed."""
-
-
-class Client:
-    """A TCP client that connects with retries and exponential backoff.
-
-    :meth:`connect` tries until ``retry_for`` seconds have passed (``math.inf``: until
-    :meth:`close`), sleeping ``backoff``, then twice that, up to ``max_backoff``, between
-    attempts; :meth:`reconnect` drops the current connection and does the same, which is
-    what a client does after its server restarts.
-    """
-
-    role = "client"
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        wire: WireSettings | None = None,
-        connect_timeout: float = 2.0,
-        retry_for: float = 10.0,
-        backoff: float = 0.05,
-        max_backoff: float = 1.0,
-        logger: logging.Logger | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.wire = wire or WireSettings()
-        self.connect_timeout = connect_timeout
-        self.retry_for = retry_for
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.log = logger or logging.getLogger(f"ayudantia.{self.role}")
-        self.conn: Connection | None = None
-        self.connections = 0  # successful connects, so a reconnect is visible
-        self._closing = threading.Event()
-
-    def connect(self, retry_for: float | None = None) -> Connection:
-        """A new connection to the server, retrying with backoff; :class:`Unreachable` if not."""
-        window = self.retry_for if retry_for is None else retry_for
-        deadline = time.monotonic() + window
-        delay = self.backoff
-        attempts = 0
-        while True:
-            if self._closing.is_set():
-                raise Unreachable(f"{self.role}: closed while connecting to {self.where}")
-            attempts += 1
-            try:
-                conn = self.wire.connect(self.host, self.port, connect_timeout=self.connect_timeout)
-            except OSError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise Unreachable(
-                        f"cannot connect to {self.where} after {attempts} attempts: {exc}"
-                    ) from exc
-                if attempts == 1 or attempts % 10 == 0:
-                    self.log.info("%s no disponible (%s); reintentando", self.where, exc)
-                self._closing.wait(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            self.conn = conn
-            self.connections += 1
-            if self.connections > 1 or attempts > 1:
-                self.log.info("conectado a %s (intento %d)", self.where, attempts)
-            return conn
-
-    def reconnect(self, retry_for: float | None = None) -> Connection:
-        if self.conn is not None:
-            self.conn.close()
-        return self.connect(retry_for)
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def closing(self) -> bool:
-        return self._closing.is_set()
-
-    def close(self) -> None:
-        self._closing.set()
-        if self.conn is not None:
-            self.conn.close()
+async def _call(fn: Callable[[], Any]) -> Any:
+    return fn()
 
 
 Reply = Callable[[dict[str, Any]], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     reply: Reply
     original_id: Any
-    deadline: float
+    timer: asyncio.TimerHandle
 
 
-class Link(Client):
-    """Many requests in flight over one persistent connection; replies routed by id.
+class _LinkHandler(Handler):
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def message_received(self, conn: FrameConnection, received: Received) -> None:
+        self.link._on_reply(received.obj)
+
+    def decode_failed(self, conn: FrameConnection, error: Exception) -> None:
+        # one bad reply: the stream itself is still in step
+        self.link.log.warning("respuesta ilegible de %s: %s", self.link.where, error)
+
+
+class Link:
+    """Many requests in flight over one persistent connection, on the loop; replies by id.
 
     :meth:`request` rewrites the request's ``id`` to one unique on this link (so two
-    callers' ids can never collide), remembers who asked, and sends. A reader thread takes
-    each reply, restores the caller's id and hands it to that caller's ``reply`` callback,
-    whatever the order replies come back in. Every request ends in exactly one call to its
-    callback: the reply, or an error map ``{"id": ..., "error": ...}`` when the link is
-    down, the reply is late (``timeout``), or the connection drops while it waits. A
-    supervisor thread keeps the link up, reconnecting with backoff after the server goes.
+    callers' ids can never collide), remembers who asked, and sends. Each reply gets the
+    caller's id back and goes to that caller's ``reply`` callback, whatever the order.
+    Every request ends in exactly one call to its callback: the reply, or an error map
+    ``{"id": ..., "error": ...}`` when the link is down, the request cannot be encoded
+    (that request's error alone: the link stays up), the reply is late (``timeout``), or the
+    connection drops while it waits. A supervisor task keeps the link up, reconnecting with
+    backoff and jitter. :meth:`close` wins over a connect in flight.
     """
 
     role = "link"
@@ -399,44 +362,66 @@ class Link(Client):
         host: str,
         port: int,
         *,
+        wire: WireSettings | None = None,
         timeout: float = 10.0,
         max_pending: int = 10_000,
-        **kwargs: Any,
+        connect_timeout: float = 2.0,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        logger: logging.Logger | None = None,
     ) -> None:
-        super().__init__(host, port, retry_for=math.inf, **kwargs)
+        self.host = host
+        self.port = port
+        self.wire = wire or WireSettings()
+        # A quiet upstream is fine: the deadlines live per request.
+        self.limits = self.wire.limits(idle_timeout=None, max_held=1 << 30)
+        self.speech = self.wire.speech()
         self.timeout = timeout
         self.max_pending = max_pending
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.log = logger or logging.getLogger(f"ayudantia.{self.role}")
+        self.conn: FrameConnection | None = None
+        self.connections = 0
+        self.late = 0
+        self.refused: Refused | None = None  # a permanent refusal: the link stopped retrying
         self._ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
-        self._pending_lock = threading.Lock()
-        self._has_pending = threading.Event()
-        self._up = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._bytes = [0, 0]  # sent, received over the connections this link has closed
-        self.late = 0  # replies that came after their deadline (dropped)
+        self._bytes = [0, 0]
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        self._up = asyncio.Event()
+        self._rng = random.Random()
 
-    # -- lifecycle --------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
 
-    def start(self, wait: float = 0.0) -> bool:
-        """Start the supervisor and deadline threads; wait up to ``wait`` s for the link."""
-        for target, name in ((self._supervise, "supervisor"), (self._sweep, "deadlines")):
-            thread = threading.Thread(target=target, name=f"{self.role}-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self._up.wait(wait) if wait else self._up.is_set()
+    # -- lifecycle (on the loop) ------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._supervise(), name=f"{self.role}-supervisor"
+        )
+
+    async def wait_up(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), timeout)
+        return self._up.is_set()
 
     @property
     def up(self) -> bool:
-        return self._up.is_set()
+        return self._up.is_set() and self.conn is not None and not self.conn.is_closing
 
-    def wait_up(self, timeout: float) -> bool:
-        return self._up.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        super().close()
-        self._has_pending.set()  # wake the sweeper so it sees the close
-        for thread in self._threads:
-            thread.join(timeout)
+    async def close(self) -> None:
+        """Close the link: a connect in flight is cancelled, every waiting request answered."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._drop_connection()
         self._fail_all("el enlace se está cerrando")
 
     # -- requests ---------------------------------------------------------------------
@@ -445,126 +430,155 @@ class Link(Client):
         """Send ``message``; ``reply`` is called exactly once, with the answer or an error."""
         original = message.get("id")
         conn = self.conn
-        if not self._up.is_set() or conn is None:
-            self._call(reply, {"id": original, "error": f"{self.where} no disponible"})
+        if self.refused is not None:
+            _call_reply(self.log, reply, {"id": original, "error": self._refused_reason()})
+            return
+        if self._closing or not self.up or conn is None:
+            _call_reply(self.log, reply, {"id": original, "error": f"{self.where} no disponible"})
+            return
+        if len(self._pending) >= self.max_pending:
+            _call_reply(
+                self.log, reply, {"id": original, "error": f"{self.where} saturado, intenta luego"}
+            )
             return
         wire_id = str(next(self._ids))
-        entry = _Pending(reply, original, time.monotonic() + self.timeout)
-        with self._pending_lock:
-            if len(self._pending) >= self.max_pending:
-                full = True
-            else:
-                full = False
-                self._pending[wire_id] = entry
-                self._has_pending.set()
-        if full:
-            self._call(reply, {"id": original, "error": f"{self.where} saturado, intenta luego"})
-            return
         try:
-            conn.send({**message, "id": wire_id})
+            payload = conn.encode({**message, "id": wire_id})
+        except EncodeError as exc:  # this question's problem, not the link's
+            _call_reply(
+                self.log,
+                reply,
+                {"id": original, "error": f"la pregunta no se puede enviar en {exc.codec}: {exc}"},
+            )
+            return
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.timeout, self._expire, wire_id)
+        self._pending[wire_id] = _Pending(reply, original, timer)
+        try:
+            conn.send_payload(conn.codec.id, payload)
         except AyudantiaError as exc:
-            # The reader sees the same broken socket and fails the rest of the pending map.
             self._resolve(wire_id, {"error": f"{self.where} no disponible: {exc}"})
-            conn.shutdown()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _refused_reason(self) -> str:
+        assert self.refused is not None
+        return f"{self.where} rechaza a este Docencio ({self.refused.reason}): {self.refused.text}"
 
     @property
     def bytes_sent(self) -> int:
-        """Bytes this link put on the wire, over every connection it has had."""
         conn = self.conn
-        live = conn.bytes_sent if conn is not None and not conn.closed else 0
-        return self._bytes[0] + live
+        return self._bytes[0] + (conn.bytes_sent if conn is not None else 0)
 
     @property
     def bytes_received(self) -> int:
         conn = self.conn
-        live = conn.bytes_received if conn is not None and not conn.closed else 0
-        return self._bytes[1] + live
+        return self._bytes[1] + (conn.bytes_received if conn is not None else 0)
 
-    @property
-    def pending(self) -> int:
-        with self._pending_lock:
-            return len(self._pending)
+    def _expire(self, wire_id: str) -> None:
+        self._resolve(wire_id, {"error": f"{self.where} no respondió en {self.timeout:g} s"})
+
+    def _on_reply(self, answer: Any) -> None:
+        if not isinstance(answer, dict):
+            self.log.warning("respuesta que no es un mapa de %s: %r", self.where, answer)
+            return
+        if not self._resolve(answer.get("id"), answer):
+            self.late += 1
+            self.log.debug("respuesta tardía o desconocida: %r", answer.get("id"))
 
     def _resolve(self, wire_id: Any, answer: dict[str, Any]) -> bool:
-        with self._pending_lock:
-            entry = self._pending.pop(wire_id, None) if isinstance(wire_id, str) else None
-            if not self._pending:
-                self._has_pending.clear()
+        entry = self._pending.pop(wire_id, None) if isinstance(wire_id, str) else None
         if entry is None:
             return False
-        self._call(entry.reply, {**answer, "id": entry.original_id})
+        entry.timer.cancel()
+        _call_reply(self.log, entry.reply, {**answer, "id": entry.original_id})
         return True
 
     def _fail_all(self, reason: str) -> None:
-        with self._pending_lock:
-            entries = list(self._pending.values())
-            self._pending.clear()
-            self._has_pending.clear()
+        entries = list(self._pending.values())
+        self._pending.clear()
         for entry in entries:
-            self._call(entry.reply, {"id": entry.original_id, "error": reason})
+            entry.timer.cancel()
+            _call_reply(self.log, entry.reply, {"id": entry.original_id, "error": reason})
 
-    def _call(self, reply: Reply, answer: dict[str, Any]) -> None:
-        try:
-            reply(answer)
-        except Exception:  # a caller's bug must not kill the link's threads
-            self.log.exception("error entregando respuesta %r", answer.get("id"))
+    # -- the supervisor ---------------------------------------------------------------
 
-    # -- threads ----------------------------------------------------------------------
-
-    def _supervise(self) -> None:
-        while not self._closing.is_set():
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        delays = iter(backoff_delays(self.backoff, self.max_backoff, self._rng))
+        attempts = 0
+        while not self._closing:
+            attempts += 1
             try:
-                conn = self.connect()
-            except Unreachable:
-                return  # only when closing: the retry window is infinite
+                conn = await self._connect(loop)
+            except (OSError, TimeoutError) as exc:
+                if attempts == 1 or attempts % 20 == 0:
+                    self.log.info("%s no disponible (%s); reintentando", self.where, exc)
+                await asyncio.sleep(next(delays))
+                continue
+            self.conn = conn
+            self.connections += 1
+            if self.connections > 1 or attempts > 1:
+                self.log.info("conectado a %s (intento %d)", self.where, attempts)
+            attempts = 0
+            delays = iter(backoff_delays(self.backoff, self.max_backoff, self._rng))
             self._up.set()
-            reason = "conexión perdida"
+            assert conn.closed is not None
             try:
-                self._read(conn)
-            except (ConnectionClosed, Timeout, ProtocolError, CodecError, TransportError) as exc:
-                reason = f"conexión con {self.where} perdida: {exc}"
+                error = await asyncio.shield(conn.closed)
             finally:
                 self._up.clear()
-                self._bytes[0] += conn.bytes_sent
-                self._bytes[1] += conn.bytes_received
-                conn.close()
-            if not self._closing.is_set():
+                self._drop_connection()
+            if isinstance(error, Refused) and error.permanent:
+                # Retrying with the same settings cannot help: stop, and say why to every asker.
+                self.refused = error
+                self.log.error(
+                    "%s rechaza este enlace y no se reintenta: %s", self.where, error.text
+                )
+                self._fail_all(self._refused_reason())
+                return
+            reason = f"conexión con {self.where} perdida" + (f": {error}" if error else "")
+            if not self._closing:
                 self.log.warning("%s; reconectando", reason)
             self._fail_all(reason)
+            if not self._closing:
+                await asyncio.sleep(next(delays))
 
-    def _read(self, conn: Connection) -> None:
-        while True:
-            try:
-                answer = conn.recv()
-            except DecodeError as exc:  # one bad reply: the stream itself is still in step
-                self.log.warning("respuesta ilegible de %s: %s", self.where, exc)
-                continue
-            if not isinstance(answer, dict):
-                self.log.warning("respuesta que no es un mapa de %s: %r", self.where, answer)
-                continue
-            if not self._resolve(answer.get("id"), answer):
-                self.late += 1
-                self.log.debug("respuesta tardía o desconocida: %r", answer.get("id"))
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> FrameConnection:
+        handler = _LinkHandler(self)
 
-    def _sweep(self) -> None:
-        while not self._closing.is_set():
-            self._has_pending.wait()
-            if self._closing.is_set():
-                return
-            now = time.monotonic()
-            with self._pending_lock:
-                expired = [k for k, e in self._pending.items() if e.deadline <= now]
-            for wire_id in expired:
-                self._resolve(
-                    wire_id, {"error": f"{self.where} no respondió en {self.timeout:g} s"}
-                )
-            self._closing.wait(min(0.05, self.timeout / 4))
+        def factory() -> FrameConnection:
+            return FrameConnection(handler, speech=self.speech, limits=self.limits, name="upstream")
+
+        transport, conn = await asyncio.wait_for(
+            loop.create_connection(factory, self.host, self.port), self.connect_timeout
+        )
+        if self._closing:  # close() won while we connected: this connection never goes live
+            transport.abort()
+            raise ConnectionClosed("link closed while connecting")
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self._bytes[0] += conn.bytes_sent
+            self._bytes[1] += conn.bytes_received
+            conn.close()
+
+
+def _call_reply(log: logging.Logger, reply: Reply, answer: dict[str, Any]) -> None:
+    try:
+        reply(answer)
+    except Exception:  # a caller's bug must not kill the link
+        log.exception("error entregando respuesta %r", answer.get("id"))
 
 
 class Peer(Server):
     """A server that is also a client: it serves its own clients and owns a :class:`Link`.
 
-    The link starts with the server and closes after the server's clients are gone.
+    The link starts before the server listens and closes after it stops listening.
     """
 
     role = "peer"
@@ -580,7 +594,6 @@ class Peer(Server):
         **kwargs: Any,
     ) -> None:
         super().__init__(host, port, **kwargs)
-        # A quiet upstream is fine: the deadlines live per request, in the Link.
         wire = upstream_wire or dataclasses.replace(self.wire, idle_timeout=None)
         self.upstream = Link(
             upstream[0],
@@ -590,66 +603,17 @@ class Peer(Server):
             logger=logging.getLogger(f"ayudantia.{self.role}.upstream"),
         )
 
-    def start(self) -> tuple[str, int]:
+    async def on_start(self) -> None:
         self.upstream.start()
-        return super().start()
 
-    def on_stop(self) -> None:
-        self.upstream.close()
+    async def on_stop(self) -> None:
+        await self.upstream.close()
 
-
-class SignalEvent:
-    """An event a signal handler may set: a flag plus a self-pipe, no lock.
-
-    ``threading.Event.set`` takes a lock; a handler that runs while the main thread holds
-    that same lock (inside ``Event.wait``) deadlocks. And a main thread blocked in
-    ``Event.wait()`` with no timeout may never run the Python-level handler at all when the
-    kernel delivers the signal to another thread. Here the handler only stores a flag and
-    writes one byte; :meth:`wait` sleeps in ``select`` on the other end of the pipe.
-    """
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._r, self._w = socket.socketpair()
-        self._r.setblocking(False)
-        self._w.setblocking(False)
-
-    def set(self) -> None:
-        self._flag = True
-        with contextlib.suppress(OSError):
-            self._w.send(b"x")
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._flag:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            # a bounded sleep: signals are run by the main thread between bytecodes
-            with contextlib.suppress(OSError, ValueError):
-                select.select([self._r], [], [], 0.5 if left is None else min(left, 0.5))
-        return self._flag
-
-    def close(self) -> None:
-        self._r.close()
-        self._w.close()
-
-
-@contextlib.contextmanager
-def handle_signals() -> Iterator[SignalEvent]:
-    """SIGINT and SIGTERM set an event instead of raising in whatever code was running."""
-    requested = SignalEvent()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        requested.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        requested.close()
+    def wait_upstream(self, timeout: float) -> bool:
+        """From any thread: whether the upstream link came up within ``timeout`` seconds."""
+        assert self.loop is not None
+        future = asyncio.run_coroutine_threadsafe(self.upstream.wait_up(timeout), self.loop)
+        try:
+            return bool(future.result(timeout + 1.0))
+        except Exception:
+            return False

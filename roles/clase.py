@@ -11,10 +11,12 @@ HTTP bodies (Tareo and Docencio talking to the Profesor) use the same codecs, ch
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Final
 
 from protocol import codecs
-from protocol.errors import CodecError
+from protocol.errors import CodecError, EncodeError
 
 CONTENIDO: Final = "Contenido"
 TAREA: Final = "Tarea"
@@ -47,8 +49,32 @@ class BadQuestion(ValueError):
         super().__init__(reason)
 
 
-def _usable_id(value: Any) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
+# Checked at the door, so a bad name or id gets its own error answer and never reaches the
+# count (a key the Profesor refuses would otherwise stop all counting behind it).
+MAX_NAME = 128
+MAX_ID = 128
+_INT64 = 1 << 63
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode text (a lone surrogate is not: no codec can send it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return "la pregunta no tiene un id (str o int)"
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else "el id entero no cabe en 64 bits"
+    if len(value) > MAX_ID:
+        return f"el id tiene {len(value)} caracteres; el máximo es {MAX_ID}"
+    if not _encodable(value):
+        return "el id no es texto válido (contiene un surrogate suelto)"
+    return None
 
 
 def check_question(message: Any) -> dict[str, Any]:
@@ -56,13 +82,31 @@ def check_question(message: Any) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise BadQuestion(f"una pregunta es un mapa, no {type(message).__name__}")
     qid = message.get("id")
-    if not _usable_id(qid):
-        raise BadQuestion("la pregunta no tiene un id (str o int)")
+    problem = _id_problem(qid)
+    if problem is not None:
+        # an id we cannot send back is no id at all: the error answer goes out without it
+        raise BadQuestion(
+            problem, qid if isinstance(qid, int | str) and _encodable_id(qid) else None
+        )
     if not isinstance(message.get("tipo"), str):
         raise BadQuestion("la pregunta no tiene tipo (str)", qid)
-    if "de" in message and not isinstance(message["de"], str):
-        raise BadQuestion("'de' debe ser el nombre del estudiante (str)", qid)
+    if "de" in message:
+        de = message["de"]
+        if not isinstance(de, str):
+            raise BadQuestion("'de' debe ser el nombre del estudiante (str)", qid)
+        if len(de) > MAX_NAME:
+            raise BadQuestion(f"el nombre tiene {len(de)} caracteres; el máximo es {MAX_NAME}", qid)
+        if not _encodable(de):
+            raise BadQuestion("el nombre no es texto válido (contiene un surrogate suelto)", qid)
     return message
+
+
+def _encodable_id(qid: Any) -> bool:
+    if isinstance(qid, bool):
+        return False
+    if isinstance(qid, int):
+        return -_INT64 <= qid < _INT64
+    return isinstance(qid, str) and _encodable(qid)
 
 
 def answer(qid: Any, respuesta: str, por: str) -> dict[str, Any]:
@@ -73,9 +117,18 @@ def error(qid: Any, reason: str) -> dict[str, Any]:
     return {"id": qid, "error": reason}
 
 
-def count_key(question: dict[str, Any]) -> str:
-    """The key under which the Profesor counts an answered question (once per key)."""
-    return f"{question.get('de', '')}/{question['id']}"
+def count_key(question: dict[str, Any], connection: str) -> str:
+    """The key under which the Profesor counts an answered question (once per key).
+
+    Who asked and which question, encoded so no two different pairs can meet: a JSON list
+    (which quotes and escapes each part, and tells the int 7 from the str "7"), hashed to a
+    fixed 64 characters the Profesor always accepts. A student with a name is that name (its
+    re-asked questions after a reconnect count once); a student with no name is its
+    ``connection`` (never a blank shared by every nameless student).
+    """
+    who = ["de", question["de"]] if "de" in question else ["conexion", connection]
+    canonical = json.dumps([who, question["id"]], ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 # -- HTTP bodies ---------------------------------------------------------------------------
@@ -107,3 +160,24 @@ def http_decode(content_type: str | None, body: bytes, accept: frozenset[str]) -
     if codec.name not in accept:
         raise CodecError(f"refusing {codec.name} body (accepted: {', '.join(sorted(accept))})")
     return codec.decode(body)
+
+
+def send_answer(conn: Any, reply: dict[str, Any]) -> dict[str, Any]:
+    """Send ``reply`` on ``conn``; what was actually sent.
+
+    A reply that cannot be encoded in the connection's codec (a number json cannot write, a
+    ``bin`` value, a lone surrogate) is that reply's error: the student gets an error
+    answer with the same id (or none, when the id itself is what cannot be sent), and the
+    connection stays up. :class:`ConnectionClosed` still propagates: the student left.
+    """
+    try:
+        conn.send_obj(reply)
+        return reply
+    except EncodeError as exc:
+        fallback = error(reply.get("id"), f"la respuesta no se puede enviar en {exc.codec}: {exc}")
+    try:
+        conn.send_obj(fallback)
+    except EncodeError:
+        fallback = error(None, "la respuesta y su id no se pueden enviar en este codec")
+        conn.send_obj(fallback)
+    return fallback

@@ -6,10 +6,15 @@ What it decides:
 * "Tarea" and "Pregunta Dificil": forwarded over its one persistent link to the Tareo; the
   link routes each answer back by id to the student who asked, exactly once, in whatever
   order answers come back; a Tareo that is down or late gives an error answer (same id);
-* any other kind, or a malformed question: an error answer, never silence;
+* any other kind, or a malformed question (a name or id too long, or not valid text): an
+  error answer, never silence;
 * after delivering each answer (its own or the Tareo's or the Profesor's) it queues the
-  question for the Profesor's count (:class:`~roles.profesor.Conteo`), which retries until
-  the Profesor has it. Error answers are not counted.
+  question's count key for the Profesor (:class:`~roles.profesor.Conteo`), which posts in
+  batches and retries until the Profesor has it. Error answers are not counted.
+
+Fairness: every student's forwarded questions are held against that student's connection;
+while a student has too many unanswered, or does not read its answers, the Docencio stops
+reading that student alone (see docs/servers.md).
 
 Differences from the notebook's sketch, each a bug measured there: answers were matched to
 students by luck (21 of 39 misrouted with two students), a departed student made the
@@ -19,10 +24,13 @@ Profesor outage killed the handler thread.
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any
 
+from protocol.aio import FrameConnection
 from protocol.errors import AyudantiaError, DecodeError
-from protocol.transport import Connection
+from protocol.transport import Received
 from roles.base import Peer
 from roles.clase import (
     CONTENIDO,
@@ -35,6 +43,7 @@ from roles.clase import (
     check_question,
     count_key,
     error,
+    send_answer,
 )
 from roles.profesor import Conteo, ProfesorClient
 
@@ -54,58 +63,74 @@ class Docencio(Peer):
     ) -> None:
         super().__init__(host, port, upstream=tareo, upstream_timeout=timeout, **kwargs)
         self.conteo = Conteo(ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)))
+        # Who a nameless student is: this Docencio's run and the connection's number.
+        self._run_token = os.urandom(4).hex()
+        self._serial = itertools.count(1)
+        self._identity: dict[FrameConnection, str] = {}
         self.delivered = 0
         self.errors = 0
         self.undeliverable = 0
 
-    def handle(self, conn: Connection) -> None:
-        self.log.info("Docencio: nuevo estudiante conectado")
-        while True:
-            try:
-                pregunta = check_question(conn.recv())
-            except DecodeError as exc:
-                self.deliver(conn, None, error(None, f"mensaje ilegible: {exc}"))
-                continue
-            except BadQuestion as exc:
-                self.deliver(conn, None, error(exc.id, f"pregunta malformada: {exc}"))
-                continue
-            tipo = pregunta["tipo"]
-            self.log.debug("Recibimos una pregunta: %s", tipo)
-            if tipo == CONTENIDO:
-                self.log.debug("Docencio: respondiendo pregunta de contenido")
-                self.deliver(conn, pregunta, answer(pregunta["id"], RESPUESTA_CONTENIDO, DOCENCIO))
-            elif tipo in (TAREA, DIFICIL):
-                self.upstream.request(
-                    pregunta,
-                    lambda reply, conn=conn, pregunta=pregunta: self.deliver(conn, pregunta, reply),
-                )
-            else:
-                self.deliver(
-                    conn,
-                    pregunta,
-                    error(pregunta["id"], f"nadie responde preguntas de tipo {tipo!r}"),
-                )
+    def connection_made(self, conn: FrameConnection) -> None:
+        super().connection_made(conn)
+        if conn in self.clients:
+            self._identity[conn] = f"{self._run_token}:{next(self._serial)}"
+            self.log.info("Docencio: nuevo estudiante conectado")
 
-    def deliver(self, conn: Connection, pregunta: dict[str, Any] | None, reply: dict) -> None:
+    def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
+        super().connection_lost(conn, error)
+        self._identity.pop(conn, None)
+
+    def message_received(self, conn: FrameConnection, received: Received) -> None:
+        try:
+            pregunta = check_question(received.obj)
+        except BadQuestion as exc:
+            self.deliver(conn, None, error(exc.id, f"pregunta malformada: {exc}"))
+            return
+        tipo = pregunta["tipo"]
+        self.log.debug("Recibimos una pregunta: %s", tipo)
+        if tipo == CONTENIDO:
+            self.deliver(conn, pregunta, answer(pregunta["id"], RESPUESTA_CONTENIDO, DOCENCIO))
+        elif tipo in (TAREA, DIFICIL):
+            conn.hold()  # this student's pending work: reading it pauses past the limit
+            self.upstream.request(
+                pregunta,
+                lambda reply, conn=conn, pregunta=pregunta: self._forwarded(conn, pregunta, reply),
+            )
+        else:
+            self.deliver(
+                conn, pregunta, error(pregunta["id"], f"nadie responde preguntas de tipo {tipo!r}")
+            )
+
+    def decode_failed(self, conn: FrameConnection, exc: DecodeError) -> None:
+        self.deliver(conn, None, error(None, f"mensaje ilegible: {exc}"))
+
+    def _forwarded(self, conn: FrameConnection, pregunta: dict[str, Any], reply: dict) -> None:
+        conn.release()
+        self.deliver(conn, pregunta, reply)
+
+    def deliver(self, conn: FrameConnection, pregunta: dict[str, Any] | None, reply: dict) -> None:
         """Send ``reply`` to the student on ``conn``; count it if it is an answer."""
         if "respuesta" not in reply and "error" not in reply:
             reply = error(reply.get("id"), f"respuesta sin 'respuesta' ni 'error': {reply!r}")
         try:
-            conn.send(reply)
+            sent = send_answer(conn, reply)
         except AyudantiaError as exc:  # the student left: nothing to deliver, nothing to count
             self.undeliverable += 1
             self.log.debug("estudiante ausente, respuesta %r descartada: %s", reply.get("id"), exc)
             return
-        if "error" in reply:
+        if "error" in sent:
             self.errors += 1
             return
         self.delivered += 1
         if pregunta is not None:
-            self.conteo.add(count_key(pregunta))
+            self.conteo.add(count_key(pregunta, self._identity.get(conn, "")))
 
-    def on_stop(self) -> None:
-        super().on_stop()
-        self.conteo.close(flush=5.0)
+    async def on_stop(self) -> None:
+        await super().on_stop()  # the link first: its waiting questions get error answers
+        loop = self.loop
+        assert loop is not None
+        await loop.run_in_executor(None, self.conteo.close, 5.0)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -118,4 +143,5 @@ class Docencio(Peer):
             "conteo_posted": self.conteo.posted,
             "conteo_backlog": self.conteo.backlog,
             "conteo_lost": self.conteo.lost,
+            "conteo_rejected": self.conteo.rejected,
         }

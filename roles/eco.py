@@ -1,28 +1,46 @@
 """The echo server the notebook's first clients talk to.
 
-It answers every message with the same message, in the same codec and chunking. It
-decodes before answering, so a malformed payload is caught (and its sender dropped) as
-any receiver would, and it sends back the original bytes. A raw chunked message is passed
-back frame by frame as it arrives: the eco never holds a whole stream in memory.
+It answers every message with the same message, in the same codec. It decodes before
+answering, so a malformed payload is caught (and its sender dropped) as any receiver would,
+and it sends back the original bytes. A raw chunked message is passed back frame by frame
+as it arrives, each frame as it came: the eco never holds a whole stream in memory, and
+never sends more frames than it received.
+
+A whole chunked message comes back chunked at the size of its first frame, unless that
+would take more frames than the message came in (a 1-byte first frame before a 4 MiB one
+would come back as four million frames): then at the size that keeps the count.
 """
 
 from __future__ import annotations
 
-from protocol.transport import Connection, Received
+from protocol.aio import FrameConnection
+from protocol.errors import DecodeError
+from protocol.framing import Chunk
+from protocol.transport import Received
 from roles.base import Server
+
+RAW_ID = 0
+
+
+def echo_chunk_size(received: Received) -> int:
+    """The reply's chunk size: the request's first frame, never more frames than it came in."""
+    if received.frames <= 1:
+        return 0
+    keep_count = -(-len(received.payload) // received.frames)
+    return max(received.chunk_size, keep_count)
 
 
 class Eco(Server):
     role = "eco"
 
-    def handle(self, conn: Connection) -> None:
-        while True:
-            incoming = conn.recv_any(stream_raw=True)
-            if isinstance(incoming, Received):
-                conn.send_payload(
-                    incoming.codec.id, incoming.payload, chunk_size=incoming.chunk_size
-                )
-                continue
-            with conn.open_stream(0) as out:
-                for chunk in incoming:
-                    out.write(chunk.data, last=chunk.last)
+    def stream(self, codec_id: int) -> bool:
+        return codec_id == RAW_ID
+
+    def message_received(self, conn: FrameConnection, received: Received) -> None:
+        conn.send_payload(received.codec.id, received.payload, chunk_size=echo_chunk_size(received))
+
+    def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
+        conn.send_frame(chunk.codec_id, chunk.data, more=not chunk.last)
+
+    def decode_failed(self, conn: FrameConnection, error: DecodeError) -> None:
+        raise error  # the eco's client is dropped: it sent what its codec cannot read

@@ -5,7 +5,9 @@ As in the notebook it asks without waiting (a listener thread takes the answers)
 carries an id and the student's name, so the student can tell an answer to its own question
 from one that reached it by mistake (``misrouted``) or twice (``duplicates``); it waits for
 its answers with a deadline instead of forever; if the Docencio restarts it reconnects with
-backoff and asks its unanswered questions again (same ids: nothing is counted twice).
+backoff and asks its unanswered questions again (same ids: nothing is counted twice). A
+Docencio that refuses it (a permanent refusal, or a connection closed again and again
+before any answer) is not retried forever: the student stops and ``gave_up`` says why.
 
 ``interval`` paces the questions like the notebook (which waits 1 to 6 s): between two
 questions it waits ``interval * (1 + 5 * random())`` seconds; 0 asks as fast as it can.
@@ -14,6 +16,7 @@ questions it waits ``interval * (1 + 5 * random())`` seconds; 0 asks as fast as 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import sys
@@ -23,9 +26,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from protocol.errors import AyudantiaError, DecodeError
-from roles.base import Client, SignalEvent, Unreachable
+from protocol.errors import AyudantiaError, DecodeError, Refused
 from roles.clase import TIPOS
+from roles.client import Client, Unreachable
+from roles.signals import SignalEvent
 
 
 @dataclass
@@ -89,16 +93,19 @@ class Estudiante(Client):
         questions: int = 10,
         interval: float = 1.0,
         seed: int | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
         out: TextIO | None = None,
         quiet: bool = False,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("backoff", 0.2)  # a student never reconnects more than ~5 times/s
+        kwargs.setdefault("max_backoff", 2.0)
         super().__init__(host, port, **kwargs)
         self.name = name or f"Estudiante-{os.getpid()}"
         self.questions = questions
         self.interval = interval
-        self.timeout = timeout
+        self.timeout = math.inf if timeout is None else timeout  # None: no limit
+        self.gave_up: str | None = None  # why the student stopped before it was done
         self.rng = random.Random(seed)
         self.out = out or sys.stdout
         self.quiet = quiet
@@ -183,16 +190,19 @@ class Estudiante(Client):
                         self.say(f"Respuesta ilegible: {exc}")
                         continue
                     self._take(reply)
-            except AyudantiaError as exc:
+            except AyudantiaError as lost:
                 if self.closing:
                     return
+                exc = lost
                 self.say(f"Conexión perdida ({exc}); reconectando...")
             self._bytes[0] += conn.bytes_sent
             self._bytes[1] += conn.bytes_received
             try:
+                self.session_ended(conn, exc)
                 self.reconnect()
-            except Unreachable as exc:
+            except (Refused, Unreachable) as exc:
                 self.say(f"Conexión terminada: {exc}")
+                self.gave_up = str(exc)
                 self._stop.set()
                 return
             self.informe.reconnects += 1

@@ -52,9 +52,12 @@ log = logging.getLogger("ayudantia.profesor")
 
 
 def default_db_path() -> Path:
+    """Our own data directory (created if needed: the only one this module ever creates)."""
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("ayudantia")) / "profesor.sqlite3"
+    home = Path(user_data_dir("ayudantia"))
+    home.mkdir(parents=True, exist_ok=True)
+    return home / "profesor.sqlite3"
 
 
 class Libro:
@@ -63,7 +66,12 @@ class Libro:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Never create directories here: a typo (--db /nonexistent/x.db) is an error.
+            where = Path(self.path)
+            if where.is_dir():
+                raise ValueError(f"the gradebook {where} is a directory, not a SQLite file")
+            if not where.parent.is_dir():
+                raise ValueError(f"the gradebook's directory {where.parent} does not exist")
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -128,6 +136,9 @@ def create_app(
 ) -> Flask:
     """The Profesor's Flask app; ``codec`` is this Profesor's ``--codec`` (pickle opts in)."""
     from flask import Flask, Response, request
+
+    if max_body < 1:
+        raise ValueError(f"max_body must be at least 1 byte, not {max_body}")
 
     libro = Libro(db_path if db_path is not None else default_db_path())
     accepted = accept_for(codec) - {"raw"}
@@ -216,6 +227,8 @@ def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = No
     """
     import signal
 
+    if threads < 1:  # waitress with no worker thread accepts requests and never answers
+        raise ValueError(f"threads must be at least 1, not {threads}")
     from waitress import wasyncore
     from waitress.server import create_server
 
@@ -224,14 +237,15 @@ def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = No
     )
     bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
     log.info("Profesor escuchando en http://%s:%s", bound_host, bound_port)
-    if ready is not None:
-        ready(bound_host, bound_port)
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # The handlers before the ready line: a signal right after it must stop us cleanly.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if ready is not None:
+            ready(bound_host, bound_port)
         server.run()  # returns after shutting the worker threads down on KeyboardInterrupt
     except KeyboardInterrupt:
         server.task_dispatcher.shutdown()  # type: ignore[union-attr]
@@ -314,12 +328,15 @@ class ProfesorClient:
 
 
 class Conteo:
-    """Posts answered question ids to the Profesor from a background thread, in batches.
+    """Posts answered questions' count keys to the Profesor from a thread, in batches.
 
-    :meth:`add` never blocks (the queue is bounded: past ``maxlen`` the oldest ids are
-    dropped and counted in ``lost``). While the Profesor is away the thread retries with
-    backoff (50 ms doubling to 2 s), so the count catches up after an outage. :meth:`close`
-    gives it ``flush`` seconds to post what is left.
+    :meth:`add` never blocks (the queue is bounded: past ``maxlen`` the oldest keys that
+    are not being posted are dropped and counted in ``lost``). While the Profesor is away the
+    thread retries with backoff (50 ms doubling to 2 s), so the count catches up after an
+    outage. A batch the Profesor refuses as malformed (a 4xx other than 408/429) is not
+    retried forever: it is logged, counted in ``rejected`` and dropped, so one bad key can
+    never stop the counting behind it. :meth:`close` gives it ``flush`` seconds to post what
+    is left. The thread is the only place ``requests`` runs for the Docencio: never its loop.
     """
 
     def __init__(self, client: ProfesorClient, *, maxlen: int = 100_000, batch: int = 500) -> None:
@@ -332,6 +349,8 @@ class Conteo:
         self._flush_until = 0.0
         self.posted = 0
         self.lost = 0
+        self.rejected = 0
+        self._inflight = 0  # keys taken out of the queue for the post under way
         self.last_count: int | None = None
         self._thread = threading.Thread(target=self._run, name="conteo", daemon=True)
         self._thread.start()
@@ -347,32 +366,62 @@ class Conteo:
     @property
     def backlog(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + self._inflight
+
+    def _next_batch(self) -> list[str] | None:
+        """Take the next batch out of the queue (so an overflow cannot drop keys in flight)."""
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            self._inflight = 0
+            if not self._queue or (self._closing and time.monotonic() > self._flush_until):
+                return None
+            batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            self._inflight = len(batch)
+            return batch
 
     def _run(self) -> None:
         delay = 0.05
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue or (self._closing and time.monotonic() > self._flush_until):
-                    return
-                ids = [self._queue[i] for i in range(min(self.batch, len(self._queue)))]
+        ids = self._next_batch()
+        while ids is not None:
             try:
                 self.last_count = self.client.post_ids(ids)
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else 0
+                if 400 <= status < 500 and status not in (408, 429):
+                    log.error("el Profesor rechazó %d claves (%s); no se reintentan", len(ids), exc)
+                    self.rejected += len(ids)
+                    ids = self._next_batch()
+                    continue
+                delay = self._wait_retry(exc, delay)
+                if delay is None:
+                    self._put_back(ids)
+                    return
+                continue
             except (requests.RequestException, CodecError, ValueError) as exc:
-                log.info("Profesor no disponible para contar (%s); reintento en %.2f s", exc, delay)
-                with self._cond:
-                    self._cond.wait(delay)
-                delay = min(delay * 2, 2.0)
+                delay = self._wait_retry(exc, delay)
+                if delay is None:
+                    self._put_back(ids)
+                    return
                 continue
             delay = 0.05
-            with self._cond:
-                for _ in ids:
-                    if self._queue:
-                        self._queue.popleft()
             self.posted += len(ids)
             log.debug("Contador de preguntas actualizado: %s", self.last_count)
+            ids = self._next_batch()
+
+    def _wait_retry(self, exc: Exception, delay: float) -> float | None:
+        """Sleep before a retry; None when closing and the flush time is over."""
+        log.info("Profesor no disponible para contar (%s); reintento en %.2f s", exc, delay)
+        with self._cond:
+            if self._closing and time.monotonic() + delay > self._flush_until:
+                return None
+            self._cond.wait(delay)
+        return min(delay * 2, 2.0)
+
+    def _put_back(self, ids: list[str]) -> None:
+        with self._cond:
+            self._queue.extendleft(reversed(ids))
+            self._inflight = 0
 
     def close(self, flush: float = 5.0) -> None:
         with self._cond:

@@ -106,11 +106,14 @@ class Procs:
         timeout: float = 10.0,
         profesor_timeout: float = 5.0,
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> dict[str, Role]:
         """Profesor, Tareo and Docencio on free loopback ports, in order, each ready."""
         db = db or self.logdir / "profesor.sqlite3"
         wire = ["--codec", codec, *extra]
-        profesor = self.start("profesor", "profesor", *wire, "--port", "0", "--db", str(db))
+        profesor = self.start(
+            "profesor", "profesor", *wire, "--port", "0", "--db", str(db), env=env
+        )
         tareo = self.start(
             "tareo",
             "tareo",
@@ -121,6 +124,7 @@ class Procs:
             profesor.address,
             "--timeout",
             str(profesor_timeout),
+            env=env,
         )
         docencio = self.start(
             "docencio",
@@ -134,6 +138,7 @@ class Procs:
             profesor.address,
             "--timeout",
             str(timeout),
+            env=env,
         )
         return {"profesor": profesor, "tareo": tareo, "docencio": docencio}
 

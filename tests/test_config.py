@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ayudantia.cli import build_parser
@@ -71,14 +73,49 @@ def test_profesor_url_and_db(tmp_path):
 @pytest.mark.parametrize(
     ("env", "what"),
     [
-        ({"AYUDANTIA_CODEC": "yaml"}, "codec"),
-        ({"AYUDANTIA_TAREO": "nohostport"}, "tareo"),
-        ({"AYUDANTIA_CHUNK_SIZE": "lots"}, "chunk_size"),
+        ({"AYUDANTIA_CODEC": "yaml"}, "AYUDANTIA_CODEC=yaml (environment): unknown codec"),
+        ({"AYUDANTIA_TAREO": "nohostport"}, "AYUDANTIA_TAREO=nohostport (environment)"),
+        ({"AYUDANTIA_CHUNK_SIZE": "lots"}, "AYUDANTIA_CHUNK_SIZE=lots (environment)"),
     ],
 )
 def test_bad_values_name_the_setting_and_the_source(env, what):
-    with pytest.raises(ConfigError, match=f"{what} from AYUDANTIA_"):
+    with pytest.raises(ConfigError, match=re.escape(what)):
         settings_for(["docencio"], env)
+
+
+def test_a_flag_error_reads_like_the_environment_error():
+    """One code path: the flag and the variable get the same explanation."""
+    with pytest.raises(ConfigError) as by_flag:
+        settings_for(["docencio", "--chunk-size", "1.5M"], {})
+    with pytest.raises(ConfigError) as by_env:
+        settings_for(["docencio"], {"AYUDANTIA_CHUNK_SIZE": "1.5M"})
+    assert str(by_flag.value).startswith("--chunk-size 1.5M: ")
+    assert str(by_flag.value).split(": ", 1)[1] == str(by_env.value).split(": ", 1)[1]
+
+
+def test_a_command_variable_beats_the_shared_one():
+    env = {"AYUDANTIA_PORT": "5000", "AYUDANTIA_DOCENCIO_PORT": "5001"}
+    assert settings_for(["docencio"], env)["port"] == 5001
+    assert settings_for(["tareo"], env)["port"] == 5000
+
+
+def test_zero_means_no_limit_for_every_timeout():
+    e = settings_for(["estudiante", "--timeout", "0", "--read-timeout", "0"], {})
+    assert e["timeout"] is None and e["read_timeout"] is None
+    with pytest.raises(ConfigError, match="cannot be unlimited"):
+        settings_for(["docencio", "--timeout", "0"], {})  # a per-question deadline must end
+
+
+def test_misspelt_toml_keys_are_named_with_the_nearest(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("chunk_sise = 4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"chunk_sise .* did you mean chunk_size"):
+        settings_for(["eco", "--config", str(path)], {})
+    path.write_text("[docencio]\nworkers = 4\n", encoding="utf-8")  # a Tareo setting
+    with pytest.raises(ConfigError, match=r"workers in \[docencio\] .* not a setting of docencio"):
+        settings_for(["eco", "--config", str(path)], {})
+    path.write_text("workers = 4\n", encoding="utf-8")  # top level: fine, the Tareo reads it
+    assert settings_for(["tareo", "--config", str(path)], {})["workers"] == 4
 
 
 def test_run_options():
@@ -89,3 +126,14 @@ def test_run_options():
         ["run", "--students", "10", "--codec", "msgpack"], {"AYUDANTIA_QUESTIONS": "5"}
     )
     assert (r["students"], r["questions"], r["codec"]) == (10, 5, "msgpack")
+
+
+def test_a_key_is_never_echoed_whatever_its_source(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("key = 12345\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as bad:
+        settings_for(["eco", "--config", str(path)], {})
+    assert "key = ***" in str(bad.value) and "12345" not in str(bad.value)
+    with pytest.raises(ConfigError) as bad:
+        settings_for(["eco"], {"AYUDANTIA_KEY": ""})
+    assert "AYUDANTIA_KEY=*** (environment)" in str(bad.value)

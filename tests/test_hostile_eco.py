@@ -29,6 +29,8 @@ ECO_ARGS = (
     "1",
     "--message-timeout",
     "3",
+    "--send-timeout",
+    "2",
     "--log-level",
     "WARNING",
 )

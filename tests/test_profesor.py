@@ -181,3 +181,23 @@ def test_conteo_retries_until_the_profesor_is_back(procs, tmp_path):
         time.sleep(0.05)
     conteo.close()
     assert profesor_count(url) == 5
+
+
+def test_conteo_drops_a_batch_the_profesor_refuses_and_counts_on(procs, tmp_path):
+    """Review defect 2: a batch the Profesor refuses as malformed (400: a key over 256
+    characters) is dropped and counted as rejected, not retried forever; the keys behind it
+    are counted."""
+    import time
+
+    profesor = procs.start("profesor", "profesor", "--port", "0", "--db", str(tmp_path / "r.db"))
+    url = profesor.address
+    conteo = Conteo(ProfesorClient(url, timeout=2.0), batch=1)
+    conteo.add("k" * 300)  # what a 250-character name made before the door checked names
+    for i in range(6):
+        conteo.add(f"after-{i}")
+    deadline = time.monotonic() + 10
+    while conteo.backlog and time.monotonic() < deadline:
+        time.sleep(0.05)
+    conteo.close()
+    assert conteo.rejected == 1 and conteo.posted == 6
+    assert profesor_count(url) == 6

@@ -4,33 +4,35 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ayudantia.config import Option, parse_hostport
-from roles.base import Server
+from ayudantia import rules
+from ayudantia.config import Option, seconds_option
+from roles.signals import handle_signals
+from roles.wire import WireSettings
+
+if TYPE_CHECKING:  # the servers' module is imported by the commands that serve
+    from roles.base import Server
 
 
-def upstream_option(name: str, default: Any, what: str) -> Option:
+def upstream_option(name: str, default: str, what: str) -> Option:
     if name == "profesor":
-        return Option(name, default, f"{what} base URL", _url, "URL")
-    return Option(name, default, f"{what} HOST:PORT", parse_hostport, "HOST:PORT")
-
-
-def _url(text: str) -> str:
-    text = text.strip()
-    if not text.startswith(("http://", "https://")):
-        text = "http://" + text
-    return text.rstrip("/")
+        return Option(name, default, f"{what} base URL", rules.URL, "URL")
+    return Option(name, default, f"{what} HOST:PORT", rules.HOSTPORT, "HOST:PORT")
 
 
 def timeout_option(default: float, what: str) -> Option:
-    return Option("timeout", default, f"seconds to wait for {what}", float, "S")
+    """``--timeout`` of a server: a per-request deadline, which must end (0 is refused)."""
+    return seconds_option("timeout", default, f"to wait for {what}", unlimited=False)
 
 
 def stats_option() -> Option:
-    return Option("stats", None, "write counters as JSON to FILE on exit", str, "FILE", True)
+    return Option(
+        "stats", None, "write counters as JSON to FILE on exit", rules.OUTPUT_FILE, "FILE"
+    )
 
 
 def announce(role: str, where: str, codec: str) -> None:
@@ -45,12 +47,44 @@ def write_stats(path: str | None, stats: dict[str, Any]) -> None:
         tmp.replace(path)
 
 
+def serve_after(server: Server, ready: Callable[[], None]) -> int:
+    """Call ``ready`` (print the "listening" line), then serve until SIGINT or SIGTERM.
+
+    Whoever started us may signal as soon as it reads that line (``run``, a test). The
+    signals are ours before the line is printed: one that comes before
+    ``serve_until_signal`` takes them over stops the server too, instead of raising
+    KeyboardInterrupt (exit 130) in the gap.
+    """
+    done = threading.Event()
+    with handle_signals() as early:
+
+        def stop_if_signalled() -> None:
+            early.wait()
+            if not done.is_set():
+                server.stop()
+
+        watcher = threading.Thread(target=stop_if_signalled, name="early-signal", daemon=True)
+        watcher.start()
+        ready()
+        try:
+            return server.serve_until_signal()
+        finally:
+            done.set()
+            early.set()
+            watcher.join(5.0)
+
+
 def serve_announced(
     role: str, server: Server, settings: dict[str, Any], stats: Callable[[], dict[str, Any]]
 ) -> int:
     """Announce a started server, serve until SIGINT/SIGTERM, then write its counters."""
     host, port = server.address
-    announce(role, f"{host}:{port}", settings["codec"])
-    status = server.serve_until_signal()
+    where, codec = f"{host}:{port}", f"{settings['codec']}, loop {server.loop_name}"
+    status = serve_after(server, lambda: announce(role, where, codec))
     write_stats(settings["stats"], stats())
     return status
+
+
+def wire_settings(settings: dict[str, Any]) -> WireSettings:
+    """The command's WireSettings (a timeout of 0, resolved to None, means no limit)."""
+    return WireSettings.from_settings(settings)

@@ -10,9 +10,9 @@ from ayudantia.commands._roles import (
     stats_option,
     timeout_option,
     upstream_option,
+    wire_settings,
 )
-from ayudantia.config import Option, wire_options
-from roles.base import WireSettings
+from ayudantia.config import Option, server_options, wire_options
 from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
 
 NAME = "docencio"
@@ -22,10 +22,10 @@ HELP = "the Docencio: answers 'Contenido', forwards the rest to the Tareo, route
 def options() -> list[Option]:
     return [
         *wire_options(port=DOCENCIO_PORT),
-        upstream_option("tareo", ("127.0.0.1", TAREO_PORT), "the Tareo's"),
+        upstream_option("tareo", f"127.0.0.1:{TAREO_PORT}", "the Tareo's"),
         upstream_option("profesor", f"http://127.0.0.1:{PROFESOR_PORT}", "the Profesor's"),
         timeout_option(10.0, "the Tareo's answer to each question"),
-        Option("max_clients", 128, "students served at once", int, "N"),
+        *server_options("students served at once"),
         stats_option(),
     ]
 
@@ -40,13 +40,14 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server = Docencio(
         settings["host"],
         settings["port"],
-        wire=WireSettings.from_settings(settings),
+        wire=wire_settings(settings),
         max_clients=settings["max_clients"],
+        loop=settings["loop"],
         tareo=settings["tareo"],
         profesor=settings["profesor"],
         timeout=settings["timeout"],
     )
     server.start()
-    if not server.upstream.wait_up(2.0):
+    if not server.wait_upstream(2.0):
         server.log.warning("el Tareo (%s) aún no responde; sigo intentando", server.upstream.where)
     return serve_announced(NAME, server, settings, server.stats)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ayudantia.config import Option, wire_options
-from roles.base import WireSettings
+from ayudantia.commands._roles import serve_after, wire_settings
+from ayudantia.config import Option, server_options, wire_options
 from roles.eco import Eco
 
 NAME = "eco"
@@ -16,7 +16,7 @@ HELP = "echo server: answers every message with itself, same codec and chunking"
 def options() -> list[Option]:
     return [
         *wire_options(port=12345),
-        Option("max_clients", 128, "clients served at once", int, "N"),
+        *server_options("clients served at once"),
     ]
 
 
@@ -25,13 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
-    wire = WireSettings.from_settings(settings)
-    server = Eco(settings["host"], settings["port"], wire=wire, max_clients=settings["max_clients"])
+    wire = wire_settings(settings)
+    server = Eco(
+        settings["host"],
+        settings["port"],
+        wire=wire,
+        max_clients=settings["max_clients"],
+        loop=settings["loop"],
+    )
     host, port = server.start()
     accepts = ", ".join(sorted(wire.accept))
     signed = "; signed frames only" if wire.key else ""
-    print(
-        f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed})",
-        flush=True,
+    line = (
+        f"eco listening on {host}:{port} (codec {wire.codec}; accepts {accepts}{signed}; "
+        f"loop {server.loop_name})"
     )
-    return server.serve_until_signal()
+    return serve_after(server, lambda: print(line, flush=True))

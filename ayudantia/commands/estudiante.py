@@ -4,34 +4,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 from typing import Any
 
-from ayudantia.commands._roles import upstream_option, write_stats
-from ayudantia.config import Option, wire_options
-from roles.base import WireSettings, handle_signals
+from ayudantia import rules
+from ayudantia.commands._roles import upstream_option, wire_settings, write_stats
+from ayudantia.config import Option, seconds_option, wire_options
 from roles.clase import DOCENCIO_PORT
+from roles.signals import handle_signals
 
+INTERRUPTED = 130  # the shell's status for SIGINT: the run was not completed
 NAME = "estudiante"
 HELP = "a student: asks N questions, prints the notebook's traces, exits 0 if all were answered"
 
 
 def options() -> list[Option]:
     return [
-        *wire_options(),
-        upstream_option("docencio", ("127.0.0.1", DOCENCIO_PORT), "the Docencio's"),
-        Option("questions", 10, "questions to ask", int, "N"),
+        *wire_options(needs_maps=True),
+        upstream_option("docencio", f"127.0.0.1:{DOCENCIO_PORT}", "the Docencio's"),
+        Option("questions", 10, "questions to ask", rules.integer(0, 1_000_000), "N"),
         Option(
             "interval",
             1.0,
             "pace: waits interval*(1..6) s between questions (1 = the notebook's 1-6 s; 0 = none)",
-            float,
+            rules.pace(),
             "S",
         ),
-        Option("seed", None, "random seed for the kinds and waits", int, "N"),
-        Option("name", None, "the student's name (default Estudiante-<pid>)", str, "NAME"),
-        Option("timeout", 30.0, "seconds to wait for answers after the last question", float, "S"),
-        Option("report", None, "write a JSON report to FILE at the end", str, "FILE", True),
+        Option("seed", None, "random seed for the kinds and waits", rules.SEED, "N"),
+        Option("name", None, "the student's name (default Estudiante-<pid>)", rules.NAME, "NAME"),
+        seconds_option("timeout", 30.0, "to wait for answers after the last question"),
+        Option("report", None, "write a JSON report to FILE at the end", rules.OUTPUT_FILE, "FILE"),
     ]
 
 
@@ -49,7 +52,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     alumno = Estudiante(
         host,
         port,
-        wire=WireSettings.from_settings(settings),
+        wire=wire_settings(settings),
         name=settings["name"],
         questions=settings["questions"],
         interval=settings["interval"],
@@ -71,7 +74,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         worker.start()
         while worker.is_alive():
             worker.join(0.1)
-            if stop.is_set() and not interrupted.is_set():
+            # the student sets the same event when it gives up: that is no interruption
+            if stop.is_set() and not interrupted.is_set() and alumno.gave_up is None:
                 interrupted.set()
                 alumno.close()
     if "error" in result:
@@ -82,10 +86,13 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     if args.json_summary:
         print(json.dumps(data), flush=True)
     print(
-        f"{informe.name}: {informe.answered}/{informe.questions} respondidas, "
+        f"{informe.name}: {informe.answered}/{alumno.questions} respondidas, "
         f"{informe.errors} errores, {informe.misrouted} ajenas, {informe.duplicates} repetidas",
         flush=True,
     )
     if interrupted.is_set():
-        return 0
-    return 0 if informe.ok else 1
+        return INTERRUPTED
+    if alumno.gave_up:
+        print(f"ayudantia {NAME}: gave up: {alumno.gave_up}", file=sys.stderr, flush=True)
+        return 1
+    return 0 if informe.ok and informe.questions == alumno.questions else 1

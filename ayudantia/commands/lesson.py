@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
-from ayudantia.config import Option, parse_key
+from ayudantia.config import Option, key_option, log_level_option
 from ayudantia.lesson_pickle import run_lesson
 
 NAME = "lesson"
@@ -15,14 +16,11 @@ TOPICS = ("pickle",)
 
 def options() -> list[Option]:
     return [
-        Option(
-            "key",
-            None,
-            "shared HMAC key for the signed-frames step (default: a random one; never printed)",
-            parse_key,
-            "SECRET",
+        dataclasses.replace(
+            key_option(),
+            help="shared HMAC key for the signed-frames step (default: random; never printed)",
         ),
-        Option("log_level", "WARNING", "DEBUG, INFO, WARNING or ERROR", str.upper, "LEVEL"),
+        log_level_option("WARNING"),
     ]
 
 

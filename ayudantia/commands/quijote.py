@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ayudantia.config import Option, parse_hostport, wire_options
-from ayudantia.quijote import book_message, book_path, sha256_file
+from ayudantia import rules
+from ayudantia.commands._roles import wire_settings
+from ayudantia.config import ConfigError, Option, wire_options
+from ayudantia.quijote import ENV_VAR, book_message, book_path, sha256_file
+from protocol.errors import ConnectionClosed, TransportError, Truncated
 from protocol.transport import DEFAULT_STREAM_CHUNK, Connection
-from roles.base import WireSettings
 from roles.eco import Eco
+from roles.wire import WireSettings
 
 NAME = "quijote"
 HELP = "send Don Quijote to an eco server and back; check it and print codec, bytes, frames, MB/s"
@@ -28,19 +31,21 @@ def options() -> list[Option]:
             "to",
             None,
             "eco server HOST:PORT (default: start one in-process)",
-            parse_hostport,
+            rules.HOSTPORT,
             "HOST:PORT",
         ),
         *wire_options(),
         Option(
             "file",
             None,
-            "the book (default: $AYUDANTIA_QUIJOTE, else a cached download)",
-            str,
+            "the book, UTF-8 text (default: a cached download); with --stream any file",
+            rules.INPUT_FILE,
             "PATH",
-            True,
+            env_name=ENV_VAR,
         ),
-        Option("repeat", 1, "round trips to make; the best is reported", int, "N"),
+        Option(
+            "repeat", 1, "round trips to make; the best is reported", rules.integer(1, 10_000), "N"
+        ),
     ]
 
 
@@ -144,17 +149,53 @@ def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
     return RoundTrip("raw", chunk, wire, frames, best, verified, detail)
 
 
+def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    """Before anything starts: the notebook's message is a map, which raw cannot carry."""
+    if settings["codec"] == "raw" and not args.stream:
+        raise ConfigError(
+            "codec raw carries bytes, and the notebook's message is a map: "
+            "add --stream to send the book as raw bytes, or choose another codec"
+        )
+
+
+def read_book(path: Path) -> str:
+    """The book as text; a file that is not UTF-8 is a setting error, not a traceback."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the book {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8); "
+            "give a UTF-8 copy, or --stream to send any file as bytes"
+        ) from None
+
+
+def connect(wire: WireSettings, host: str, port: int) -> Connection:
+    try:
+        return wire.connect(host, port)
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+
+
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     path = book_path(settings["file"])
-    wire = WireSettings.from_settings(settings)
+    text = None if args.stream else read_book(path)
+    wire = wire_settings(settings)
     with (
         eco_target(settings["to"], wire) as (host, port),
-        contextlib.closing(wire.connect(host, port)) as conn,
+        contextlib.closing(connect(wire, host, port)) as conn,
     ):
-        if args.stream:
-            result = round_trip_stream(conn, path, settings["repeat"])
-        else:
-            text = path.read_text(encoding="utf-8-sig")
-            result = round_trip_message(conn, text, settings["repeat"])
+        try:
+            if text is None:
+                result = round_trip_stream(conn, path, settings["repeat"])
+            else:
+                result = round_trip_message(conn, text, settings["repeat"])
+        except (ConnectionClosed, Truncated) as exc:
+            if conn.messages_received:
+                raise
+            raise TransportError(
+                f"the eco at {host}:{port} closed the connection without answering ({exc}); "
+                f"it probably refuses these settings (codec {wire.codec}, "
+                f"max message {wire.max_message} B, {'a' if wire.key else 'no'} key): see its log"
+            ) from None
     print(result.report(), flush=True)
     return 0 if result.verified else 1

@@ -24,34 +24,37 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ayudantia.config import Option, wire_options
+from ayudantia import rules
+from ayudantia.config import Option, seconds_option, wire_options
 from ayudantia.progress import Progress
 
 NAME = "run"
 HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students) and check it"
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGINT already raises KeyboardInterrupt
 _READY = re.compile(rb"listening on (\S+)")
 _ANSWER_LINE = re.compile(rb"^(Respuesta recibida|Error recibido)", re.M)
 
 
 def options() -> list[Option]:
-    wire = wire_options()
     return [
-        Option("students", 3, "students asking at once", int, "N"),
-        Option("questions", 20, "questions per student", int, "N"),
+        Option("students", 3, "students asking at once", rules.integer(1, 1000), "N"),
+        Option("questions", 20, "questions per student", rules.integer(0, 1_000_000), "N"),
         Option(
             "interval",
             0.02,
             "students' pace: each waits interval*(1..6) s between questions (0 = none)",
-            float,
+            rules.pace(),
             "S",
         ),
-        Option("seed", 1, "seed of the first student (the others: seed+1, ...)", int, "N"),
-        Option("timeout", 10.0, "seconds the Docencio waits for each Tareo answer", float, "S"),
-        Option("startup_timeout", 30.0, "seconds each role may take to start", float, "S"),
-        *wire,
-        Option("report", None, "also write the summary as JSON to FILE", str, "FILE", True),
-        Option("keep", None, "keep the roles' logs and database in DIR", str, "DIR", True),
+        Option("seed", 1, "seed of the first student (the others: seed+1, ...)", rules.SEED, "N"),
+        seconds_option(
+            "timeout", 10.0, "the Docencio waits for each Tareo answer", unlimited=False
+        ),
+        seconds_option("startup_timeout", 30.0, "each role may take to start"),
+        *wire_options(needs_maps=True),
+        Option("report", None, "also write the summary as JSON to FILE", rules.OUTPUT_FILE, "FILE"),
+        Option("keep", None, "keep the roles' logs and database in DIR", rules.OUTPUT_DIR, "DIR"),
     ]
 
 
@@ -268,21 +271,13 @@ def _profesor_count(url: str, deadline: float, want: int) -> int | None:
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    # First of all: a closed terminal (SIGHUP) or a kill (SIGTERM) must still clean up.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
     students, questions = settings["students"], settings["questions"]
-    if students < 1 or questions < 0:
-        raise RunFailed("--students must be >= 1 and --questions >= 0")
-    common = [
-        "--codec",
-        settings["codec"],
-        "--chunk-size",
-        str(settings["chunk_size"]),
-        "--max-message",
-        str(settings["max_message"]),
-        "--log-level",
-        settings["log_level"],
-    ]
+    base = ["--codec", settings["codec"], "--log-level", settings["log_level"]]
     if settings.get("config"):
-        common += ["--config", settings["config"]]
+        base += ["--config", settings["config"]]
+    common = [*base, *wire_flags(settings)]
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if settings.get("key"):
@@ -296,12 +291,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         stale.unlink()
     roles: list[Child] = []
     alumnos: list[Child] = []
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         t0 = time.monotonic()
-        start_to = settings["startup_timeout"]
+        start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
         profesor = Child(
-            "profesor", ["profesor", *common, "--port", "0", "--db", str(db)], logdir, env
+            "profesor", ["profesor", *base, "--port", "0", "--db", str(db)], logdir, env
         )
         roles.append(profesor)
         url = profesor.wait_ready(start_to)
@@ -359,7 +353,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                         "--name",
                         name,
                         "--timeout",
-                        str(settings["timeout"] + 20),
+                        str(settings["timeout"] + 20),  # after the Docencio's own deadline
                         "--report",
                         str(logdir / f"{name}.json"),
                     ],
@@ -404,11 +398,32 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         print(f"ayudantia run: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # A second signal must not cut the cleanup short and leave children behind.
+        for sig in (signal.SIGINT, *STOP_SIGNALS):
+            signal.signal(sig, signal.SIG_IGN)
         for child in [*alumnos, *reversed(roles)]:
             child.stop()
         if tmp is not None:
             tmp.cleanup()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wire_flags(settings: dict[str, Any]) -> list[str]:
+    """The framed roles' wire settings as flags (the key travels in the environment)."""
+    flags = []
+    for name in (
+        "chunk_size",
+        "max_message",
+        "read_timeout",
+        "idle_timeout",
+        "message_timeout",
+        "send_timeout",
+    ):
+        value = settings[name]
+        flags += ["--" + name.replace("_", "-"), "0" if value is None else str(value)]
+    return flags
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -1,0 +1,711 @@
+"""The wire format on an asyncio event loop: the same sans-IO decoder, driven by a Protocol.
+
+:mod:`protocol.transport` is the blocking front-end (clients, scripts, tests); this is the
+event-loop one (the servers). Both feed the same :class:`~protocol.framing.FrameDecoder`
+with the same codecs, accept-lists, limits, signing and typed errors, as h11 sits under
+both sync and async HTTP servers.
+
+A :class:`FrameConnection` is an :class:`asyncio.Protocol`. Bytes in go to the decoder;
+each whole message (decoded) or streamed chunk goes to its :class:`Handler`'s callbacks,
+on the loop's thread, in order. Messages out are written whole, so frames of two messages
+never interleave. Flow control goes both ways, in the shape of uvicorn's ``FlowControl``:
+
+* **in**: a handler that takes work it will finish later calls :meth:`FrameConnection.hold`
+  and, when done, :meth:`FrameConnection.release`; while ``max_held`` pieces of work are
+  pending, the connection stops reading that peer, so TCP pushes back on it alone;
+* **out**: the transport's write buffer is bounded (``write_high``); while the peer does not
+  drain it (``pause_writing``), the connection stops reading that peer too, and if it stays
+  full for ``send_timeout`` seconds the peer is dropped. A peer that never reads can grow
+  this process by about one message plus ``write_high``, never more.
+
+Timeouts mirror the blocking front-end: ``idle_timeout`` between messages, ``read_timeout``
+between reads inside a message, ``message_timeout`` for a whole message, plus the send
+deadline above. One timer per connection, re-armed lazily, so 10,000 idle peers cost 10,000
+timer entries and nothing per byte.
+
+Coroutines (:meth:`FrameConnection.recv`, :meth:`FrameConnection.send`, :func:`connect`)
+serve scripts and tests; servers use the callbacks, which cost no task per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from protocol import codecs
+from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
+from protocol.errors import (
+    AyudantiaError,
+    CodecError,
+    ConnectionClosed,
+    DecodeError,
+    ProtocolError,
+    Timeout,
+)
+from protocol.framing import (
+    CLOSED,
+    DEFAULT_MAX_MESSAGE,
+    NEED_DATA,
+    Chunk,
+    FrameDecoder,
+    Message,
+    frame_count,
+    iter_frame_buffers,
+    pack_header,
+    signed_frame_buffers,
+)
+from protocol.signing import Signer, check_key
+from protocol.transport import Received, Sent
+
+log = logging.getLogger("ayudantia.aio")
+
+# Below this a header and its payload are joined into one write (one system call, and the
+# copy costs less than the call); above it they go as two writes without copying.
+_JOIN_BELOW: Final = 64 * 1024
+DEFAULT_WRITE_HIGH: Final = 256 * 1024
+DEFAULT_MAX_HELD: Final = 256
+_TURN: Final = 64  # messages a peer may have handled before it yields the loop to others
+_CLOSE_GRACE: Final = 5.0  # seconds a closing connection may take to flush, with no deadline
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may cost and how long it may take (None: no limit)."""
+
+    max_message: int = DEFAULT_MAX_MESSAGE
+    idle_timeout: float | None = 300.0
+    read_timeout: float | None = 10.0
+    message_timeout: float | None = 120.0
+    send_timeout: float | None = 10.0
+    write_high: int = DEFAULT_WRITE_HIGH
+    max_held: int = DEFAULT_MAX_HELD
+
+
+@dataclass(frozen=True)
+class Speech:
+    """How a connection speaks: what it sends and what it accepts."""
+
+    codec: str = "json"
+    chunk_size: int = 0
+    accept: frozenset[str] = field(default_factory=lambda: DEFAULT_ACCEPT)
+    key: bytes | None = field(default=None, repr=False)
+    registry: Registry | None = None
+
+
+class Handler:
+    """What a connection's owner decides. Every callback runs on the loop's thread.
+
+    Raising from a callback drops that peer (logged), never the server.
+    """
+
+    def connection_made(self, conn: FrameConnection) -> None:
+        """A peer connected."""
+
+    def message_received(self, conn: FrameConnection, received: Received) -> None:
+        """A whole message arrived and decoded."""
+
+    def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
+        """One frame of a streamed message (see :meth:`stream`)."""
+
+    def stream(self, codec_id: int) -> bool:
+        """Whether a message in ``codec_id`` comes frame by frame (chunk_received)."""
+        return False
+
+    def decode_failed(self, conn: FrameConnection, error: DecodeError) -> None:
+        """A message arrived whole but its payload is malformed; the stream is still in step."""
+        raise error
+
+    def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
+        """The connection is gone; ``error`` says why (None: a clean close)."""
+
+
+class FrameConnection(asyncio.Protocol):
+    """One peer on the loop: framed messages in and out, with flow control and deadlines."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        speech: Speech | None = None,
+        limits: Limits | None = None,
+        name: str = "peer",
+    ) -> None:
+        speech = speech or Speech()
+        self.limits = limits or Limits()
+        self.handler = handler
+        self.name = name
+        self._registry = speech.registry or codecs.REGISTRY
+        self.codec: Codec = self._registry.get(speech.codec)
+        if speech.chunk_size < 0:
+            raise ValueError("chunk_size must be >= 0 (0 = unchunked)")
+        self.chunk_size = speech.chunk_size
+        self.accept = frozenset(speech.accept)
+        key = check_key(speech.key) if speech.key is not None else None
+        self._signer = Signer(key) if key is not None else None
+        self._decoder = FrameDecoder(
+            max_message=self.limits.max_message,
+            check_codec=self._registry.accept_checker(self.accept),
+            key=key,
+        )
+        self._stream_pred = handler.stream
+        self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.peer = "?"
+        # flow control
+        self._read_paused = False  # the transport's state: blocked or yielding
+        self._blocked = False  # backpressure: its answers or its work pile up
+        self._write_paused = False
+        self._yielding = False  # this peer had its turn; its staged bytes wait for the next
+        self._turn = 0  # messages handled in this peer's current turn
+        self._held = 0
+        self._writable: asyncio.Future[None] | None = None
+        # deadlines
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_rx = 0.0
+        self._msg_start: float | None = None
+        self._write_paused_at: float | None = None
+        # lifetime
+        self._closing = False
+        self._eof = False
+        self.closed: asyncio.Future[BaseException | None] | None = None
+        self.error: BaseException | None = None
+        # for the coroutine API: messages waiting for recv()
+        self._inbox: collections.deque[Received | BaseException] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        # counters
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.frames_sent = 0
+        self.messages_received = 0
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
+        transport.set_write_buffer_limits(high=self.limits.write_high)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple):
+            self.peer = f"{peername[0]}:{peername[1]}"
+        self._last_rx = self._loop.time()
+        self._arm(self._last_rx)
+        try:
+            self.handler.connection_made(self)
+        except Exception as exc:  # a handler bug drops this peer only
+            self._abort(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.bytes_received += len(data)
+        assert self._loop is not None
+        self._last_rx = self._loop.time()
+        try:
+            self._decoder.receive_data(data)
+        except AyudantiaError as exc:
+            self._abort(exc)
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        with contextlib.suppress(AyudantiaError):
+            self._decoder.receive_data(b"")
+        self._process()
+        # Keep the transport open while work for this peer is pending: its answers still go
+        # out on the half that is open. _maybe_finish closes once nothing is left.
+        self._maybe_finish()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        error = self.error or exc
+        self.error = error
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(ConnectionClosed(f"{self.name} connection lost"))
+        if self._inbox is not None:
+            self._inbox.append(ConnectionClosed("peer closed the connection"))
+            self._wake()
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(error)
+        try:
+            self.handler.connection_lost(self, error)
+        except Exception:
+            log.exception("%s: error in connection_lost", self.name)
+
+    def pause_writing(self) -> None:
+        assert self._loop is not None
+        self._write_paused = True
+        self._write_paused_at = self._loop.time()
+        self._update_reading()
+        self._arm(self._write_paused_at)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._write_paused_at = None
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+        self._update_reading()
+        self._maybe_finish()
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Hand complete events to the handler, until backpressure, a turn's end or no data.
+
+        A peer gets at most ``_TURN`` messages per turn; past that it yields the loop to the
+        others: its socket is not read, and what it already sent waits in the decoder, until
+        a later loop iteration has handled that too. Without turns, a peer that sends as fast
+        as it reads its answers takes the whole loop (uvloop reads a ready socket up to 32
+        times in one go); without keeping the socket unread while staged bytes wait, such a
+        peer would grow the decoder's staging area without bound.
+        """
+        decoder = self._decoder
+        while not self._closing and not self._blocked:
+            if self._turn >= _TURN:
+                self._yield_turn()
+                return
+            try:
+                event = decoder.next_event(stream=self._stream_pred)
+            except AyudantiaError as exc:
+                self._abort(exc)
+                return
+            if event is NEED_DATA or event is CLOSED:
+                if self._yielding:  # everything staged is handled: read this peer again
+                    self._yielding = False
+                    self._update_reading()
+                break
+            self._turn += 1
+            try:
+                self._dispatch(event)  # type: ignore[arg-type]
+            except AyudantiaError as exc:
+                self._abort(exc)
+                return
+            except Exception as exc:  # a bug in a handler: drop this peer, keep serving
+                log.exception("%s: handler failed on %s", self.name, self.peer)
+                self._abort(exc)
+                return
+        if not self._closing:
+            self._track_message_start(decoder.in_message)
+
+    def _dispatch(self, event: Message | Chunk) -> None:
+        if isinstance(event, Chunk):
+            if event.last:
+                self.messages_received += 1
+            self.handler.chunk_received(self, event)
+            return
+        self.messages_received += 1
+        codec = self._registry.get(event.codec_id)
+        try:
+            obj = codec.decode(event.payload, max_message=self.limits.max_message)
+        except DecodeError as exc:
+            self.handler.decode_failed(self, exc)
+            return
+        received = Received(
+            codec, obj, event.payload, event.frames, event.chunk_size, event.wire_bytes
+        )
+        self.handler.message_received(self, received)
+
+    def _yield_turn(self) -> None:
+        """Stop reading this peer; its next turn comes after the other ready peers'."""
+        assert self._loop is not None
+        if not self._yielding:
+            self._yielding = True
+            self._update_reading()
+        self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = 0
+        self._process()
+
+    def _track_message_start(self, in_message: bool) -> None:
+        if in_message:
+            if self._msg_start is None:
+                self._msg_start = self._last_rx
+                self._arm(self._last_rx)  # the per-read and per-message deadlines now apply
+        else:
+            self._msg_start = None
+
+    # -- flow control -------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """This peer has one more piece of work pending (an answer it will get later)."""
+        self._held += 1
+        if self._held >= self.limits.max_held and not self._blocked:
+            self._update_reading()
+
+    def release(self) -> None:
+        """One piece of this peer's pending work is done."""
+        self._held -= 1
+        if self._blocked:
+            self._update_reading()
+        if self._eof:
+            self._maybe_finish()
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._read_paused
+
+    @property
+    def writing_paused(self) -> bool:
+        """The peer is not draining what we send it (its buffer is past ``write_high``)."""
+        return self._write_paused
+
+    def _update_reading(self) -> None:
+        """Read while this peer has room and its turn; stop while its work or answers pile up.
+
+        Backpressure lifts at half of ``max_held``, not at every release, so a busy peer is
+        paused and resumed a few times, not once per message.
+        """
+        if self.transport is None or self._closing:
+            return
+        was_blocked = self._blocked
+        if was_blocked:
+            self._blocked = self._write_paused or self._held > self.limits.max_held // 2
+        else:
+            self._blocked = self._write_paused or self._held >= self.limits.max_held
+        pause = self._blocked or self._yielding
+        assert self._loop is not None
+        if pause and not self._read_paused:
+            self._read_paused = True
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+        elif not pause and self._read_paused:
+            self._read_paused = False
+            self._last_rx = self._loop.time()  # paused time is not the peer's silence
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+        if was_blocked and not self._blocked:
+            self._loop.call_soon(self._process)  # events already staged in the decoder
+
+    # -- sending ------------------------------------------------------------------------
+
+    def encode(self, obj: Any, codec: Codec | None = None) -> bytes:
+        """``obj`` in this connection's codec; :class:`EncodeError` is the caller's to answer."""
+        return (codec or self.codec).encode(obj)
+
+    def send_obj(self, obj: Any, *, chunk_size: int | None = None) -> Sent:
+        """Encode and queue ``obj`` as one message (never blocks; flow control pauses reads)."""
+        return self.send_payload(self.codec.id, self.encode(obj), chunk_size=chunk_size)
+
+    def send_payload(
+        self,
+        codec_id: int,
+        payload: bytes | bytearray | memoryview,
+        *,
+        chunk_size: int | None = None,
+    ) -> Sent:
+        """Queue already-encoded bytes as one message; :class:`ConnectionClosed` if gone."""
+        size = self.chunk_size if chunk_size is None else chunk_size
+        if size < 0:
+            raise ValueError("chunk_size must be >= 0 (0 = unchunked)")
+        transport = self._live_transport()
+        length = len(payload)
+        if self._signer is None and (size <= 0 or length <= size):
+            header = pack_header(codec_id, length)
+            if length < _JOIN_BELOW:
+                transport.write(header + bytes(payload))
+            else:
+                transport.write(header)
+                transport.write(payload)
+            frames = 1
+            wire = len(header) + length
+        else:
+            frames = frame_count(length, size)
+            wire = self._write_all(
+                transport, iter_frame_buffers(codec_id, payload, size, signer=self._signer)
+            )
+        self.frames_sent += frames
+        self.bytes_sent += wire
+        return Sent(frames, wire)
+
+    def send_frame(self, codec_id: int, data: bytes | bytearray | memoryview, *, more: bool) -> int:
+        """Queue one frame of a streamed message (the caller keeps messages from interleaving)."""
+        transport = self._live_transport()
+        if self._signer is not None:
+            buffers: list[bytes | memoryview] | list[bytes] = signed_frame_buffers(
+                codec_id, data, self._signer, more=more
+            )
+        else:
+            buffers = [pack_header(codec_id, len(data), more=more), data]
+        wire = self._write_all(transport, buffers)
+        self.frames_sent += 1
+        self.bytes_sent += wire
+        return wire
+
+    def _write_all(
+        self, transport: asyncio.Transport, buffers: Iterable[bytes | bytearray | memoryview]
+    ) -> int:
+        """Write a message's buffers: small runs joined into one write (one system call)."""
+        wire = 0
+        run: list[bytes | bytearray | memoryview] = []
+        run_bytes = 0
+        for buf in buffers:
+            size = len(buf)
+            if not size:
+                continue
+            wire += size
+            if size >= _JOIN_BELOW:
+                if run:
+                    transport.write(b"".join(run))
+                    run, run_bytes = [], 0
+                transport.write(buf)
+                continue
+            run.append(buf)
+            run_bytes += size
+            if run_bytes >= _JOIN_BELOW:
+                transport.write(b"".join(run))
+                run, run_bytes = [], 0
+        if run:
+            transport.write(b"".join(run))
+        return wire
+
+    def _live_transport(self) -> asyncio.Transport:
+        if self.transport is None or self._closing or self.transport.is_closing():
+            raise ConnectionClosed(f"{self.name}: connection is closed")
+        return self.transport
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark (or the send deadline)."""
+        if not self._write_paused:
+            if self._closing:
+                raise ConnectionClosed(f"{self.name}: connection is closed")
+            return
+        assert self._loop is not None
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+        await asyncio.shield(self._writable)
+
+    async def send(self, obj: Any, *, chunk_size: int | None = None) -> Sent:
+        """Encode, queue and wait for room: the coroutine form of :meth:`send_obj`."""
+        sent = self.send_obj(obj, chunk_size=chunk_size)
+        await self.drain()
+        return sent
+
+    # -- the coroutine API for receiving ------------------------------------------------
+
+    async def recv_received(self) -> Received:
+        """The next message with how it travelled (for connections made by :func:`connect`)."""
+        if self._inbox is None:
+            raise RuntimeError("recv() needs a connection whose handler is an Inbox")
+        while not self._inbox:
+            assert self._loop is not None
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        item = self._inbox.popleft()
+        if isinstance(item, BaseException):
+            self._inbox.appendleft(item)  # sticky: every later recv raises it too
+            raise item
+        self.release()
+        return item
+
+    async def recv(self) -> Any:
+        return (await self.recv_received()).obj
+
+    def _deliver_to_inbox(self, item: Received | BaseException) -> None:
+        assert self._inbox is not None
+        if not isinstance(item, BaseException):
+            self.hold()  # an unread message is pending work: reading pauses at max_held
+        self._inbox.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- deadlines ----------------------------------------------------------------------
+
+    def _arm(self, now: float) -> None:
+        """Make sure the timer fires no later than the nearest deadline from ``now``."""
+        assert self._loop is not None
+        when = self._next_deadline(now)
+        if when is None:
+            return
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _next_deadline(self, now: float) -> float | None:
+        lim = self.limits
+        candidates = []
+        if self._write_paused_at is not None and lim.send_timeout is not None:
+            candidates.append(self._write_paused_at + lim.send_timeout)
+        if not self._read_paused:
+            if self._msg_start is not None:
+                if lim.read_timeout is not None:
+                    candidates.append(self._last_rx + lim.read_timeout)
+                if lim.message_timeout is not None:
+                    candidates.append(self._msg_start + lim.message_timeout)
+            elif lim.idle_timeout is not None and not self._held:
+                candidates.append(self._last_rx + lim.idle_timeout)
+        # Nothing applies now (paused, or waiting on our own work): look again later.
+        return min(candidates) if candidates else now + 1.0
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing:
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        expired = self._expired(now)
+        if expired is not None:
+            self._abort(Timeout(expired))
+            return
+        self._arm(now)
+
+    def _expired(self, now: float) -> str | None:
+        lim = self.limits
+        if (
+            self._write_paused_at is not None
+            and lim.send_timeout is not None
+            and now - self._write_paused_at >= lim.send_timeout
+        ):
+            return f"peer did not read for send_timeout={lim.send_timeout:g}s"
+        if self._read_paused:
+            return None
+        if self._msg_start is not None:
+            if lim.read_timeout is not None and now - self._last_rx >= lim.read_timeout:
+                return f"receive timed out in the middle of a message ({lim.read_timeout:g}s)"
+            if lim.message_timeout is not None and now - self._msg_start >= lim.message_timeout:
+                return f"message not complete within message_timeout={lim.message_timeout:g}s"
+        elif (
+            lim.idle_timeout is not None
+            and not self._held
+            and now - self._last_rx >= lim.idle_timeout
+        ):
+            return f"no message for idle_timeout={lim.idle_timeout:g}s"
+        return None
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def _maybe_finish(self) -> None:
+        """After the peer's EOF: close once its pending work is answered and flushed."""
+        if self._eof and not self._held and not self._write_paused and not self._closing:
+            self.close()
+
+    def _abort(self, error: BaseException) -> None:
+        """Drop this peer because of ``error`` (kept in :attr:`error` for the handler)."""
+        if self._closing:
+            return
+        self.error = error
+        if isinstance(error, Timeout) and self._write_paused:
+            self.abort()  # it does not read: what is queued for it will never leave
+            return
+        self.refuse_then_close(error)
+
+    def refuse_then_close(self, error: BaseException) -> None:
+        """Close after ``error``; subclasses may first tell the peer why (refusal frames)."""
+        self.close()
+
+    def refuse_busy(self, text: str) -> None:
+        """Turn this peer away because the server is full."""
+        self.error = ConnectionClosed(text)
+        self.close()
+
+    def close(self) -> None:
+        """Flush what is queued and close. Idempotent.
+
+        A peer that stops reading cannot hold the close open: after the send deadline (or
+        a few seconds when there is none) what is still queued is dropped.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.close()
+            if self._loop is not None and self.transport.get_write_buffer_size():
+                grace = self.limits.send_timeout or _CLOSE_GRACE
+                self._loop.call_later(grace, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.closed is not None and not self.closed.done() and self.transport is not None:
+            self.transport.abort()
+
+    def abort(self) -> None:
+        """Close at once, dropping what is queued (a peer that will not read)."""
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def __repr__(self) -> str:
+        return f"<FrameConnection {self.name} {self.peer} codec={self.codec.name}>"
+
+
+class Inbox(Handler):
+    """The handler behind the coroutine API: messages wait in the connection for recv()."""
+
+    def message_received(self, conn: FrameConnection, received: Received) -> None:
+        conn._deliver_to_inbox(received)
+
+    def decode_failed(self, conn: FrameConnection, error: DecodeError) -> None:
+        conn._deliver_to_inbox(error)
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    speech: Speech | None = None,
+    limits: Limits | None = None,
+    connect_timeout: float | None = 10.0,
+) -> FrameConnection:
+    """A client connection with the coroutine API (``await conn.recv()``, ``await conn.send()``)."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> FrameConnection:
+        conn = FrameConnection(Inbox(), speech=speech, limits=limits, name="client")
+        conn._inbox = collections.deque()
+        return conn
+
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(factory, host, port), connect_timeout
+        )
+    except TimeoutError as exc:
+        raise Timeout(f"connecting to {host}:{port} timed out") from exc
+    return conn
+
+
+def is_peer_fault(error: BaseException | None) -> bool:
+    """Whether a connection ended because of what the peer sent (not a plain close)."""
+    return isinstance(error, ProtocolError | CodecError)
+
+
+def backoff_delays(first: float, cap: float, rng: Any) -> Iterable[float]:
+    """Exponential backoff with full jitter: each delay uniform in [d/2, d], d doubling to cap."""
+    delay = first
+    while True:
+        yield delay / 2 + rng.random() * delay / 2
+        delay = min(delay * 2, cap) if math.isfinite(cap) else delay * 2

@@ -1,0 +1,87 @@
+"""How a role speaks: codec, chunking, limits, key and timeouts, shared by servers and clients."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.aio import Limits, Speech
+from protocol.codecs import DEFAULT_ACCEPT, accept_for
+from protocol.framing import DEFAULT_MAX_MESSAGE
+from protocol.transport import Connection
+
+
+@dataclass(frozen=True)
+class WireSettings:
+    """How a role speaks: what it sends, what it accepts, how long it waits."""
+
+    codec: str = "json"
+    chunk_size: int = 0
+    max_message: int = DEFAULT_MAX_MESSAGE
+    accept: frozenset[str] = field(default_factory=lambda: DEFAULT_ACCEPT)
+    idle_timeout: float | None = 300.0  # between messages
+    read_timeout: float | None = 10.0  # within a message: drops half-sent headers
+    key: bytes | None = field(default=None, repr=False)  # HMAC key: sign and require signed
+    message_timeout: float | None = 120.0  # a whole message from its first byte (drip feeds)
+    send_timeout: float | None = 10.0  # a peer that reads nothing for this long is dropped
+
+    @classmethod
+    def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
+        """Settings whose accept-list follows ``codec`` (choosing pickle opts in, loudly)."""
+        return cls(codec=codec, accept=accept_for(codec), **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> WireSettings:
+        """Settings from the resolved ``wire_options()`` of a command (missing keys: defaults;
+        a timeout resolved to None means no limit)."""
+        kwargs: dict[str, Any] = {}
+        for name in (
+            "chunk_size",
+            "max_message",
+            "idle_timeout",
+            "read_timeout",
+            "message_timeout",
+            "send_timeout",
+        ):
+            if name in settings and (settings[name] is not None or name.endswith("_timeout")):
+                kwargs[name] = settings[name]
+        if settings.get("key"):
+            kwargs["key"] = str(settings["key"]).encode("utf-8")
+        return cls.for_codec(settings.get("codec", "json"), **kwargs)
+
+    def wrap(self, sock: socket.socket) -> Connection:
+        return Connection(
+            sock,
+            codec=self.codec,
+            chunk_size=self.chunk_size,
+            max_message=self.max_message,
+            accept=self.accept,
+            idle_timeout=self.idle_timeout,
+            read_timeout=self.read_timeout,
+            key=self.key,
+            message_timeout=self.message_timeout,
+        )
+
+    def speech(self) -> Speech:
+        """What the event-loop front-end needs to speak like this."""
+        return Speech(
+            codec=self.codec, chunk_size=self.chunk_size, accept=self.accept, key=self.key
+        )
+
+    def limits(self, **overrides: Any) -> Limits:
+        """The event-loop front-end's limits and deadlines for these settings."""
+        values: dict[str, Any] = {
+            "max_message": self.max_message,
+            "idle_timeout": self.idle_timeout,
+            "read_timeout": self.read_timeout,
+            "message_timeout": self.message_timeout,
+            "send_timeout": self.send_timeout,
+        }
+        values.update(overrides)
+        return Limits(**values)
+
+    def connect(self, host: str, port: int, *, connect_timeout: float = 5.0) -> Connection:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+        sock.settimeout(None)
+        return self.wrap(sock)
