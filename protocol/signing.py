@@ -42,6 +42,22 @@ def check_side(side: str) -> Side:
     return side  # type: ignore[return-value]
 
 
+def signer_for(key: bytes | None, side: Side | None) -> Signer | None:
+    """The signer of one end of a connection; None without a key.
+
+    With a key the end must say which it is: the direction is part of every tag, and a
+    guess would make one of the two ends refuse every frame.
+    """
+    if key is None:
+        return None
+    if side is None:
+        raise ValueError(
+            "a signed connection needs side='client' (it connected) or side='server' "
+            "(it accepted): each frame's tag is bound to its direction"
+        )
+    return Signer(key, side=side)
+
+
 def check_key(key: bytes | str) -> bytes:
     """The key as bytes; an empty key is refused (it would sign with no secret at all)."""
     raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)

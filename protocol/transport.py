@@ -58,7 +58,7 @@ from protocol.framing import (
     refusal_for,
     signed_frame_buffers,
 )
-from protocol.signing import Side, Signer, check_key, check_side
+from protocol.signing import Side, check_key, check_side, signer_for
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
 # ...and bytes per call: a stream's frames are batched into few system calls, while the
@@ -149,13 +149,8 @@ class Connection:
         self.accept = frozenset(accept)
         self._check = self._registry.accept_checker(self.accept)
         raw_key = check_key(key) if key is not None else None
-        if raw_key is not None and side is None:
-            raise ValueError(
-                "a signed connection needs side='client' (it connected) or side='server' "
-                "(it accepted): each frame's tag is bound to its direction"
-            )
         self.side: Side | None = None if side is None else check_side(side)
-        self._signer = Signer(raw_key, side=side) if raw_key is not None and side else None
+        self._signer = signer_for(raw_key, self.side)
         self.signed = raw_key is not None
         self._decoder = FrameDecoder(
             max_message=max_message, check_codec=self._check, key=raw_key, side=side or "server"
