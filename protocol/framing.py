@@ -251,6 +251,12 @@ def refusal_for(exc: AyudantiaError) -> tuple[int, str] | None:
     return None
 
 
+def refusal_frame(exc: AyudantiaError) -> bytes | None:
+    """The whole refusal frame for ``exc`` (see :func:`refusal_for`), or None."""
+    mapped = refusal_for(exc)
+    return None if mapped is None else encode_refusal(*mapped)
+
+
 def _key_text(key: str | int) -> str:
     return f"id {key}" if isinstance(key, int) else "that name"
 

@@ -51,11 +51,10 @@ from protocol.framing import (
     Message,
     check_chunk_size,
     echo_chunk_size,
-    encode_refusal,
     frame_count,
     iter_frame_buffers,
     pack_header,
-    refusal_for,
+    refusal_frame,
     signed_frame_buffers,
 )
 from protocol.signing import Side, check_key, check_side, signer_for
@@ -446,11 +445,11 @@ class Connection:
         when this side is not in the middle of sending a message; within
         ``REFUSAL_SEND_TIMEOUT``. The frame carries our own words, never the peer's bytes.
         """
-        mapped = refusal_for(exc)
+        frame = refusal_frame(exc)
         sent = False
         try:
-            if mapped is not None and not self._closed and self._failure is None:
-                sent = self._send_refusal(encode_refusal(*mapped))
+            if frame is not None and not self._closed and self._failure is None:
+                sent = self._send_refusal(frame)
         finally:
             self.close()
         return sent

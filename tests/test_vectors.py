@@ -46,6 +46,7 @@ from protocol.framing import (
     encode_refusal,
     frame_count,
     refusal_for,
+    refusal_frame,
 )
 from protocol.signing import Signer
 from protocol.transport import Connection
@@ -245,6 +246,10 @@ def test_refusal_for_maps_header_errors_to_codes() -> None:
         assert len(encode_refusal(*got)) <= HEADER_SIZE + MAX_REFUSAL_PAYLOAD
     assert refusal_for(Truncated("x")) is None
     assert refusal_for(Timeout("x")) is None
+    assert refusal_frame(Truncated("x")) is None
+    assert refusal_frame(BadMagic("x")) == encode_refusal(
+        5, "not a valid ayudantia frame: BadMagic"
+    )
 
 
 def test_encode_refusal_caps_and_cleans_our_own_text() -> None:
