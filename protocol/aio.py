@@ -56,12 +56,13 @@ from protocol.framing import (
     Chunk,
     FrameDecoder,
     Message,
+    check_chunk_size,
     frame_count,
     iter_frame_buffers,
     pack_header,
     signed_frame_buffers,
 )
-from protocol.signing import Signer, check_key
+from protocol.signing import Side, check_key, check_side, signer_for
 from protocol.transport import Received, Sent
 
 log = logging.getLogger("ayudantia.aio")
@@ -139,6 +140,7 @@ class FrameConnection(asyncio.Protocol):
         speech: Speech | None = None,
         limits: Limits | None = None,
         name: str = "peer",
+        side: Side | None = None,
     ) -> None:
         speech = speech or Speech()
         self.limits = limits or Limits()
@@ -146,16 +148,18 @@ class FrameConnection(asyncio.Protocol):
         self.name = name
         self._registry = speech.registry or codecs.REGISTRY
         self.codec: Codec = self._registry.get(speech.codec)
-        if speech.chunk_size < 0:
-            raise ValueError("chunk_size must be >= 0 (0 = unchunked)")
-        self.chunk_size = speech.chunk_size
+        self.chunk_size = check_chunk_size(speech.chunk_size)
         self.accept = frozenset(speech.accept)
         key = check_key(speech.key) if speech.key is not None else None
-        self._signer = Signer(key) if key is not None else None
+        # With a key, ``side`` is required ("server" for accepted peers, "client" for
+        # connections this process opened): each tag is bound to its direction.
+        self.side: Side | None = None if side is None else check_side(side)
+        self._signer = signer_for(key, self.side)
         self._decoder = FrameDecoder(
             max_message=self.limits.max_message,
             check_codec=self._registry.accept_checker(self.accept),
             key=key,
+            side=self.side or "server",
         )
         self._stream_pred = handler.stream
         self.transport: asyncio.Transport | None = None
@@ -422,9 +426,7 @@ class FrameConnection(asyncio.Protocol):
         chunk_size: int | None = None,
     ) -> Sent:
         """Queue already-encoded bytes as one message; :class:`ConnectionClosed` if gone."""
-        size = self.chunk_size if chunk_size is None else chunk_size
-        if size < 0:
-            raise ValueError("chunk_size must be >= 0 (0 = unchunked)")
+        size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         transport = self._live_transport()
         length = len(payload)
         if self._signer is None and (size <= 0 or length <= size):
@@ -704,7 +706,7 @@ async def connect(
     loop = asyncio.get_running_loop()
 
     def factory() -> FrameConnection:
-        conn = FrameConnection(Inbox(), speech=speech, limits=limits, name="client")
+        conn = FrameConnection(Inbox(), speech=speech, limits=limits, name="client", side="client")
         conn._inbox = collections.deque()
         return conn
 

@@ -280,10 +280,19 @@ class Registry:
         for name in accepted:
             self.get(name)  # fail early on a typo in the accept-list
 
+        # One dict lookup per message once a codec id has been accepted: this runs for
+        # every message on both front-ends. Refusals are not cached (they end the
+        # connection), nor unknown ids (a plug-in may register later).
+        cache: dict[int, Codec] = {}
+
         def check(codec_id: int) -> Codec:
+            codec = cache.get(codec_id)
+            if codec is not None:
+                return codec
             codec = self.get(codec_id)
             if codec.name not in accepted:
                 raise ContentDisallowed(codec.name, accepted)
+            cache[codec_id] = codec
             return codec
 
         return check

@@ -118,6 +118,18 @@ class SignatureMissing(BadSignature):
     """This receiver has a key, and a frame arrived without flag bit 1 (unsigned)."""
 
 
+class SignatureUnexpected(BadSignature, BadFlags):
+    """A signed frame (flag bit 1) arrived at a receiver that has no key.
+
+    Also a :class:`BadFlags`, which is what it was called before it had a name of its own.
+    """
+
+
+class ReflectedFrame(BadSignature):
+    """A frame carries this side's own direction: reflected back to us, or both ends
+    were configured as the same side."""
+
+
 # --- transport ------------------------------------------------------------------------
 
 
@@ -127,6 +139,15 @@ class TransportError(AyudantiaError):
 
 class ConnectionClosed(TransportError, ConnectionError):
     """The peer closed the connection cleanly between messages (or we closed it)."""
+
+
+class ConnectionFailed(ConnectionClosed):
+    """This side failed the connection on purpose and it is unusable from then on.
+
+    Raised by every later send and receive after a message could not be completed: a
+    stream whose source raised, a stream the receiver abandoned, a send that timed out.
+    Failing is what keeps a half-sent message from splicing into the next one.
+    """
 
 
 class Timeout(TransportError, TimeoutError):

@@ -8,7 +8,8 @@ Every frame is a 10-byte header and a payload::
     3      1    codec id (0 raw, 1 json, 2 pickle, 3 msgpack, 64-255 plug-ins)
     4      1    flags: bit 0 MORE (another frame of this message follows); bit 1 SIGNED
                 (the payload ends with a 32-byte HMAC-SHA256 tag, see protocol/signing.py;
-                accepted only by a decoder that has a key); other bits 0
+                accepted only by a decoder that has a key); bit 2 REFUSAL (a refusal frame:
+                codec 0, no other flag, 1-512 bytes of reason code and text); other bits 0
     5      1    reserved = 0
     6      4    payload length, unsigned big-endian
     10     n    payload
@@ -16,12 +17,14 @@ Every frame is a 10-byte header and a payload::
 A message is one frame, or several frames of one codec where all but the last set MORE.
 
 :class:`FrameDecoder` is a state machine in the style of h11: feed it bytes with
-:meth:`~FrameDecoder.receive_data` (or let it fill its own buffer through
-:meth:`~FrameDecoder.read_from`, which takes any ``recv_into``-like callable) and pull
-events with :meth:`~FrameDecoder.next_event`. Because it never sees a socket, any split of
-the input, down to one byte at a time, can be tested, and it gives the same events.
+:meth:`~FrameDecoder.receive_data`, or let the caller write into its buffers with
+:meth:`~FrameDecoder.get_buffer` / :meth:`~FrameDecoder.buffer_updated` (asyncio's
+``BufferedProtocol``) or :meth:`~FrameDecoder.read_from` (any ``recv_into``-like
+callable, on top of those two), and pull events with :meth:`~FrameDecoder.next_event`.
+Because it never sees a socket, any split of the input, down to one byte at a time, can
+be tested, and it gives the same events.
 
-Why ``read_from`` exists: copying every received byte through ``bytes +=`` or an
+Why ``get_buffer`` exists: copying every received byte through ``bytes +=`` or an
 intermediate buffer caps Python near 200 MB/s. Once a header has declared a payload, the
 decoder hands the caller a view into the message's own buffer, so the kernel copies the
 payload straight to where it will be decoded.
@@ -30,39 +33,54 @@ payload straight to where it will be decoded.
 from __future__ import annotations
 
 import struct
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 from protocol.errors import (
+    REFUSAL_CODES,
     AyudantiaError,
     BadFlags,
     BadMagic,
     BadSignature,
     CodecChanged,
+    ContentDisallowed,
     MessageTooLarge,
+    Refused,
     SignatureMissing,
+    SignatureUnexpected,
     Truncated,
+    UnknownCodec,
     UnsupportedVersion,
 )
-from protocol.signing import TAG_SIZE, Signer, Verifier
+from protocol.signing import TAG_SIZE, Side, Signer, Verifier
 
 MAGIC: Final = b"AY"
 VERSION: Final = 1
 HEADER: Final = struct.Struct(">2sBBBBI")
 HEADER_SIZE: Final = HEADER.size  # 10
 FLAG_MORE: Final = 0x01
-FLAG_SIGNED: Final = 0x02  # signed frame; refused (BadFlags) by a decoder without a key
-KNOWN_FLAGS: Final = FLAG_MORE
+FLAG_SIGNED: Final = 0x02  # signed frame; refused (SignatureUnexpected) by a decoder without a key
+FLAG_REFUSAL: Final = 0x04  # a refusal frame: the peer says why it is closing (never signed)
+KNOWN_FLAGS: Final = FLAG_MORE | FLAG_SIGNED | FLAG_REFUSAL
 MAX_FRAME_PAYLOAD: Final = 0xFFFFFFFF
+MAX_REFUSAL_PAYLOAD: Final = 512  # reason byte + UTF-8 text
 DEFAULT_MAX_MESSAGE: Final = 64 * 1024 * 1024
 
-# The decoder allocates for what arrives, not for what a header claims: a peer declaring
-# 64 MiB and sending ten bytes costs at most this much until more bytes really come. Large
-# enough that the whole Quijote (2.1 MB) lands in one allocation, with no regrowth.
-_INITIAL_ALLOCATION: Final = 4 * 1024 * 1024
-_STAGE_SIZE: Final = 64 * 1024
-_ZEROS: Final = memoryview(bytes(_INITIAL_ALLOCATION))
+# The decoder allocates for what arrives, not for what a header claims. A payload buffer
+# starts at min(declared, _FIRST_BLOCK) and grows _GROWTH-fold each time it fills, so it is
+# never more than _GROWTH times the bytes received (or _FIRST_BLOCK), and the 2.1 MB book
+# costs three reallocations (glibc moves large blocks with mremap, without copying). A
+# larger factor means fewer, larger reads: each read is bounded by the room left.
+_FIRST_BLOCK: Final = 64 * 1024
+_GROWTH: Final = 4
+_STAGE_SIZE: Final = 64 * 1024  # header staging area, allocated at the first read
+_ZEROS: Final = memoryview(bytes(1024 * 1024))  # one shared source of zeros for growth
+# What FrameDecoder.allocated is bounded by (tests/test_decoder_memory.py checks it):
+# allocated <= ALLOCATION_FACTOR * bytes received + ALLOCATION_SLACK.
+ALLOCATION_FACTOR: Final = _GROWTH + 1  # the payload buffer, plus staged bytes
+ALLOCATION_SLACK: Final = _FIRST_BLOCK + _STAGE_SIZE
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -76,11 +94,35 @@ def pack_header(codec_id: int, length: int, *, more: bool = False, signed: bool 
     return HEADER.pack(MAGIC, VERSION, codec_id, flags, 0, length)
 
 
+def check_chunk_size(chunk_size: int) -> int:
+    """``chunk_size`` itself, or ValueError when negative (0 means unchunked).
+
+    A negative size once slipped through to ``range(0, n, -1)`` and sent an empty frame
+    instead of the data (issue 15, defect 6); every sending entry point checks it now.
+    """
+    if chunk_size < 0:
+        raise ValueError(f"chunk_size must be >= 0 (0 = unchunked), not {chunk_size}")
+    return chunk_size
+
+
 def frame_count(length: int, chunk_size: int) -> int:
     """How many frames a payload of ``length`` bytes takes at ``chunk_size`` (0 = unchunked)."""
-    if chunk_size <= 0 or length <= chunk_size:
+    if check_chunk_size(chunk_size) == 0 or length <= chunk_size:
         return 1
     return -(-length // chunk_size)
+
+
+def echo_chunk_size(length: int, frames: int, first: int) -> int:
+    """A chunk size that sends ``length`` bytes again in at most ``frames`` frames.
+
+    What a relay (the eco) needs to answer "in the same chunking" without amplifying:
+    re-chunking at the first frame's size alone turned a 1-byte first frame and a 4 MiB
+    second one into four million frames (issue 15, defect 8). ``first`` is the received
+    message's ``chunk_size``; 0 (or one frame) means unchunked.
+    """
+    if frames <= 1 or length == 0:
+        return 0
+    return max(first, -(-length // frames))
 
 
 def iter_frame_buffers(
@@ -95,13 +137,18 @@ def iter_frame_buffers(
     Meant for scatter-gather writes (``socket.sendmsg``), so a header and its payload leave
     in one system call: two small writes would meet Nagle's algorithm and delayed ACKs.
     With a ``signer`` every frame is signed: header, data, tag (see :mod:`protocol.signing`).
+    A negative ``chunk_size`` raises ValueError here, before any buffer is produced.
     """
+    check_chunk_size(chunk_size)
     view = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
     if signer is not None:
-        yield from _iter_signed(codec_id, view, chunk_size, signer)
-        return
+        return _iter_signed(codec_id, view, chunk_size, signer)
+    return _iter_plain(codec_id, view, chunk_size)
+
+
+def _iter_plain(codec_id: int, view: memoryview, chunk_size: int) -> Iterator[bytes | memoryview]:
     total = len(view)
-    if chunk_size <= 0 or total <= chunk_size:
+    if chunk_size == 0 or total <= chunk_size:
         yield pack_header(codec_id, total)
         if total:
             yield view
@@ -125,7 +172,7 @@ def _iter_signed(
     codec_id: int, view: memoryview, chunk_size: int, signer: Signer
 ) -> Iterator[bytes | memoryview]:
     total = len(view)
-    if chunk_size <= 0 or total <= chunk_size:
+    if chunk_size == 0 or total <= chunk_size:
         yield from signed_frame_buffers(codec_id, view, signer)
         return
     for offset in range(0, total, chunk_size):
@@ -142,6 +189,76 @@ def encode_message(
 ) -> bytes:
     """One message's frames as a single bytes object (signed when given a ``signer``)."""
     return b"".join(iter_frame_buffers(codec_id, payload, chunk_size, signer=signer))
+
+
+# --- refusal frames ---------------------------------------------------------------------
+
+
+def clean_text(raw: bytes | str, limit: int = MAX_REFUSAL_PAYLOAD) -> str:
+    """Printable text only: undecodable bytes replaced, control characters dropped, capped.
+
+    Used both ways: on the text we put in a refusal frame, and on the text a peer sent us,
+    which reaches logs and terminals (an escape sequence there could rewrite the screen).
+    """
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+    kept = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    return kept[:limit]
+
+
+def encode_refusal(code: int, text: str) -> bytes:
+    """One refusal frame: flags 0x04, codec 0, payload = reason byte + UTF-8 text (<= 512).
+
+    ``text`` must be our own words, never bytes the peer sent: it is cleaned and truncated
+    (at a character boundary) to fit.
+    """
+    if not 1 <= code <= 255:
+        raise ValueError(f"refusal code must be 1-255, not {code}")
+    data = clean_text(text).encode("utf-8")[: MAX_REFUSAL_PAYLOAD - 1]
+    data = data.decode("utf-8", errors="ignore").encode("utf-8")  # no cut character
+    payload = bytes([code]) + data
+    return HEADER.pack(MAGIC, VERSION, 0, FLAG_REFUSAL, 0, len(payload)) + payload
+
+
+_CODE: Final = {name: code for code, name in REFUSAL_CODES.items()}
+
+
+def refusal_for(exc: AyudantiaError) -> tuple[int, str] | None:
+    """The refusal (code, line in the user's terms) for a header error; None for the rest.
+
+    Only errors a receiver detects at a header are refused on the wire: after them the
+    stream is still at a frame boundary from the sender's point of view, and the sender
+    learns something it can fix (its codec, its size, its key). Payload errors, truncation
+    and timeouts get no refusal.
+    """
+    if isinstance(exc, ContentDisallowed):
+        accepted = ", ".join(sorted(exc.accepted))
+        return _CODE["codec"], f"this server accepts {accepted}; not {exc.codec}"
+    if isinstance(exc, UnknownCodec):
+        known = ", ".join(exc.known)
+        return _CODE["codec"], f"this server has no codec with {_key_text(exc.key)}; it has {known}"
+    if isinstance(exc, MessageTooLarge):
+        return _CODE["too_large"], f"message of {exc.size} bytes exceeds max_message={exc.limit}"
+    if isinstance(exc, SignatureUnexpected):
+        return _CODE["signature"], "this frame is signed and this server has no key"
+    if isinstance(exc, SignatureMissing):
+        return _CODE["signature"], "this server requires signed frames (a shared key)"
+    if isinstance(exc, BadSignature):
+        return _CODE["signature"], "a frame's signature does not verify: not this server's key"
+    if isinstance(exc, UnsupportedVersion):
+        return _CODE["version"], f"this server speaks protocol version {VERSION} only"
+    if isinstance(exc, BadMagic | BadFlags | CodecChanged):
+        return _CODE["malformed"], f"not a valid ayudantia frame: {type(exc).__name__}"
+    return None
+
+
+def refusal_frame(exc: AyudantiaError) -> bytes | None:
+    """The whole refusal frame for ``exc`` (see :func:`refusal_for`), or None."""
+    mapped = refusal_for(exc)
+    return None if mapped is None else encode_refusal(*mapped)
+
+
+def _key_text(key: str | int) -> str:
+    return f"id {key}" if isinstance(key, int) else "that name"
 
 
 # --- events ------------------------------------------------------------------------------
@@ -166,7 +283,13 @@ CLOSED: Final = _Sentinel("CLOSED")
 
 @dataclass(eq=False, slots=True)
 class Message:
-    """A whole message: its frames' payloads concatenated, not yet decoded."""
+    """A whole message: its frames' payloads concatenated, not yet decoded.
+
+    ``chunk_size`` is the first frame's data size when the message came in several frames,
+    else 0: a description of how it travelled, not a promise about the other frames (the
+    sender may cut them at any size). To send a payload back without more frames than
+    came in, use :func:`echo_chunk_size`.
+    """
 
     codec_id: int
     payload: bytearray
@@ -201,8 +324,16 @@ class FrameDecoder:
 
     With a ``key`` every frame must be signed (flag bit 1; otherwise
     :class:`SignatureMissing`) and its tag must verify (otherwise :class:`BadSignature`)
-    before its data joins a message or leaves as a chunk; the tag is stripped. Without a
-    key a signed frame is refused with :class:`BadFlags`, as before signing existed.
+    before its data joins a message or leaves as a chunk; the tag is stripped. ``side`` is
+    the end of the connection this decoder belongs to: it verifies frames tagged by the
+    other end (see :mod:`protocol.signing`). Without a key a signed frame is refused with
+    :class:`SignatureUnexpected`. A refusal frame at a message boundary raises
+    :class:`Refused` with the peer's reason.
+
+    Bytes come in three equivalent ways: :meth:`receive_data` (copy them in),
+    :meth:`get_buffer` / :meth:`buffer_updated` (the two halves of asyncio's
+    ``BufferedProtocol``: the caller writes straight into the decoder's memory), and
+    :meth:`read_from`, which is those two around any ``recv_into``-like callable.
     """
 
     def __init__(
@@ -211,19 +342,22 @@ class FrameDecoder:
         max_message: int = DEFAULT_MAX_MESSAGE,
         check_codec: Callable[[int], Any] | None = None,
         key: bytes | None = None,
+        side: Side = "server",
     ) -> None:
         if max_message <= 0:
             raise ValueError("max_message must be positive")
         self.max_message = max_message
         self._check_codec = check_codec
-        self._verifier = Verifier(key) if key is not None else None
+        self._verifier = Verifier(key, side=side) if key is not None else None
         self._header = b""  # the current frame's header, kept only when verifying
         self._frame_off = 0  # where the current frame's data starts in self._buf
-        self._stage = bytearray(_STAGE_SIZE)
+        self._stage = bytearray()  # allocated at the first read, not at construction
         self._start = 0  # unparsed bytes are self._stage[_start:_end]
         self._end = 0
         self._eof = False
         self._error: AyudantiaError | None = None
+        self._lent: tuple[memoryview, memoryview] | None = None  # the view get_buffer gave
+        self._lent_payload = False  # ...and whether it points into the payload buffer
         # the message being received
         self._in_message = False
         self._stream = False
@@ -245,10 +379,10 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         if not data:
-            self._eof = True
+            self.eof_received()
             return
-        if self._eof:
-            raise RuntimeError("data received after EOF")
+        self._check_open()
+        self._release()
         self._compact()
         need = self._end + len(data)
         if need > len(self._stage):
@@ -256,33 +390,90 @@ class FrameDecoder:
         self._stage[self._end : need] = data
         self._end = need
 
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next bytes should land: a writable view (asyncio's ``get_buffer``).
+
+        Once a header has declared a payload and nothing is staged, the view is the
+        message's own buffer, so the bytes are copied once, by the kernel. Otherwise it is
+        the staging area for headers. The view stays valid until :meth:`buffer_updated`
+        (or the next call here); ``sizehint`` is accepted for the protocol and ignored.
+        """
+        if self._error is not None or self._eof:
+            self._check_open()
+        if self._lent is not None:
+            self._release()
+        if self._remaining and self._start == self._end:
+            if len(self._buf) <= self._filled:
+                self._reserve(self._filled + 1)
+            whole = memoryview(self._buf)
+            part = whole[self._filled : self._target]
+            self._lent_payload = True
+        else:
+            self._compact()
+            if len(self._stage) - self._end < HEADER_SIZE + MAX_REFUSAL_PAYLOAD:
+                self._stage.extend(bytes(_STAGE_SIZE))
+            whole = memoryview(self._stage)
+            part = whole[self._end :]
+            self._lent_payload = False
+        self._lent = (whole, part)
+        return part
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Record that ``nbytes`` (> 0) were written at the start of the last :meth:`get_buffer`."""
+        lent = self._lent
+        if lent is None:
+            raise RuntimeError("buffer_updated without a get_buffer")
+        whole, part = lent
+        room = len(part)
+        self._lent = None
+        part.release()
+        whole.release()
+        if not 0 < nbytes <= room:
+            raise ValueError(f"nbytes must be 1-{room}, not {nbytes} (EOF is eof_received())")
+        if self._lent_payload:
+            self._filled += nbytes
+            self._remaining -= nbytes  # type: ignore[operator]  # a payload is pending
+        else:
+            self._end += nbytes
+
+    def eof_received(self) -> None:
+        """The peer closed its sending side; the next event is CLOSED, or Truncated mid-message."""
+        self._release()
+        self._eof = True
+
     def read_from(self, recv_into: Callable[[memoryview], int]) -> int:
         """Let ``recv_into`` write straight into the decoder's buffers; returns bytes read.
 
-        Call it after :meth:`next_event` returned :data:`NEED_DATA`. While a payload is
-        pending and nothing is staged, the view handed out is the message buffer itself.
-        A return of 0 records EOF.
+        Call it after :meth:`next_event` returned :data:`NEED_DATA`. It is
+        :meth:`get_buffer`, the call, then :meth:`buffer_updated`; a return of 0 records EOF.
         """
+        if self._error is None and self._eof:
+            return 0
+        view = self.get_buffer()
+        try:
+            n = recv_into(view)
+        except BaseException:
+            self._release()
+            raise
+        if n:
+            self.buffer_updated(n)
+        else:
+            self.eof_received()
+        return n
+
+    def _check_open(self) -> None:
         if self._error is not None:
             raise self._error
         if self._eof:
-            return 0
-        if self._remaining and self._start == self._end:
-            self._reserve(self._filled + 1)
-            with memoryview(self._buf) as whole, whole[self._filled : self._target] as part:
-                n = recv_into(part)
-            self._filled += n
-            self._remaining -= n
-        else:
-            self._compact()
-            if self._end == len(self._stage):
-                self._stage.extend(bytes(_STAGE_SIZE))
-            with memoryview(self._stage) as whole, whole[self._end :] as part:
-                n = recv_into(part)
-            self._end += n
-        if n == 0:
-            self._eof = True
-        return n
+            raise RuntimeError("data received after EOF")
+
+    def _release(self) -> None:
+        """Give back the view lent by get_buffer: a bytearray with a live view cannot resize."""
+        if self._lent is not None:
+            whole, part = self._lent
+            self._lent = None
+            part.release()
+            whole.release()
 
     @property
     def in_message(self) -> bool:
@@ -292,6 +483,20 @@ class FrameDecoder:
     @property
     def eof(self) -> bool:
         return self._eof
+
+    @property
+    def error(self) -> AyudantiaError | None:
+        """The sticky error this decoder raised, if any: it will raise it again."""
+        return self._error
+
+    @property
+    def allocated(self) -> int:
+        """Bytes this decoder holds in its buffers now (staging area and payload buffer).
+
+        Bounded by ``ALLOCATION_FACTOR * received + ALLOCATION_SLACK`` whatever the headers
+        claim; messages already handed out are the caller's.
+        """
+        return len(self._stage) + len(self._buf)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -308,6 +513,7 @@ class FrameDecoder:
             return self._next_event(stream)
         except AyudantiaError as exc:
             self._error = exc
+            self._release()
             raise
 
     def _next_event(self, stream: bool | Callable[[int], bool]) -> Event:
@@ -323,7 +529,8 @@ class FrameDecoder:
                     if self._start == self._end and not self._in_message:
                         return CLOSED
                     raise Truncated(self._truncation_detail())
-                self._start_frame(stream)
+                if not self._start_frame(stream):
+                    return NEED_DATA
             if self._remaining:
                 self._take_staged()
                 if self._remaining:
@@ -364,7 +571,8 @@ class FrameDecoder:
         self._start = stop
         return Message(codec_id, payload, 1, 0, HEADER_SIZE + length)
 
-    def _start_frame(self, stream: bool | Callable[[int], bool]) -> None:
+    def _check_header(self) -> tuple[int, int, int]:
+        """Magic, version, flags and reserved byte, in the documented order; (codec, flags, n)."""
         magic, version, codec_id, flags, reserved, length = HEADER.unpack_from(
             self._stage, self._start
         )
@@ -376,17 +584,47 @@ class FrameDecoder:
             raise UnsupportedVersion(
                 f"protocol version {version} is not supported (this is {VERSION})"
             )
-        known = KNOWN_FLAGS if self._verifier is None else KNOWN_FLAGS | FLAG_SIGNED
-        if flags & ~known:
-            raise BadFlags(f"unsupported flag bits 0x{flags & ~known:02x}")
+        if flags & ~KNOWN_FLAGS:
+            raise BadFlags(f"unsupported flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
         if reserved:
             raise BadFlags(f"reserved byte is 0x{reserved:02x}, must be 0")
-        if self._verifier is not None:
+        if flags & FLAG_REFUSAL:
+            self._refusal(codec_id, flags, length)  # raises Refused, or returns for more data
+            return -1, flags, length
+        if self._verifier is None:
+            if flags & FLAG_SIGNED:
+                raise SignatureUnexpected("this frame is signed and this receiver has no key")
+        else:
             if not flags & FLAG_SIGNED:
                 raise SignatureMissing("this receiver has a key; an unsigned frame arrived")
             if length < TAG_SIZE:
                 raise BadSignature(f"signed frame of {length} bytes is shorter than its tag")
             self._header = bytes(self._stage[self._start : self._start + HEADER_SIZE])
+        return codec_id, flags, length
+
+    def _refusal(self, codec_id: int, flags: int, length: int) -> None:
+        """Raise the peer's :class:`Refused` once the whole refusal frame is staged."""
+        if flags != FLAG_REFUSAL or codec_id != 0 or self._in_message:
+            raise BadFlags(
+                "a refusal frame (flag 0x04) must be alone at a message boundary, with "
+                f"codec 0 and no other flag (flags 0x{flags:02x}, codec {codec_id})"
+            )
+        if not 1 <= length <= MAX_REFUSAL_PAYLOAD:
+            raise BadFlags(f"refusal frame of {length} bytes (1-{MAX_REFUSAL_PAYLOAD} allowed)")
+        start = self._start + HEADER_SIZE
+        if self._end - start < length:
+            if self._eof:
+                raise Truncated("connection closed inside a refusal frame")
+            return
+        payload = bytes(self._stage[start : start + length])
+        self._start = start + length
+        raise Refused(payload[0], clean_text(payload[1:]))
+
+    def _start_frame(self, stream: bool | Callable[[int], bool]) -> bool:
+        """Consume a frame header; False when it is a refusal frame still arriving."""
+        codec_id, flags, length = self._check_header()
+        if codec_id < 0:
+            return False
         if not self._in_message:
             if self._check_codec is not None:
                 self._check_codec(codec_id)
@@ -418,23 +656,23 @@ class FrameDecoder:
         self._start += HEADER_SIZE
         self._remaining = length
         self._more = bool(flags & FLAG_MORE)
+        return True
 
     def _reserve(self, needed: int) -> None:
-        """Grow the payload buffer to hold ``needed`` bytes.
+        """Grow the payload buffer to hold ``needed`` bytes, following what has arrived.
 
-        Growth doubles, so a chunked message costs a few reallocations, not one per frame
-        (glibc grows large blocks with mremap, without copying). It never passes what the
-        headers so far declared, except inside a message that announced more frames, and
-        there only by what has really arrived: a buffer is at most twice the bytes received,
-        or the first ``_INITIAL_ALLOCATION`` of a declared frame. New space is zeroed from
-        one shared zero block rather than from a temporary as large as the growth.
+        The first block is min(declared, 64 KiB); after that the buffer grows fourfold, so
+        it is never more than four times the bytes received, and a large message costs a
+        few reallocations, not one per read. It never passes what the headers so far
+        declared, except inside a message that announced more frames (still at most four
+        times what arrived). New space is zeroed from one shared zero block.
         """
         size = len(self._buf)
         if size >= needed:
             return
         limit = self.max_message if self._more and not self._stream else self._target
-        floor = min(self._target, _INITIAL_ALLOCATION)
-        grow = min(limit, max(needed, 2 * size, floor)) - size
+        floor = min(self._target, _FIRST_BLOCK)
+        grow = min(limit, max(needed, _GROWTH * size, floor)) - size
         while grow > 0:
             step = min(grow, len(_ZEROS))
             self._buf += _ZEROS[:step]
@@ -461,7 +699,7 @@ class FrameDecoder:
         if len(self._buf) != self._filled and (self._stream or not self._more):
             del self._buf[self._filled :]  # spare capacity stays while more frames come
         if self._verifier is not None:
-            self._verify_and_strip()
+            self._verify_and_strip(self._verifier)
         if self._stream:
             chunk = Chunk(self._codec_id, self._buf, self._frames - 1, last=not self._more)
             self._buf = bytearray()
@@ -483,19 +721,20 @@ class FrameDecoder:
             wire_bytes=self._frames * HEADER_SIZE + self._total,
         )
 
-    def _verify_and_strip(self) -> None:
+    def _verify_and_strip(self, verifier: Verifier) -> None:
         """Check the frame just completed against its tag, then drop the tag from the data."""
-        assert self._verifier is not None
         end = self._filled - TAG_SIZE
         with memoryview(self._buf) as whole, whole[self._frame_off : end] as data:
             tag = bytes(whole[end : self._filled])
-            self._verifier.verify(self._header, data, tag)
+            verifier.verify(self._header, data, tag)
         del self._buf[end:]
         self._filled = end
 
     def _compact(self) -> None:
         if self._start == self._end:
             self._start = self._end = 0
+            if len(self._stage) > 4 * _STAGE_SIZE:  # a large receive_data is not kept forever
+                del self._stage[_STAGE_SIZE:]
         elif self._start and len(self._stage) - self._end < 4096:
             live = self._end - self._start
             self._stage[:live] = self._stage[self._start : self._end]

@@ -8,13 +8,21 @@ What the notebook's sketch got wrong is each a rule here:
 * a header and its payload leave in one system call (``sendmsg`` scatter-gather), and
   TCP_NODELAY is on: two small writes meet Nagle plus delayed ACK (tens of ms per round trip);
 * a send lock, so two threads never interleave the frames of their messages;
-* a socket timeout is a typed :class:`Timeout`; a peer that leaves is a typed
-  :class:`ConnectionClosed` (or :class:`Truncated` mid-message), never a loop on ``b""``.
+* each direction waits on its own deadline (``poll``), never on one shared socket
+  timeout: a reader idling between messages neither lifts nor shortens a sender's limit,
+  and no ``settimeout`` can race a ``close``;
+* an expired wait is a typed :class:`Timeout`; a peer that leaves is a typed
+  :class:`ConnectionClosed` (or :class:`Truncated` mid-message), never a loop on ``b""``;
+* a message that cannot be finished (its source failed, its reader gave up, its send
+  timed out) fails the connection (:class:`ConnectionFailed`), so it never splices into
+  the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import select
 import socket
 import threading
 import time
@@ -24,20 +32,32 @@ from typing import IO, Any, Final
 
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
-from protocol.errors import ConnectionClosed, Timeout, TransportError
+from protocol.errors import (
+    AyudantiaError,
+    ConnectionClosed,
+    ConnectionFailed,
+    Refused,
+    Timeout,
+    TransportError,
+)
 from protocol.framing import (
     CLOSED,
     DEFAULT_MAX_MESSAGE,
+    HEADER_SIZE,
+    MAX_REFUSAL_PAYLOAD,
     NEED_DATA,
     Chunk,
     FrameDecoder,
     Message,
+    check_chunk_size,
+    echo_chunk_size,
     frame_count,
     iter_frame_buffers,
     pack_header,
+    refusal_frame,
     signed_frame_buffers,
 )
-from protocol.signing import Signer, check_key
+from protocol.signing import Side, check_key, check_side, signer_for
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
 # ...and bytes per call: a stream's frames are batched into few system calls, while the
@@ -46,6 +66,11 @@ _BATCH_BYTES: Final = 1024 * 1024
 # The default chunk of a stream, from the benchmark curve (docs/benchmarks.md, "Default
 # chunk size"): the smallest chunk within 10% of the best streamed throughput.
 DEFAULT_STREAM_CHUNK: Final = 256 * 1024
+# A refusal is a courtesy: it never holds a server for long.
+REFUSAL_SEND_TIMEOUT: Final = 1.0
+_REFUSAL_DRAIN_SECONDS: Final = 0.25  # read what the peer was still sending, so close sends FIN
+_REFUSAL_DRAIN_BYTES: Final = 256 * 1024
+_DONTWAIT: Final = socket.MSG_DONTWAIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +89,13 @@ class Received:
     obj: Any
     payload: bytearray
     frames: int
-    chunk_size: int
+    chunk_size: int  # the first frame's data size when chunked, else 0 (see Message)
     wire_bytes: int
+
+    @property
+    def echo_chunk_size(self) -> int:
+        """The chunk size that sends this payload back in at most as many frames as came."""
+        return echo_chunk_size(len(self.payload), self.frames, self.chunk_size)
 
 
 class Connection:
@@ -78,8 +108,19 @@ class Connection:
     start and ``read_timeout`` the wait for each read once one has started, so a peer that
     sends half a header and stalls is dropped without holding a thread forever;
     ``message_timeout`` bounds a whole message from its first byte, so a peer that drips one
-    byte per ``read_timeout`` cannot either. With a ``key`` every frame sent is signed and
-    every frame received must be (HMAC-SHA256, see :mod:`protocol.signing`).
+    byte per ``read_timeout`` cannot either. ``send_timeout`` bounds each whole send call
+    (lock wait included), independently of the receive timeouts, so a peer that never reads
+    cannot hold a sender forever; a send that times out fails the connection. ``None``
+    means no limit for each of them.
+
+    With a ``key`` every frame sent is signed and every frame received must be
+    (HMAC-SHA256, see :mod:`protocol.signing`), and ``side`` is required: "client" for the
+    end that connected (:meth:`connect` passes it), "server" for the end that accepted.
+    Each tag is bound to its direction, so a frame reflected back to its sender does not
+    verify (:class:`ReflectedFrame`, which also names two ends that claim the same side).
+
+    The socket is the Connection's: it is put in blocking mode and never given a timeout
+    again; every wait is a ``poll`` on this connection's own per-direction deadline.
     """
 
     def __init__(
@@ -95,35 +136,46 @@ class Connection:
         read_timeout: float | None = None,
         key: bytes | str | None = None,
         message_timeout: float | None = None,
+        send_timeout: float | None = None,
+        side: Side | None = None,
     ) -> None:
         self._registry = registry or codecs.REGISTRY
         self.codec = codec if isinstance(codec, Codec) else self._registry.get(codec)
-        if chunk_size < 0:
-            raise ValueError("chunk_size must be >= 0 (0 = unchunked)")
-        self.chunk_size = chunk_size
+        self.chunk_size = check_chunk_size(chunk_size)
         self.max_message = max_message
         if accept is None:
             accept = DEFAULT_ACCEPT | ({self.codec.name} if self.codec.safe else set())
         self.accept = frozenset(accept)
         self._check = self._registry.accept_checker(self.accept)
         raw_key = check_key(key) if key is not None else None
-        self._signer = Signer(raw_key) if raw_key is not None else None
+        self.side: Side | None = None if side is None else check_side(side)
+        self._signer = signer_for(raw_key, self.side)
         self.signed = raw_key is not None
-        self._decoder = FrameDecoder(max_message=max_message, check_codec=self._check, key=raw_key)
+        self._decoder = FrameDecoder(
+            max_message=max_message, check_codec=self._check, key=raw_key, side=side or "server"
+        )
         self.sock = sock
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
         self.message_timeout = message_timeout
-        self._deadline: float | None = None
+        self.send_timeout = send_timeout
+        self._deadline: float | None = None  # the current incoming message's
+        self._send_deadline: float | None = None  # the current send call's (under the lock)
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
-        self._current_timeout: float | None = sock.gettimeout()
-        self._streaming = False
         self._closed = False
+        self._failure: str | None = None
+        self._wire_out = 0  # bytes the kernel took, counted per system call
         self.bytes_sent = 0
         self.bytes_received = 0
         self.frames_sent = 0
         self.messages_received = 0
+        sock.settimeout(None)
+        # One poll object per direction: a reader and a sender wait at the same time.
+        self._readable = select.poll()
+        self._readable.register(sock, select.POLLIN)
+        self._writable = select.poll()
+        self._writable.register(sock, select.POLLOUT)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -132,12 +184,12 @@ class Connection:
     def connect(
         cls, host: str, port: int, *, connect_timeout: float | None = 10.0, **kwargs: Any
     ) -> Connection:
-        """Open a TCP connection and wrap it."""
+        """Open a TCP connection and wrap it (as the client side, unless ``side`` says)."""
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout)
         except TimeoutError as exc:
             raise Timeout(f"connecting to {host}:{port} timed out") from exc
-        sock.settimeout(None)
+        kwargs.setdefault("side", "client")
         return cls(sock, **kwargs)
 
     # -- sending -------------------------------------------------------------------------
@@ -161,19 +213,26 @@ class Connection:
         chunk_size: int | None = None,
     ) -> Sent:
         """Send already-encoded bytes as one message under ``codec_id``."""
-        size = self.chunk_size if chunk_size is None else chunk_size
+        size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         if isinstance(payload, memoryview) and payload.format != "B":
             payload = payload.cast("B")
         length = len(payload)
-        if self._signer is None and (size <= 0 or length <= size):
-            # The common case, one unsigned frame: header and payload in one sendmsg.
+        if self._signer is None and (size == 0 or length <= size):
+            # The common case, one unsigned frame: header and payload in one sendmsg, with
+            # no generator, batching or context manager in between (small messages are
+            # dominated by per-call overhead).
             buffers = (
                 [pack_header(codec_id, length), payload] if length else [pack_header(codec_id, 0)]
             )
-            with self._send_lock:
-                return self._write(buffers, 1)
+            self._begin_send()
+            try:
+                wire = self._sendmsg_all(buffers)
+            finally:
+                self._send_lock.release()
+            self.frames_sent += 1
+            return Sent(1, wire)
         frames = frame_count(length, size)
-        with self._send_lock:
+        with self._sending():
             return self._write(
                 iter_frame_buffers(codec_id, payload, size, signer=self._signer), frames
             )
@@ -185,9 +244,13 @@ class Connection:
 
         ``source`` is a binary file (read ``chunk_size`` at a time) or an iterable of bytes
         (each item split at ``chunk_size``). Memory is bounded by the chunk, not the stream.
-        The send lock is held throughout, so no other message interleaves.
+        The send lock is held throughout, so no other message interleaves; ``send_timeout``
+        bounds the whole stream. If the source raises once a frame has left, the message
+        can never be finished: the connection is failed (the peer sees it end mid-message,
+        :class:`Truncated`; every later call here raises :class:`ConnectionFailed`) and the
+        source's exception propagates. Its frames never join the next message.
         """
-        size = self.chunk_size if chunk_size is None else chunk_size
+        size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         size = size or DEFAULT_STREAM_CHUNK
         pieces = _file_chunks(source, size) if hasattr(source, "read") else _split(source, size)
         raw_id = codecs.get("raw").id
@@ -204,7 +267,7 @@ class Connection:
             frames += 1
             yield from self._frame_buffers(raw_id, b"" if pending is None else pending, more=False)
 
-        with self._send_lock:
+        with self._sending():
             wire = self._write(buffers(), 0).wire_bytes
         self.frames_sent += frames
         return Sent(frames, wire)
@@ -220,49 +283,211 @@ class Connection:
 
     @contextlib.contextmanager
     def open_stream(self, codec_id: int) -> Iterator[StreamWriter]:
-        """Hold the send lock and write one message frame by frame (see :class:`StreamWriter`)."""
-        with self._send_lock:
+        """Hold the send lock and write one message frame by frame (see :class:`StreamWriter`).
+
+        Leaving the block normally ends the message (an empty last frame if needed).
+        Leaving it with an exception after a frame has left fails the connection, as
+        :meth:`send_stream` does: half a message never splices into the next one.
+        """
+        with self._sending():
             writer = StreamWriter(self, codec_id)
-            yield writer
+            try:
+                yield writer
+            except BaseException:
+                if writer.frames and not writer.done:
+                    self._fail(f"a stream was abandoned after {writer.frames} frames")
+                raise
             if not writer.done:
                 writer.write(b"", last=True)
 
+    def _begin_send(self) -> None:
+        """Take the send lock within ``send_timeout`` and set this call's send deadline."""
+        if self._failure is not None or self._closed:
+            self._check_usable()
+        timeout = self.send_timeout
+        if timeout is None:
+            self._send_lock.acquire()
+            self._send_deadline = None
+            return
+        deadline = time.monotonic() + timeout
+        if not self._send_lock.acquire(timeout=timeout):
+            raise Timeout(
+                f"send not started within send_timeout={timeout:g}s: "
+                "another send on this connection is stuck"
+            )
+        self._send_deadline = deadline
+
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
+        """:meth:`_begin_send` as a context: the lock is released however the send ends."""
+        self._begin_send()
+        try:
+            yield
+        finally:
+            self._send_lock.release()
+
     def _write(self, buffers: Iterable[bytes | memoryview], frames: int) -> Sent:
+        """Send ``buffers`` in batches; anything that stops it after a byte left fails the link."""
+        self._check_usable()
+        out_before = self._wire_out
+        seq_before = self._signer.seq if self._signer is not None else 0
         wire = 0
         batch: list[bytes | memoryview] = []
         batch_bytes = 0
-        for buf in buffers:
-            batch.append(buf)
-            batch_bytes += len(buf)
-            if len(batch) >= _IOV_MAX or batch_bytes >= _BATCH_BYTES:
+        try:
+            for buf in buffers:
+                batch.append(buf)
+                batch_bytes += len(buf)
+                if len(batch) >= _IOV_MAX or batch_bytes >= _BATCH_BYTES:
+                    wire += self._sendmsg_all(batch)
+                    batch = []
+                    batch_bytes = 0
+            if batch:
                 wire += self._sendmsg_all(batch)
-                batch = []
-                batch_bytes = 0
-        if batch:
-            wire += self._sendmsg_all(batch)
+        except BaseException as exc:
+            if self._wire_out != out_before:
+                self._fail(f"a message broke off after {self._wire_out - out_before} bytes: {exc}")
+            elif self._signer is not None:
+                self._signer.seq = seq_before  # nothing left: the tags built were never seen
+            raise
         self.frames_sent += frames
         return Sent(frames, wire)
 
     def _sendmsg_all(self, buffers: list[bytes | memoryview]) -> int:
-        """sendmsg until every buffer is out, resuming after partial writes."""
-        total = sum(len(b) for b in buffers)
-        try:
-            sent = self.sock.sendmsg(buffers)
-            if sent == total:  # the usual case: the kernel took it all at once
-                self.bytes_sent += total
-                return total
-            views = [memoryview(b) for b in buffers]
-            first = _advance(views, 0, sent)
-            while first < len(views):
-                first = _advance(views, first, self.sock.sendmsg(views[first:]))
-        except TimeoutError as exc:
-            self._fail()
-            raise Timeout("send timed out; the connection is no longer usable") from exc
+        """sendmsg until every buffer is out, resuming after partial writes, by the deadline."""
+        total = sum(map(len, buffers))
+        try:  # without a deadline the kernel may block: one call for any size, as it should
+            sent = self.sock.sendmsg(buffers, (), 0 if self._send_deadline is None else _DONTWAIT)
+        except BlockingIOError:
+            sent = 0
         except OSError as exc:
-            self._fail()
-            raise ConnectionClosed(f"send failed: {exc}") from exc
+            raise self._send_failed(exc) from exc
+        self._wire_out += sent
+        if sent != total:  # the usual case is one call: the kernel took it all at once
+            self._send_rest(buffers, sent)
         self.bytes_sent += total
         return total
+
+    def _send_rest(self, buffers: list[bytes | memoryview], sent: int) -> None:
+        """Resume a partial write: wait until writable (by the send deadline), send more."""
+        views = [memoryview(b) for b in buffers]
+        first = _advance(views, 0, sent)
+        deadline = self._send_deadline
+        try:
+            while first < len(views):
+                if deadline is None:  # no limit: let the kernel block (close still wakes it)
+                    sent = self.sock.sendmsg(views[first:])
+                else:
+                    self._wait(self._writable, deadline, "send")
+                    try:
+                        sent = self.sock.sendmsg(views[first:], (), _DONTWAIT)
+                    except BlockingIOError:
+                        continue
+                self._wire_out += sent
+                first = _advance(views, first, sent)
+        except Timeout:
+            self._fail(f"send timed out (send_timeout={self.send_timeout:g}s)")
+            raise
+        except OSError as exc:
+            raise self._send_failed(exc) from exc
+        except BaseException:
+            self._fail("a send was interrupted in the middle of a message")
+            raise
+
+    def _send_failed(self, exc: OSError) -> AyudantiaError:
+        """The error for a socket that refused our bytes: the peer's refusal when it sent one."""
+        self._fail(f"send failed: {exc}")
+        refused = self._peek_refusal()
+        if refused is not None:  # the peer said why before it closed: that is the news
+            return refused
+        return ConnectionClosed(f"send failed: {exc}")
+
+    def _peek_refusal(self) -> Refused | None:
+        """A refusal frame waiting in the receive buffer, read without consuming anything.
+
+        A server that refuses a large message closes while the client is still sending,
+        so the client learns of it as a failed send; the refusal is already here.
+        """
+        decoder = self._decoder
+        if decoder.in_message or not self._recv_lock.acquire(blocking=False):
+            return None
+        try:
+            peeked = self.sock.recv(HEADER_SIZE + MAX_REFUSAL_PAYLOAD, socket.MSG_PEEK | _DONTWAIT)
+        except OSError:
+            return None
+        finally:
+            self._recv_lock.release()
+        probe = FrameDecoder()
+        try:
+            probe.receive_data(peeked)
+            probe.next_event()
+        except Refused as refused:
+            return refused
+        except AyudantiaError:
+            pass
+        return None
+
+    def _wait(self, poller: select.poll, deadline: float | None, what: str) -> None:
+        """Block until ``poller`` reports the socket ready, or raise Timeout at ``deadline``."""
+        if deadline is None:
+            poller.poll()
+            return
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(math.ceil(left * 1000)):
+            raise Timeout(f"{what} timed out")
+
+    # -- refusing ------------------------------------------------------------------------
+
+    def refuse(self, exc: AyudantiaError) -> bool:
+        """Tell the peer why it is refused (one refusal frame), then close; True if sent.
+
+        Sent only for the header errors :func:`protocol.framing.refusal_for` maps, and only
+        when this side is not in the middle of sending a message; within
+        ``REFUSAL_SEND_TIMEOUT``. The frame carries our own words, never the peer's bytes.
+        """
+        frame = refusal_frame(exc)
+        sent = False
+        try:
+            if frame is not None and not self._closed and self._failure is None:
+                sent = self._send_refusal(frame)
+        finally:
+            self.close()
+        return sent
+
+    def _send_refusal(self, frame: bytes) -> bool:
+        if not self._send_lock.acquire(blocking=False):  # mid-message: no refusal fits
+            return False
+        try:
+            limit = REFUSAL_SEND_TIMEOUT
+            if self.send_timeout is not None:
+                limit = min(limit, self.send_timeout)
+            self._send_deadline = time.monotonic() + limit
+            self._sendmsg_all([frame])
+        except AyudantiaError:
+            return False
+        finally:
+            self._send_lock.release()
+        self._drain_after_refusal()
+        return True
+
+    def _drain_after_refusal(self) -> None:
+        """Half-close, then read what the peer was still sending, for a moment.
+
+        Closing a socket with unread data sends a reset, and a reset can destroy the
+        refusal in the peer's receive buffer before it reads it. Bounded in time and bytes;
+        a Timeout (an OSError) or any socket error only ends the courtesy early.
+        """
+        deadline = time.monotonic() + _REFUSAL_DRAIN_SECONDS
+        scratch = bytearray(65536)
+        drained = 0
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+            while drained < _REFUSAL_DRAIN_BYTES:
+                self._wait(self._readable, deadline, "drain")
+                n = self.sock.recv_into(scratch, 0, _DONTWAIT)
+                if not n:
+                    break
+                drained += n
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -273,11 +498,12 @@ class Connection:
     def recv_message(self) -> Received:
         """The next message with its codec and how it travelled."""
         event = self._next_event(stream=False)
-        assert isinstance(event, Message)
+        if not isinstance(event, Message):
+            raise self._fail("recv() while a streamed message was still being read")
         return self._decoded(event)
 
     def _decoded(self, event: Message) -> Received:
-        codec = self._registry.get(event.codec_id)
+        codec = self._check(event.codec_id)  # cached: the decoder already accepted this id
         obj = codec.decode(event.payload, max_message=self.max_message)
         return Received(codec, obj, event.payload, event.frames, event.chunk_size, event.wire_bytes)
 
@@ -287,52 +513,53 @@ class Connection:
             yield chunk.data
 
     def recv_chunks(self) -> Iterator[Chunk]:
-        """Like :meth:`recv_stream` but yielding the decoder's :class:`Chunk` events."""
-        self._streaming = True
-        try:
-            while True:
-                event = self._next_event(stream=True)
-                assert isinstance(event, Chunk)
-                yield event
-                if event.last:
-                    return
-        finally:
-            self._streaming = False
+        """Like :meth:`recv_stream` but yielding the decoder's :class:`Chunk` events.
+
+        A stream must be read to its last chunk: closing the generator early, or a Timeout
+        in the middle, fails the connection (:class:`ConnectionFailed` from then on),
+        since the rest of that message would otherwise be read as the next one.
+        """
+        return self._chunks(None)
 
     def recv_any(self, *, stream_raw: bool = True) -> Received | Iterator[Chunk]:
         """The next message: decoded whole, or, when it is raw and ``stream_raw``, as chunks.
 
         This is what an echo server wants: it learns the codec at the first header, and
-        passes a raw stream on frame by frame instead of buffering it.
+        passes a raw stream on frame by frame instead of buffering it. The chunks follow
+        the rule of :meth:`recv_chunks`.
         """
         raw_id = 0
         event = self._next_event(stream=(lambda cid: cid == raw_id) if stream_raw else False)
         if isinstance(event, Message):
             return self._decoded(event)
-        return self._continue_chunks(event)
+        return self._chunks(event)
 
-    def _continue_chunks(self, first: Chunk) -> Iterator[Chunk]:
-        self._streaming = True
+    def _chunks(self, first: Chunk | None) -> Iterator[Chunk]:
+        finished = False
         try:
-            yield first
             event = first
-            while not event.last:
-                nxt = self._next_event(stream=True)
-                assert isinstance(nxt, Chunk)
-                event = nxt
-                yield event
+            while event is None or not event.last:
+                if event is not None:
+                    yield event
+                event = self._next_event(stream=True)
+                if not isinstance(event, Chunk):
+                    raise self._fail("a stream read was interleaved with a whole-message read")
+            finished = True
+            yield event
         finally:
-            self._streaming = False
+            # A decoder error is sticky already (and leaves the link free for a refusal);
+            # anything else, a closed generator or a Timeout, would leave half a message.
+            decoder = self._decoder
+            if not finished and decoder.in_message and decoder.error is None:
+                self._fail("a streamed message was abandoned before its last frame")
 
     def _next_event(self, *, stream: Any) -> Message | Chunk:
-        if self._closed:
-            raise ConnectionClosed("connection is closed")
+        self._check_usable()
         with self._recv_lock:
             decoder = self._decoder
             while True:
                 event = decoder.next_event(stream=stream)
                 if event is NEED_DATA:
-                    self._set_timeout(self._wait_limit(decoder.in_message))
                     self.bytes_received += decoder.read_from(self._recv_into)
                     continue
                 if event is CLOSED:
@@ -343,7 +570,7 @@ class Connection:
                 return event  # type: ignore[return-value]
 
     def _wait_limit(self, in_message: bool) -> float | None:
-        """The socket timeout for the next read: idle, per read, and the message deadline."""
+        """How long the next read may wait: idle, per read, and the message deadline."""
         if not in_message:
             self._deadline = None
             return self.idle_timeout
@@ -358,14 +585,21 @@ class Connection:
         return left if self.read_timeout is None else min(self.read_timeout, left)
 
     def _recv_into(self, view: memoryview) -> int:
+        in_message = self._decoder.in_message
+        limit = self._wait_limit(in_message)
         try:
-            return self.sock.recv_into(view)
-        except TimeoutError as exc:
-            what = (
-                "in the middle of a message"
-                if self._decoder.in_message
-                else "waiting for a message"
-            )
+            if limit is None:
+                return self.sock.recv_into(view)
+            deadline = time.monotonic() + limit
+            if not in_message:  # between messages the next one is rarely here yet: wait first
+                self._wait(self._readable, deadline, "receive")
+            while True:
+                try:
+                    return self.sock.recv_into(view, 0, _DONTWAIT)
+                except BlockingIOError:
+                    self._wait(self._readable, deadline, "receive")
+        except Timeout as exc:
+            what = "in the middle of a message" if in_message else "waiting for a message"
             raise Timeout(f"receive timed out {what}") from exc
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
             return 0  # an abrupt close is still a close; the decoder tells clean from truncated
@@ -374,31 +608,44 @@ class Connection:
                 return 0
             raise TransportError(f"receive failed: {exc}") from exc
 
-    def _set_timeout(self, value: float | None) -> None:
-        if value != self._current_timeout:
-            self.sock.settimeout(value)
-            self._current_timeout = value
-
     # -- lifetime ------------------------------------------------------------------------
 
-    def _fail(self) -> None:
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise ConnectionFailed(self._failure)
+        if self._closed:
+            raise ConnectionClosed("connection is closed")
+
+    def _fail(self, reason: str) -> ConnectionFailed:
+        """Make the connection unusable (the first reason sticks) and wake its users."""
+        if self._failure is None:
+            self._failure = f"connection failed: {reason}"
+        self._shutdown_socket()
+        return ConnectionFailed(self._failure)
+
+    def _shutdown_socket(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def shutdown(self) -> None:
         """Wake any thread blocked in recv (it sees a close) without freeing the socket yet."""
-        self._fail()
+        self._shutdown_socket()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._fail()
+        self._shutdown_socket()
         self.sock.close()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def failed(self) -> str | None:
+        """Why this side failed the connection, or None."""
+        return self._failure
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -414,11 +661,15 @@ class Connection:
             peer = "{}:{}".format(*self.sock.getpeername()[:2])
         except OSError:
             peer = "?"
-        return f"<Connection {peer} codec={self.codec.name} chunk={self.chunk_size}>"
+        side = self.side or "-"
+        return f"<Connection {peer} {side} codec={self.codec.name} chunk={self.chunk_size}>"
 
 
 class StreamWriter:
-    """Writes one message frame by frame; :meth:`write` with ``last=True`` ends it."""
+    """Writes one message frame by frame; :meth:`write` with ``last=True`` ends it.
+
+    Each write is bounded by the connection's ``send_timeout`` on its own.
+    """
 
     def __init__(self, conn: Connection, codec_id: int) -> None:
         self._conn = conn
@@ -430,7 +681,10 @@ class StreamWriter:
     def write(self, data: bytes | bytearray | memoryview, *, last: bool = False) -> None:
         if self.done:
             raise RuntimeError("stream already ended")
-        sent = self._conn._write(self._conn._frame_buffers(self._codec_id, data, more=not last), 1)
+        conn = self._conn
+        if conn.send_timeout is not None:
+            conn._send_deadline = time.monotonic() + conn.send_timeout
+        sent = conn._write(conn._frame_buffers(self._codec_id, data, more=not last), 1)
         self.frames += sent.frames
         self.wire_bytes += sent.wire_bytes
         self.done = last

@@ -71,7 +71,9 @@ async def serve(
 ) -> tuple[asyncio.AbstractServer, int]:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: FrameConnection(handler, speech=speech, limits=limits), "127.0.0.1", 0
+        lambda: FrameConnection(handler, speech=speech, limits=limits, side="server"),
+        "127.0.0.1",
+        0,
     )
     return server, server.sockets[0].getsockname()[1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import collections
 import datetime
 import decimal
@@ -12,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import msgpack
@@ -27,6 +29,7 @@ from protocol.errors import (
     EncodeError,
     UnknownCodec,
 )
+from protocol.safepickle import SAFE_GLOBALS
 
 OBJECT_CODECS = ["json", "pickle", "msgpack"]
 
@@ -111,11 +114,13 @@ def test_pickle_round_trips_allowed_data_types() -> None:
         "frozenset": frozenset({"a"}),
         "bytearray": bytearray(b"xy"),
         "complex": 1 + 2j,
-        "range": range(3, 9, 2),
+        "slice": slice(1, None, 2),
+        "timezone": datetime.timezone(datetime.timedelta(hours=-3)),
         "ordered": collections.OrderedDict(a=1),
         "date": datetime.date(1605, 1, 16),
         "datetime": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
         "delta": datetime.timedelta(days=1),
+        "time": datetime.time(12, 30),
         "decimal": decimal.Decimal("1.605"),
         "tuple": (1, "dos", b"tres", None, True, 4.5),
     }
@@ -289,6 +294,87 @@ def test_restricted_unpickler_refuses_hand_written_globals(payload: bytes) -> No
     with pytest.raises(DecodeError) as info:
         codecs.get("pickle").decode(payload)
     assert "not allowed" in str(info.value)
+
+
+# --- issue 15, defect 9: no allowed callable allocates from a peer's integer -------------
+
+# What ``pickle.dumps(x, protocol=4)`` writes for an object whose __reduce__ is
+# ``(bytearray, (2**31,))``: 48 bytes that would build a 2 GiB bytearray.
+BYTEARRAY_BOMB = (
+    b"\x80\x04"  # PROTO 4
+    + b"\x95"
+    + (37).to_bytes(8, "little")  # FRAME 37
+    + b"\x8c\x08builtins\x94"  # SHORT_BINUNICODE 'builtins', MEMOIZE
+    + b"\x8c\x09bytearray\x94"  # SHORT_BINUNICODE 'bytearray', MEMOIZE
+    + b"\x93\x94"  # STACK_GLOBAL, MEMOIZE
+    + b"\x8a\x05"
+    + (2**31).to_bytes(5, "little")  # LONG1 2**31
+    + b"\x85\x94R\x94."  # TUPLE1, MEMOIZE, REDUCE, MEMOIZE, STOP
+)
+# ...and for ``(frozenset, (range(0, 3 * 10**7, 1),))``: 66 bytes, thirty million ints.
+FROZENSET_BOMB = (
+    b"\x80\x04"  # PROTO 4
+    + b"\x95"
+    + (55).to_bytes(8, "little")  # FRAME 55
+    + b"\x8c\x08builtins\x94"  # SHORT_BINUNICODE 'builtins', MEMOIZE
+    + b"\x8c\x09frozenset\x94\x93\x94"  # 'frozenset', MEMOIZE, STACK_GLOBAL, MEMOIZE
+    + b"h\x00"  # BINGET 0 ('builtins')
+    + b"\x8c\x05range\x94\x93\x94"  # 'range', MEMOIZE, STACK_GLOBAL, MEMOIZE
+    + b"K\x00J"
+    + (3 * 10**7).to_bytes(4, "little")
+    + b"K\x01"  # 0, 30000000, 1
+    + b"\x87\x94R\x94"  # TUPLE3, MEMOIZE, REDUCE (range), MEMOIZE
+    + b"\x85\x94R\x94."  # TUPLE1, MEMOIZE, REDUCE (frozenset), MEMOIZE, STOP
+)
+
+
+class _Bomb:
+    def __init__(self, reduce_value: tuple) -> None:
+        self._reduce_value = reduce_value
+
+    def __reduce__(self) -> tuple:
+        return self._reduce_value
+
+
+def test_defect_9_bombs_are_what_pickle_writes() -> None:
+    """Defect 9: the hand-built bombs are byte for byte what pickle.dumps makes of them."""
+    assert len(BYTEARRAY_BOMB) == 48
+    assert len(FROZENSET_BOMB) == 66
+    assert pickle.dumps(_Bomb((bytearray, (2**31,))), protocol=4) == BYTEARRAY_BOMB
+    inner = _Bomb((range, (0, 3 * 10**7, 1)))
+    assert pickle.dumps(_Bomb((frozenset, (inner,))), protocol=4) == FROZENSET_BOMB
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("bomb", [BYTEARRAY_BOMB, FROZENSET_BOMB], ids=["bytearray", "frozenset"])
+def test_defect_9_pickle_bombs_are_refused(bomb: bytes) -> None:
+    """Defect 9: the 48-byte and 66-byte bombs are a DecodeError, and memory stays flat."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError) as info:
+            codecs.get("pickle").decode(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "not allowed" in str(info.value)
+    assert peak < 1 << 20, peak
+
+
+@pytest.mark.parametrize("name", ["set", "frozenset", "bytearray", "range"])
+def test_defect_9_size_taking_constructors_are_not_allowed(name: str) -> None:
+    """Defect 9: none of the constructors that allocate from an integer is reachable."""
+    assert ("builtins", name) not in SAFE_GLOBALS
+    with pytest.raises(DecodeError, match="not allowed"):
+        codecs.get("pickle").decode(pickle.dumps(_Bomb((getattr(builtins, name), ())), 4))
+
+
+def test_defect_9_sets_and_bytearrays_still_round_trip() -> None:
+    """Defect 9: what pickle.dumps writes for sets and bytearrays needs no global at all."""
+    codec = codecs.get("pickle")
+    obj = [{1, 2}, frozenset({"a"}), bytearray(b"xy"), set(), frozenset(), bytearray()]
+    wire = codec.encode(obj)
+    assert b"builtins" not in wire
+    assert codec.decode(wire) == obj
 
 
 # --- the registry ----------------------------------------------------------------------

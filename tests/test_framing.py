@@ -22,6 +22,7 @@ from protocol.errors import (
     ContentDisallowed,
     MessageTooLarge,
     ProtocolError,
+    SignatureUnexpected,
     Truncated,
     UnknownCodec,
     UnsupportedVersion,
@@ -34,6 +35,7 @@ from protocol.framing import (
     Chunk,
     FrameDecoder,
     Message,
+    echo_chunk_size,
     encode_message,
     frame_count,
     pack_header,
@@ -418,9 +420,13 @@ GOOD = encode_message(1, b"{}")
         (header(1, 2, version=0) + b"{}", UnsupportedVersion),
         (header(1, 2, version=2) + b"{}", UnsupportedVersion),
         (header(1, 2, version=255) + b"{}", UnsupportedVersion),
-        (header(1, 2, flags=0x02) + b"{}", BadFlags),  # reserved for signed frames
-        (header(1, 2, flags=0x03) + b"{}", BadFlags),
-        (header(1, 2, flags=0x04) + b"{}", BadFlags),
+        (header(1, 2, flags=0x02) + b"{}", SignatureUnexpected),  # signed, and no key here
+        (header(1, 2, flags=0x03) + b"{}", SignatureUnexpected),
+        (header(1, 2, flags=0x04) + b"{}", BadFlags),  # a refusal must use codec 0
+        (header(0, 2, flags=0x05) + b"\x01x", BadFlags),  # a refusal has no other flag
+        (header(0, 0, flags=0x04), BadFlags),  # a refusal has a reason byte
+        (header(0, 513, flags=0x04) + b"\x01" * 513, BadFlags),  # and at most 512 bytes
+        (header(1, 2, flags=0x08) + b"{}", BadFlags),
         (header(1, 2, flags=0x80) + b"{}", BadFlags),
         (header(1, 2, flags=0xFF) + b"{}", BadFlags),
         (header(1, 2, reserved=1) + b"{}", BadFlags),
@@ -562,3 +568,34 @@ def test_check_codec_accepts_pickle_when_configured() -> None:
     payload = codecs.get("pickle").encode({"a": 1})
     (message, _) = feed([encode_message(2, payload)], check_codec=check)
     assert codecs.get("pickle").decode(message.payload) == {"a": 1}
+
+
+# --- issue 15, defect 8 (protocol part): an echo never sends more frames than came --------
+
+
+@HYPOTHESIS
+@given(
+    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=40),
+)
+def test_defect_8_echo_chunk_size_never_amplifies(sizes: list[int]) -> None:
+    """Defect 8: a message of frames of any sizes echoes in at most as many frames."""
+    payload = b"".join(bytes([i % 251]) * n for i, n in enumerate(sizes))
+    wire = b"".join(
+        pack_header(0, n, more=i < len(sizes) - 1) + bytes([i % 251]) * n
+        for i, n in enumerate(sizes)
+    )
+    (message, _) = feed([wire])
+    assert bytes(message.payload) == payload and message.frames == len(sizes)
+    chunk = echo_chunk_size(len(message.payload), message.frames, message.chunk_size)
+    echoed = feed([encode_message(0, message.payload, chunk)])[0]
+    assert echoed.frames <= message.frames
+    assert bytes(echoed.payload) == payload
+
+
+def test_defect_8_the_issue_case() -> None:
+    """Defect 8: a 1-byte first frame then 4 MiB comes back in two frames, not four million."""
+    four_mib = 4 * 1024 * 1024
+    chunk = echo_chunk_size(1 + four_mib, 2, 1)
+    assert frame_count(1 + four_mib, chunk) <= 2
+    assert echo_chunk_size(100, 1, 0) == 0
+    assert echo_chunk_size(100, 10, 10) == 10  # a regular chunking is kept as it was

@@ -24,8 +24,8 @@ frame_like = st.builds(
         b"AY\x01" + bytes([codec, flags, 0]) + length.to_bytes(4, "big") + body + tail
     ),
     st.sampled_from([0, 1, 2, 3, 7, 64, 255]),
-    st.integers(0, 3),
-    st.one_of(st.integers(0, 64), st.integers(0, 0xFFFFFFFF)),
+    st.integers(0, 7),  # MORE, SIGNED and REFUSAL in every combination
+    st.one_of(st.integers(0, 64), st.integers(0, 600), st.integers(0, 0xFFFFFFFF)),
     st.binary(max_size=80),
     st.binary(max_size=40),
 )

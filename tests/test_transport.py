@@ -17,14 +17,23 @@ import pytest
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
 from protocol.errors import (
+    CodecChanged,
     ConnectionClosed,
+    ConnectionFailed,
     ContentDisallowed,
     MessageTooLarge,
+    Refused,
     Timeout,
     Truncated,
 )
-from protocol.framing import HEADER_SIZE, encode_message, frame_count, pack_header
-from protocol.transport import Connection
+from protocol.framing import (
+    HEADER_SIZE,
+    encode_message,
+    frame_count,
+    iter_frame_buffers,
+    pack_header,
+)
+from protocol.transport import Connection, Received
 
 
 class Worker:
@@ -468,3 +477,277 @@ def test_connect_refused() -> None:
         port = probe.getsockname()[1]
     with pytest.raises(OSError):
         Connection.connect("127.0.0.1", port, connect_timeout=2)
+
+
+# --- issue 15, defect 5: a broken-off stream never splices into the next message ---------
+
+
+def _broken_source(*pieces: bytes) -> Iterator[bytes]:
+    yield from pieces
+    raise RuntimeError("the source broke")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("key", [None, b"clave"], ids=["plain", "signed"])
+def test_defect_5_failed_send_stream_fails_the_connection(harness: Harness, key: Any) -> None:
+    """Defect 5: frames already sent with MORE never become the head of the next message."""
+    sides = ({"key": key, "side": "client"}, {"key": key, "side": "server", "read_timeout": 10})
+    a, b = harness.pair(*sides) if key else harness.pair(None, {"read_timeout": 10})
+    block = b"a" * (1 << 20)  # a whole batch, so frames really leave before the source breaks
+    sender = harness.spawn(a.send_stream, _broken_source(block, block, block), chunk_size=1 << 20)
+    with pytest.raises(Truncated):  # the peer sees the message end in the middle
+        b.recv_message()
+    with pytest.raises(RuntimeError, match="the source broke"):
+        sender.result()
+    assert a.failed and "broke off" in a.failed
+    with pytest.raises(ConnectionFailed):  # ...and nothing more is ever sent on it
+        a.send_payload(0, b"XYZ")
+    with pytest.raises(ConnectionFailed):
+        a.recv()
+
+
+@pytest.mark.parametrize("key", [None, b"clave"], ids=["plain", "signed"])
+def test_defect_5_source_failing_before_any_frame_leaves_keeps_the_link(
+    harness: Harness, key: Any
+) -> None:
+    """Defect 5: nothing left, nothing to splice; a signer's counter is put back."""
+    sides = ({"key": key, "side": "client"}, {"key": key, "side": "server", "read_timeout": 5})
+    a, b = harness.pair(*sides) if key else harness.pair(None, {"read_timeout": 5})
+    with pytest.raises(RuntimeError):
+        a.send_stream(_broken_source(b"abc", b"def"), chunk_size=2)
+    assert a.failed is None
+    a.send({"despues": True})
+    assert b.recv() == {"despues": True}  # verifies: the frame counter did not drift
+
+
+@pytest.mark.timeout(30)
+def test_defect_5_open_stream_left_by_an_exception_fails_the_connection(harness: Harness) -> None:
+    """Defect 5: the same for a message written frame by frame with open_stream."""
+    a, b = harness.pair(None, {"read_timeout": 10})
+    with pytest.raises(RuntimeError), a.open_stream(0) as out:
+        out.write(b"primera parte")
+        raise RuntimeError("the handler broke")
+    with pytest.raises(Truncated):
+        b.recv()
+    with pytest.raises(ConnectionFailed):
+        a.send_payload(0, b"XYZ")
+
+
+def test_open_stream_left_before_any_frame_keeps_the_link(harness: Harness) -> None:
+    a, b = harness.pair(None, {"read_timeout": 5})
+    with pytest.raises(RuntimeError), a.open_stream(0):
+        raise RuntimeError("nothing written yet")
+    a.send([1])
+    assert b.recv() == [1]
+
+
+# --- issue 15, defect 6: a negative chunk size is an error, not an empty frame -----------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda c: c.send_stream([b"hello world"], chunk_size=-1), id="send_stream"),
+        pytest.param(lambda c: c.send({"a": 1}, chunk_size=-1), id="send"),
+        pytest.param(lambda c: c.send_payload(0, b"hello", chunk_size=-5), id="send_payload"),
+    ],
+)
+def test_defect_6_negative_chunk_size_is_refused(
+    harness: Harness, call: Callable[[Connection], Any]
+) -> None:
+    """Defect 6: ValueError, and not a byte on the wire."""
+    a, b = harness.pair(None, {"read_timeout": 5})
+    with pytest.raises(ValueError, match="chunk_size"):
+        call(a)
+    a.send_payload(0, b"only this")
+    got = b.recv_message()
+    assert (bytes(got.payload), got.frames) == (b"only this", 1)
+
+
+def test_defect_6_negative_chunk_size_in_the_sans_io_encoder() -> None:
+    """Defect 6: the framing functions refuse it too, at the call, not lazily."""
+    with pytest.raises(ValueError):
+        encode_message(0, b"hello world", -1)
+    with pytest.raises(ValueError):
+        iter_frame_buffers(0, b"hello world", -1)
+    with pytest.raises(ValueError):
+        frame_count(11, -1)
+    with pytest.raises(ValueError):
+        Connection(socket.socketpair()[0], chunk_size=-1)
+
+
+# --- issue 15, defect 10: an abandoned stream fails the connection -----------------------
+
+
+def test_defect_10_closed_stream_generator_fails_the_connection(harness: Harness) -> None:
+    """Defect 10: the next recv raises a typed error, not AssertionError."""
+    a, b = harness.pair(None, {"read_timeout": 5})
+    a.send_payload(0, b"x" * 100, chunk_size=10)
+    a.send({"next": 1})
+    chunks = b.recv_chunks()
+    assert bytes(next(chunks).data) == b"x" * 10
+    chunks.close()  # the reader gives up after one frame
+    with pytest.raises(ConnectionFailed, match="abandoned"):
+        b.recv()
+
+
+def test_defect_10_unfinished_recv_any_then_recv(harness: Harness) -> None:
+    """Defect 10: reading whole while a streamed message is half read is a typed error."""
+    a, b = harness.pair(None, {"read_timeout": 5})
+    a.send_payload(0, b"y" * 30, chunk_size=10)
+    pending = b.recv_any()  # a raw message: chunks, not started
+    assert not isinstance(pending, Received)
+    with pytest.raises(ConnectionFailed):
+        b.recv()
+
+
+@pytest.mark.timeout(30)
+def test_defect_10_timeout_mid_stream_fails_the_connection(harness: Harness) -> None:
+    """Defect 10: a Timeout in the middle of a stream leaves no half-read message behind."""
+    raw, b = harness.raw_pair({"read_timeout": 0.2})
+    raw.sendall(encode_message(0, b"z" * 20, 10)[: HEADER_SIZE + 10])  # frame 1 of 2
+    chunks = b.recv_chunks()
+    assert bytes(next(chunks).data) == b"z" * 10
+    with pytest.raises(Timeout):
+        next(chunks)
+    with contextlib.suppress(OSError):  # the failed side has shut its socket
+        raw.sendall(
+            encode_message(0, b"z" * 20, 10)[HEADER_SIZE + 10 :] + encode_message(1, b"[1]")
+        )
+    with pytest.raises(ConnectionFailed):
+        b.recv()
+
+
+def test_defect_10_no_assert_statements_in_the_protocol() -> None:
+    """Defect 10: under ``python -O`` an assert vanishes; control flow must not rely on one."""
+    import ast
+
+    for module in ("framing", "transport", "signing", "codecs", "safepickle"):
+        source = Path(__file__).resolve().parents[1] / "protocol" / f"{module}.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        assert not [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Assert)], module
+
+
+# --- send deadline (issue 15 "also check", issue 16 item 3) ------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_send_timeout_bounds_a_peer_that_never_reads(harness: Harness) -> None:
+    """A peer that never reads cannot hold a sender: Timeout, then the link is failed."""
+    raw, a = harness.raw_pair({"send_timeout": 0.3})
+    reader = harness.spawn(a.recv)  # a reader waiting with no limit, as a client's would
+    start = time.monotonic()
+    with pytest.raises(Timeout):
+        a.send_payload(0, b"x" * (16 << 20))  # far beyond any socket buffer
+    assert time.monotonic() - start < 10
+    with pytest.raises(ConnectionFailed, match="send timed out"):
+        a.send_payload(0, b"more")
+    a.close()
+    with contextlib.suppress(ConnectionClosed):
+        reader.result(5)
+    raw.close()
+
+
+@pytest.mark.timeout(30)
+def test_send_timeout_is_independent_of_the_receive_timeouts(harness: Harness) -> None:
+    """A reader waiting with no limit does not lift the send deadline, nor the reverse."""
+    a, b = harness.pair({"send_timeout": 5, "idle_timeout": None}, {"idle_timeout": 0.2})
+    reader = harness.spawn(a.recv)  # blocks with no limit while we send
+    a.send({"hola": 1})
+    assert b.recv() == {"hola": 1}
+    with pytest.raises(Timeout):
+        b.recv()  # b's idle limit still applies
+    b.send({"ok": True})
+    assert reader.result(5) == {"ok": True}
+
+
+@pytest.mark.timeout(60)
+def test_close_racing_a_receiver_with_timeouts_is_always_typed(harness: Harness) -> None:
+    """Close while another thread loops on timed receives: only ConnectionClosed, no OSError."""
+    for _ in range(30):
+        _a, b = harness.pair(None, {"idle_timeout": 0.001})
+
+        def spin(conn: Connection = b) -> None:
+            while True:
+                with contextlib.suppress(Timeout):
+                    conn.recv()
+
+        receiver = harness.spawn(spin)
+        time.sleep(0.005)
+        b.close()
+        with pytest.raises(ConnectionClosed):
+            receiver.result(5)
+
+
+# --- refusal frames (issue 16, "Refusals travel") --------------------------------------
+
+
+def test_refused_codec_reaches_the_client(harness: Harness) -> None:
+    client, server = harness.pair({"codec": "pickle"}, {"read_timeout": 5})
+    client.send({"a": 1})
+    with pytest.raises(ContentDisallowed) as info:
+        server.recv()
+    assert server.refuse(info.value) is True
+    assert server.closed
+    with pytest.raises(Refused) as refused:
+        client.recv()
+    assert (refused.value.reason, refused.value.permanent) == ("codec", True)
+    assert refused.value.text == "this server accepts json, msgpack, raw; not pickle"
+
+
+@pytest.mark.timeout(30)
+def test_refused_too_large_reaches_a_client_still_sending(harness: Harness) -> None:
+    """The server refuses at the header and closes while the client is mid-send."""
+    client, server = harness.tcp_pair(None, {"max_message": 1 << 20, "read_timeout": 5})
+
+    def serve() -> bool:
+        try:
+            server.recv()
+        except MessageTooLarge as exc:
+            return server.refuse(exc)
+        return False
+
+    refuser = harness.spawn(serve)
+    with pytest.raises(Refused) as info:
+        try:
+            client.send_payload(0, b"x" * (32 << 20))
+        except Refused:
+            raise
+        else:
+            client.recv()
+    assert refuser.result(10) is True
+    assert info.value.reason == "too_large"
+    assert f"exceeds max_message={1 << 20}" in info.value.text
+
+
+def test_refuse_sends_nothing_for_errors_without_a_refusal(harness: Harness) -> None:
+    client, server = harness.pair(None, {"read_timeout": 5})
+    assert server.refuse(Truncated("gone")) is False
+    with pytest.raises(ConnectionClosed) as info:
+        client.recv()
+    assert not isinstance(info.value, Refused)
+
+
+def test_refuse_never_interrupts_a_message_being_sent(harness: Harness) -> None:
+    a, b = harness.pair(None, {"read_timeout": 5})
+    with pytest.raises(ConnectionClosed), a.open_stream(0) as out:
+        out.write(b"half")
+        assert a.refuse(MessageTooLarge(10, 5)) is False  # mid-message: close without it
+    with pytest.raises(Truncated):
+        b.recv()
+
+
+def test_protocol_error_mid_stream_still_allows_a_refusal(harness: Harness) -> None:
+    """A decoder error in a stream is sticky on its own: the link stays free for a refusal."""
+    client, server = harness.pair(None, {"read_timeout": 5})
+    # a raw frame announcing more, then a json frame: the codec changes inside the message
+    client.sock.sendall(pack_header(0, 3, more=True) + b"abc" + pack_header(1, 2) + b"{}")
+    with pytest.raises(CodecChanged) as info:
+        for _ in server.recv_chunks():
+            pass
+    with pytest.raises(CodecChanged):  # sticky, not ConnectionFailed
+        server.recv()
+    assert server.refuse(info.value) is True
+    with pytest.raises(Refused) as refused:
+        client.recv()
+    assert refused.value.reason == "malformed"

@@ -17,8 +17,38 @@ from typing import Any
 import pytest
 
 from protocol import codecs
-from protocol.errors import ConnectionClosed, ProtocolError, Timeout
-from protocol.framing import CLOSED, NEED_DATA, FrameDecoder, Message, encode_message, frame_count
+from protocol.errors import (
+    REFUSAL_CODES,
+    BadFlags,
+    BadMagic,
+    BadSignature,
+    ConnectionClosed,
+    ContentDisallowed,
+    MessageTooLarge,
+    ProtocolError,
+    ReflectedFrame,
+    Refused,
+    SignatureMissing,
+    SignatureUnexpected,
+    Timeout,
+    Truncated,
+    UnknownCodec,
+    UnsupportedVersion,
+)
+from protocol.framing import (
+    CLOSED,
+    HEADER_SIZE,
+    MAX_REFUSAL_PAYLOAD,
+    NEED_DATA,
+    FrameDecoder,
+    Message,
+    encode_message,
+    encode_refusal,
+    frame_count,
+    refusal_for,
+    refusal_frame,
+)
+from protocol.signing import Signer
 from protocol.transport import Connection
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
@@ -30,7 +60,7 @@ HEADER_TABLE = (
     "2      1    version = 1",
     "3      1    codec id (0 raw, 1 json, 2 pickle, 3 msgpack, 64-255 plug-ins)",
     "4      1    flags: bit 0 MORE (another frame of this message follows); "
-    "bit 1 reserved for signed frames; other bits 0",
+    "bit 1 SIGNED; bit 2 REFUSAL; other bits 0",
     "5      1    reserved = 0",
     "6      4    payload length, unsigned big-endian",
     "10     n    payload",
@@ -121,6 +151,114 @@ def test_vector_decodes(vector: Vector) -> None:
 def test_raw_vector_is_three_frames() -> None:
     (raw,) = [v for v in VECTORS if v.name == "raw-three-chunks"]
     assert frame_count(len(raw.obj), raw.chunk) == 3
+
+
+# --- signed frames (issue 15, defect 11: the tag is bound to its direction) --------------
+
+
+def examples(kind: str, fields: str) -> list[re.Match[str]]:
+    """The doc's ``### {kind} example: name`` sections: a ``fields`` line, then a hex block."""
+    pattern = (
+        rf"^### {kind} example: (?P<name>[\w-]+)\s*\n\s*{fields}\s*\n"
+        r"\s*```hex\n(?P<hex>[0-9a-fA-F\s]*?)```"
+    )
+    return list(re.finditer(pattern, doc_text(), re.MULTILINE))
+
+
+def wire_of(match: re.Match[str]) -> bytes:
+    return bytes.fromhex("".join(match["hex"].split()))
+
+
+def signed_vectors() -> list[re.Match[str]]:
+    return examples(
+        "Signed frame",
+        r"key: `b\"(?P<key>[^\"]*)\"` \(ASCII\), sent by: (?P<side>client|server), seq 0, "
+        r"codec (?P<codec>\w+), object `(?P<object>[^`\n]+)`",
+    )
+
+
+def test_doc_has_both_signed_vectors() -> None:
+    assert doc_text().count("### Signed frame example:") == len(signed_vectors()) == 2
+    assert {m["side"] for m in signed_vectors()} == {"client", "server"}
+
+
+@pytest.mark.parametrize("match", signed_vectors(), ids=lambda m: m["name"])
+def test_signed_vector_matches_the_code(match: re.Match[str]) -> None:
+    """Defect 11: the documented tags include the sender's direction byte."""
+    codec = codecs.get(match["codec"])
+    key = match["key"].encode("ascii")
+    wire = wire_of(match)
+    payload = codec.encode(ast.literal_eval(match["object"]))
+    assert encode_message(codec.id, payload, signer=Signer(key, side=match["side"])) == wire
+    other = "server" if match["side"] == "client" else "client"
+    receiver = FrameDecoder(key=key, side=other)
+    receiver.receive_data(wire)
+    assert bytes(receiver.next_event().payload) == payload
+    sender = FrameDecoder(key=key, side=match["side"])  # reflected back to whoever sent it
+    sender.receive_data(wire)
+    with pytest.raises(ReflectedFrame):
+        sender.next_event()
+
+
+# --- refusal frames (issue 16) ----------------------------------------------------------
+
+
+def refusal_vectors() -> list[re.Match[str]]:
+    return examples("Refusal", r"code: (?P<code>\d+), text: (?P<text>\"[^\n]*\")")
+
+
+def test_doc_has_the_refusal_vectors() -> None:
+    assert doc_text().count("### Refusal example:") == len(refusal_vectors()) >= 3
+
+
+@pytest.mark.parametrize("match", refusal_vectors(), ids=lambda m: m["name"])
+def test_refusal_vector_encodes_and_decodes(match: re.Match[str]) -> None:
+    code, text = int(match["code"]), json.loads(match["text"])
+    wire = wire_of(match)
+    assert encode_refusal(code, text) == wire
+    for key in (None, b"clave"):  # a keyed receiver reads refusals too: they are never signed
+        for step in (1, len(wire)):
+            decoder = FrameDecoder(key=key)
+            with pytest.raises(Refused) as info:
+                for pos in range(0, len(wire), step):
+                    decoder.receive_data(wire[pos : pos + step])
+                    assert decoder.next_event() is NEED_DATA
+            assert (info.value.code, info.value.text) == (code, text)
+            assert info.value.reason == REFUSAL_CODES[code]
+
+
+def test_refusal_for_maps_header_errors_to_codes() -> None:
+    accepted = frozenset({"json", "msgpack", "raw"})
+    cases = [
+        (ContentDisallowed("pickle", accepted), 1, "this server accepts json, msgpack, raw"),
+        (UnknownCodec(99, ["raw", "json"]), 1, "no codec with id 99"),
+        (MessageTooLarge(100_000_000, 67108864), 2, "exceeds max_message=67108864"),
+        (SignatureUnexpected("x"), 3, "this frame is signed and this server has no key"),
+        (SignatureMissing("x"), 3, "requires signed frames"),
+        (BadSignature("x"), 3, "does not verify"),
+        (UnsupportedVersion("x"), 4, "version 1"),
+        (BadMagic("x"), 5, "not a valid ayudantia frame"),
+        (BadFlags("x"), 5, "not a valid ayudantia frame"),
+    ]
+    for exc, code, words in cases:
+        got = refusal_for(exc)
+        assert got is not None and got[0] == code and words in got[1], (exc, got)
+        assert len(encode_refusal(*got)) <= HEADER_SIZE + MAX_REFUSAL_PAYLOAD
+    assert refusal_for(Truncated("x")) is None
+    assert refusal_for(Timeout("x")) is None
+    assert refusal_frame(Truncated("x")) is None
+    assert refusal_frame(BadMagic("x")) == encode_refusal(
+        5, "not a valid ayudantia frame: BadMagic"
+    )
+
+
+def test_encode_refusal_caps_and_cleans_our_own_text() -> None:
+    wire = encode_refusal(5, "ñ" * 600 + "\x1b[31m")
+    assert len(wire) <= HEADER_SIZE + MAX_REFUSAL_PAYLOAD
+    text = wire[HEADER_SIZE + 1 :].decode("utf-8")  # cut at a character boundary
+    assert set(text) == {"ñ"}
+    with pytest.raises(ValueError):
+        encode_refusal(0, "no reason")
 
 
 # --- the stdlib client in the doc --------------------------------------------------------
