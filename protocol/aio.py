@@ -35,6 +35,7 @@ import contextlib
 import logging
 import math
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -42,6 +43,7 @@ from typing import Any, Final
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
 from protocol.errors import (
+    REFUSAL_CODES,
     AyudantiaError,
     CodecError,
     ConnectionClosed,
@@ -57,9 +59,11 @@ from protocol.framing import (
     FrameDecoder,
     Message,
     check_chunk_size,
+    encode_refusal,
     frame_count,
     iter_frame_buffers,
     pack_header,
+    refusal_frame,
     signed_frame_buffers,
 )
 from protocol.signing import Side, check_key, check_side, signer_for
@@ -73,7 +77,35 @@ _JOIN_BELOW: Final = 64 * 1024
 DEFAULT_WRITE_HIGH: Final = 256 * 1024
 DEFAULT_MAX_HELD: Final = 256
 _TURN: Final = 64  # messages a peer may have handled before it yields the loop to others
+_REFUSAL_LINGER: Final = 0.25  # seconds a refused peer's bytes are drained before the close
 _CLOSE_GRACE: Final = 5.0  # seconds a closing connection may take to flush, with no deadline
+
+
+REFUSAL_BUSY: Final = next(code for code, name in REFUSAL_CODES.items() if name == "busy")
+
+
+class TokenBucket:
+    """At most ``rate`` events a second on average, ``burst`` at once (loop thread only)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+# Refusal frames a process sends: a flood of bad connections gets plain closes past this,
+# so refusing can never cost more than closing.
+REFUSALS = TokenBucket(rate=50, burst=100)
 
 
 @dataclass(frozen=True)
@@ -180,6 +212,7 @@ class FrameConnection(asyncio.Protocol):
         self._write_paused_at: float | None = None
         # lifetime
         self._closing = False
+        self._out_open = False  # a streamed message of ours is half sent
         self._eof = False
         self.closed: asyncio.Future[BaseException | None] | None = None
         self.error: BaseException | None = None
@@ -457,6 +490,7 @@ class FrameConnection(asyncio.Protocol):
         else:
             buffers = [pack_header(codec_id, len(data), more=more), data]
         wire = self._write_all(transport, buffers)
+        self._out_open = more  # a refusal must never land inside our own message
         self.frames_sent += 1
         self.bytes_sent += wire
         return wire
@@ -637,16 +671,49 @@ class FrameConnection(asyncio.Protocol):
         self.refuse_then_close(error)
 
     def refuse_then_close(self, error: BaseException) -> None:
-        """Close after ``error``; subclasses may first tell the peer why (refusal frames)."""
-        self.close()
+        """Close after ``error``, first telling the peer why when it is a header error.
+
+        The refusal frame (docs/protocol.md, "Refusal frames") is sent only between our own
+        messages, within the process's refusal budget, and only for errors found at a header
+        (it never echoes the peer's bytes): then the connection is half-closed and what the
+        peer still sends is read and dropped for a moment, so that our close does not reset
+        the refusal away before the peer reads it.
+        """
+        frame = refusal_frame(error) if isinstance(error, AyudantiaError) else None
+        if frame is None:
+            self.close()
+            return
+        self._refuse(frame)
 
     def refuse_busy(self, text: str) -> None:
-        """Turn this peer away because the server is full."""
+        """Turn this peer away because the server is full (a ``busy`` refusal)."""
         self.error = ConnectionClosed(text)
-        self.close()
+        self._refuse(encode_refusal(REFUSAL_BUSY, text))
+
+    def _refuse(self, frame: bytes) -> None:
+        transport = self.transport
+        if transport is None or self._out_open or not REFUSALS.take() or self._closing:
+            self.close()
+            return
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transport.write(frame)
+        with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
+            if transport.can_write_eof():
+                transport.write_eof()
+            transport.resume_reading()  # drain (and drop) what the peer is still sending
+        assert self._loop is not None
+        self._loop.call_later(_REFUSAL_LINGER, self._close_after_refusal)
+
+    def _close_after_refusal(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+            self._loop.call_later(_CLOSE_GRACE, self._abort_if_open)  # type: ignore[union-attr]
 
     def close(self) -> None:
-        """Flush what is queued and close. Idempotent.
+        """Flush what is queued and close. Idempotent (and a no-op once closing).
 
         A peer that stops reading cannot hold the close open: after the send deadline (or
         a few seconds when there is none) what is still queued is dropped.

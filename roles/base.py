@@ -260,7 +260,9 @@ class Server(Handler):
             await asyncio.wait(waits, timeout=timeout)
 
     def _new_connection(self) -> FrameConnection:
-        return FrameConnection(self, speech=self.speech, limits=self.limits, name=self.role)
+        return FrameConnection(
+            self, speech=self.speech, limits=self.limits, name=self.role, side="server"
+        )
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task:
         """A task on the loop whose failure is logged rather than lost."""
@@ -552,7 +554,9 @@ class Link:
         handler = _LinkHandler(self)
 
         def factory() -> FrameConnection:
-            return FrameConnection(handler, speech=self.speech, limits=self.limits, name="upstream")
+            return FrameConnection(
+                handler, speech=self.speech, limits=self.limits, name="upstream", side="client"
+            )
 
         transport, conn = await asyncio.wait_for(
             loop.create_connection(factory, self.host, self.port), self.connect_timeout

@@ -22,14 +22,6 @@ from roles.base import Server
 RAW_ID = 0
 
 
-def echo_chunk_size(received: Received) -> int:
-    """The reply's chunk size: the request's first frame, never more frames than it came in."""
-    if received.frames <= 1:
-        return 0
-    keep_count = -(-len(received.payload) // received.frames)
-    return max(received.chunk_size, keep_count)
-
-
 class Eco(Server):
     role = "eco"
 
@@ -37,7 +29,7 @@ class Eco(Server):
         return codec_id == RAW_ID
 
     def message_received(self, conn: FrameConnection, received: Received) -> None:
-        conn.send_payload(received.codec.id, received.payload, chunk_size=echo_chunk_size(received))
+        conn.send_payload(received.codec.id, received.payload, chunk_size=received.echo_chunk_size)
 
     def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
         conn.send_frame(chunk.codec_id, chunk.data, more=not chunk.last)

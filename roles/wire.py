@@ -9,6 +9,7 @@ from typing import Any
 from protocol.aio import Limits, Speech
 from protocol.codecs import DEFAULT_ACCEPT, accept_for
 from protocol.framing import DEFAULT_MAX_MESSAGE
+from protocol.signing import Side
 from protocol.transport import Connection
 
 
@@ -50,7 +51,8 @@ class WireSettings:
             kwargs["key"] = str(settings["key"]).encode("utf-8")
         return cls.for_codec(settings.get("codec", "json"), **kwargs)
 
-    def wrap(self, sock: socket.socket) -> Connection:
+    def wrap(self, sock: socket.socket, side: Side = "client") -> Connection:
+        """A blocking connection on ``sock`` (``side``: who connected, for signed frames)."""
         return Connection(
             sock,
             codec=self.codec,
@@ -61,6 +63,8 @@ class WireSettings:
             read_timeout=self.read_timeout,
             key=self.key,
             message_timeout=self.message_timeout,
+            send_timeout=self.send_timeout,
+            side=side,
         )
 
     def speech(self) -> Speech:

@@ -1,0 +1,90 @@
+"""Refusals travel: the event-loop servers tell a peer why before they close on it.
+
+Real role processes; the clients are the project's blocking Connection (which raises the
+typed :class:`~protocol.errors.Refused`) and a student process, which must stop and say why.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from protocol.errors import Refused
+from protocol.transport import Connection
+from tests.procs import running
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize(
+    ("client", "reason", "words"),
+    [
+        ({"codec": "pickle", "accept": ["json"]}, "codec", "not pickle"),
+        ({"codec": "json", "key": "abc", "side": "client"}, "signature", "no key"),
+        ({"codec": "json", "chunk_size": 0, "big": True}, "too_large", "max_message"),
+    ],
+    ids=["codec", "signature", "too-large"],
+)
+def test_the_eco_refuses_with_a_reason_the_client_can_read(client, reason, words):
+    big = client.pop("big", False)
+    with running("eco", "--port", "0", "--max-message", "64K", "--log-level", "ERROR") as eco:
+        with (
+            Connection.connect(eco.host, eco.port, read_timeout=5, idle_timeout=5, **client) as c,
+            pytest.raises(Refused) as refused,
+        ):
+            c.send({"texto": "x" * (100_000 if big else 10)})
+            c.recv()
+        assert refused.value.reason == reason and refused.value.permanent
+        assert words in refused.value.text
+        with Connection.connect(eco.host, eco.port, read_timeout=5, idle_timeout=5) as good:
+            good.send({"still": "served"})
+            assert good.recv() == {"still": "served"}
+
+
+def test_a_full_server_says_busy():
+    with (
+        running("eco", "--port", "0", "--max-clients", "1", "--log-level", "ERROR") as eco,
+        Connection.connect(eco.host, eco.port, read_timeout=5, idle_timeout=5) as first,
+    ):
+        first.send({"n": 1})
+        assert first.recv() == {"n": 1}
+        with (
+            Connection.connect(eco.host, eco.port, read_timeout=5, idle_timeout=5) as extra,
+            pytest.raises(Refused) as refused,
+        ):
+            extra.recv()
+        assert refused.value.reason == "busy" and not refused.value.permanent
+
+
+def test_a_refused_student_stops_and_says_why(procs):
+    """A pickle student at a default Docencio: a handful of connections, one line why."""
+    docencio = procs.clase("json")["docencio"]
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ayudantia",
+            "estudiante",
+            "--docencio",
+            docencio.address,
+            "--codec",
+            "pickle",
+            "--questions",
+            "3",
+            "--interval",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 1
+    assert "not pickle" in done.stderr and "Traceback" not in done.stderr
+    refusals = len(re.findall(r"enviando datos inválidos", docencio.stderr()))
+    assert refusals <= 3, refusals  # a permanent refusal is not retried
+    assert time.monotonic() - started < 45
