@@ -36,7 +36,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -77,6 +77,7 @@ _JOIN_BELOW: Final = 64 * 1024
 DEFAULT_WRITE_HIGH: Final = 256 * 1024
 DEFAULT_MAX_HELD: Final = 256
 _TURN: Final = 64  # messages a peer may have handled before it yields the loop to others
+_RECEIPT_CHECK: Final = 0.05  # seconds between looks at a write buffer that drains slowly
 _REFUSAL_LINGER: Final = 0.25  # seconds a refused peer's bytes are drained before the close
 _CLOSE_GRACE: Final = 5.0  # seconds a closing connection may take to flush, with no deadline
 
@@ -213,6 +214,11 @@ class FrameConnection(asyncio.Protocol):
         # lifetime
         self._closing = False
         self._out_open = False  # a streamed message of ours is half sent
+        self._aborted = False  # closed without flushing: what was queued never left
+        # (bytes_sent when the message's last byte is written, callback) per message
+        self._receipts: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
+        self._receipt_timer: asyncio.TimerHandle | None = None
+        self.undelivered = 0  # messages with a receipt dropped with the connection
         self._eof = False
         self.closed: asyncio.Future[BaseException | None] | None = None
         self.error: BaseException | None = None
@@ -271,6 +277,7 @@ class FrameConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._settle_receipts(flushed=exc is None and not self._aborted)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -298,6 +305,7 @@ class FrameConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._write_paused_at = None
+        self._check_receipts()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self._writable = None
@@ -447,9 +455,64 @@ class FrameConnection(asyncio.Protocol):
         """``obj`` in this connection's codec; :class:`EncodeError` is the caller's to answer."""
         return (codec or self.codec).encode(obj)
 
-    def send_obj(self, obj: Any, *, chunk_size: int | None = None) -> Sent:
-        """Encode and queue ``obj`` as one message (never blocks; flow control pauses reads)."""
-        return self.send_payload(self.codec.id, self.encode(obj), chunk_size=chunk_size)
+    def send_obj(
+        self,
+        obj: Any,
+        *,
+        chunk_size: int | None = None,
+        on_delivered: Callable[[], None] | None = None,
+    ) -> Sent:
+        """Encode and queue ``obj`` as one message (never blocks; flow control pauses reads).
+
+        ``on_delivered`` is called once the message's last byte has left this process (been
+        taken by the kernel), and never if the connection is dropped first: queued is not
+        delivered. A peer that stops reading is cut off after ``send_timeout`` with its
+        queue, and what was in it must not count as delivered.
+        """
+        sent = self.send_payload(self.codec.id, self.encode(obj), chunk_size=chunk_size)
+        if on_delivered is not None:
+            self._receipts.append((self.bytes_sent, on_delivered))
+            self._check_receipts()
+        return sent
+
+    def _check_receipts(self) -> None:
+        """Call the receipts of every message whose bytes have all left the write buffer."""
+        receipts = self._receipts
+        if not receipts or self.transport is None:
+            return
+        flushed = self.bytes_sent - self.transport.get_write_buffer_size()
+        while receipts and receipts[0][0] <= flushed:
+            _, callback = receipts.popleft()
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: delivery receipt failed", self.name)
+        if receipts and self._loop is not None and self._receipt_timer is None:
+            self._receipt_timer = self._loop.call_later(_RECEIPT_CHECK, self._receipt_tick)
+
+    def _receipt_tick(self) -> None:
+        self._receipt_timer = None
+        if not self._closing:
+            self._check_receipts()
+
+    def _settle_receipts(self, flushed: bool) -> None:
+        """At the end: a close that flushed everything delivered all; an abort delivered none."""
+        if self._receipt_timer is not None:
+            self._receipt_timer.cancel()
+            self._receipt_timer = None
+        if flushed:
+            self._check_receipts_all()
+        else:
+            self.undelivered += len(self._receipts)
+            self._receipts.clear()
+
+    def _check_receipts_all(self) -> None:
+        while self._receipts:
+            _, callback = self._receipts.popleft()
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: delivery receipt failed", self.name)
 
     def send_payload(
         self,
@@ -732,11 +795,13 @@ class FrameConnection(asyncio.Protocol):
 
     def _abort_if_open(self) -> None:
         if self.closed is not None and not self.closed.done() and self.transport is not None:
+            self._aborted = True
             self.transport.abort()
 
     def abort(self) -> None:
         """Close at once, dropping what is queued (a peer that will not read)."""
         self._closing = True
+        self._aborted = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from protocol import codecs
@@ -162,8 +163,11 @@ def http_decode(content_type: str | None, body: bytes, accept: frozenset[str]) -
     return codec.decode(body)
 
 
-def send_answer(conn: Any, reply: dict[str, Any]) -> dict[str, Any]:
-    """Send ``reply`` on ``conn``; what was actually sent.
+def send_answer(
+    conn: Any, reply: dict[str, Any], on_delivered: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Send ``reply`` on ``conn``; what was actually sent. ``on_delivered`` follows the reply
+    itself (not an error answer sent in its place): see ``FrameConnection.send_obj``.
 
     A reply that cannot be encoded in the connection's codec (a number json cannot write, a
     ``bin`` value, a lone surrogate) is that reply's error: the student gets an error
@@ -171,7 +175,7 @@ def send_answer(conn: Any, reply: dict[str, Any]) -> dict[str, Any]:
     connection stays up. :class:`ConnectionClosed` still propagates: the student left.
     """
     try:
-        conn.send_obj(reply)
+        conn.send_obj(reply, on_delivered=on_delivered)
         return reply
     except EncodeError as exc:
         fallback = error(reply.get("id"), f"la respuesta no se puede enviar en {exc.codec}: {exc}")

@@ -86,6 +86,7 @@ class Docencio(Peer):
     def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
         super().connection_lost(conn, error)
         self._identity.pop(conn, None)
+        self.undeliverable += conn.undelivered  # queued for it, never left: not counted
 
     def message_received(self, conn: FrameConnection, received: Received) -> None:
         try:
@@ -127,21 +128,30 @@ class Docencio(Peer):
         conn.release()
 
     def deliver(self, conn: FrameConnection, pregunta: dict[str, Any] | None, reply: dict) -> None:
-        """Send ``reply`` to the student on ``conn``; count it if it is an answer."""
+        """Send ``reply`` to the student on ``conn``; count it once it is delivered.
+
+        Delivered means its last byte left this process: an answer still queued for a
+        student who is then cut off (it stopped reading) or who left is never counted.
+        """
         if "respuesta" not in reply and "error" not in reply:
             reply = error(reply.get("id"), f"respuesta sin 'respuesta' ni 'error': {reply!r}")
+        counted = "error" not in reply and pregunta is not None
+        key = count_key(pregunta, self._identity.get(conn, "")) if counted else None  # type: ignore[arg-type]
         try:
-            sent = send_answer(conn, reply)
+            sent = send_answer(
+                conn, reply, on_delivered=(lambda: self._delivered(key)) if counted else None
+            )
         except AyudantiaError as exc:  # the student left: nothing to deliver, nothing to count
             self.undeliverable += 1
             self.log.debug("estudiante ausente, respuesta %r descartada: %s", reply.get("id"), exc)
             return
         if "error" in sent:
             self.errors += 1
-            return
+
+    def _delivered(self, key: str | None) -> None:
         self.delivered += 1
-        if pregunta is not None:
-            self.conteo.add(count_key(pregunta, self._identity.get(conn, "")))
+        if key is not None:
+            self.conteo.add(key)
 
     async def on_stop(self) -> None:
         await super().on_stop()  # the link first: its waiting questions get error answers

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from roles_helpers import ask, connect, recv_all
+from roles_helpers import ask, connect, profesor_count, recv_all, wait_for
 
 from protocol.framing import FrameDecoder, Message, encode_message
 
@@ -134,3 +134,56 @@ def test_d9_a_stopping_tareo_answers_every_waiting_hard_question(procs, hung_pro
     assert sorted(a["id"] for a in got) == list(range(40)), got
     assert all("error" in a for a in got)
     assert tareo.proc.wait(20) == 0  # the calls under way end within the Profesor timeout
+
+
+def test_d8_answers_dropped_with_a_cut_off_student_are_not_counted(procs, tmp_path):
+    """Review D8: a student that never reads is cut off at the send deadline with answers
+    still queued for it; those were never delivered, so they are not counted: the
+    Profesor's count equals the answers that left the Docencio."""
+    clase = procs.clase("json")
+    profesor, tareo = clase["profesor"], clase["tareo"]
+    clase["docencio"].stop()
+    stats = tmp_path / "d.json"
+    docencio = procs.start(
+        "docencio2",
+        "docencio",
+        "--port",
+        "0",
+        "--tareo",
+        tareo.address,
+        "--profesor",
+        profesor.address,
+        "--send-timeout",
+        "1",
+        "--stats",
+        str(stats),
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(docencio.hostport)
+    sock.setblocking(False)
+    deadline = time.monotonic() + 6.0
+    n = 0
+    try:
+        while time.monotonic() < deadline:  # until the Docencio cuts it off (or 6 s)
+            burst = b"".join(
+                frame({"id": n + i, "tipo": "Contenido", "de": "mudo"}) for i in range(64)
+            )
+            try:
+                sent = sock.send(burst)
+                if sent < len(burst):
+                    break  # a question cut in half: stop here, the rest never counts anyway
+                n += 64
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
+    finally:
+        sock.close()
+    assert docencio.stop() == 0
+    counters = json.loads(stats.read_text(encoding="utf-8"))
+    assert counters["undeliverable"] > 0, counters  # it really was cut off with answers queued
+    assert wait_for(lambda: profesor_count(profesor.address) == counters["delivered"], 10), (
+        profesor_count(profesor.address),
+        counters,
+    )
