@@ -517,8 +517,8 @@ class FrameDecoder:
             raise
 
     def _next_event(self, stream: bool | Callable[[int], bool]) -> Event:
-        if stream is False and self._remaining is None and not self._in_message:
-            whole = self._staged_single_frame()
+        if self._remaining is None and not self._in_message:
+            whole = self._staged_single_frame(stream)
             if whole is not None:
                 return whole
         while True:
@@ -543,13 +543,16 @@ class FrameDecoder:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _staged_single_frame(self) -> Message | None:
+    def _staged_single_frame(
+        self, stream: bool | Callable[[int], bool]
+    ) -> Message | Chunk | None:
         """The common case in one step: a valid one-frame message already wholly staged.
 
         Small messages are dominated by per-call overhead, so this path does in one function
         what the general one spreads over four. Anything else (a partial frame, MORE, a
         signed frame, any invalid field) returns None and takes the general path, which
-        also raises the errors: there is one place that decides what is wrong.
+        also raises the errors: there is one place that decides what is wrong. A message
+        its caller streams comes out as its one and last :class:`Chunk`.
         """
         start = self._start
         if self._verifier is not None or self._end - start < HEADER_SIZE:
@@ -569,6 +572,8 @@ class FrameDecoder:
             self._check_codec(codec_id)
         payload = self._stage[start + HEADER_SIZE : stop]
         self._start = stop
+        if stream is not False and (stream(codec_id) if callable(stream) else stream):
+            return Chunk(codec_id, payload, 0, last=True)
         return Message(codec_id, payload, 1, 0, HEADER_SIZE + length)
 
     def _check_header(self) -> tuple[int, int, int]:

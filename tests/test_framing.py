@@ -599,3 +599,22 @@ def test_defect_8_the_issue_case() -> None:
     assert frame_count(1 + four_mib, chunk) <= 2
     assert echo_chunk_size(100, 1, 0) == 0
     assert echo_chunk_size(100, 10, 10) == 10  # a regular chunking is kept as it was
+
+
+def test_a_whole_staged_single_frame_streams_as_its_one_last_chunk() -> None:
+    """The one-step path serves streaming callers too: one frame, one last Chunk, same as the
+    general path gives when the frame arrives in pieces."""
+    wire = encode_message(0, b"hola")
+    whole = FrameDecoder()
+    whole.receive_data(wire)
+    first = whole.next_event(stream=lambda codec_id: codec_id == 0)
+    pieces = FrameDecoder()
+    for i in range(len(wire)):
+        pieces.receive_data(wire[i : i + 1])
+    event = NEED_DATA
+    while event is NEED_DATA:
+        event = pieces.next_event(stream=True)
+    for chunk in (first, event):
+        assert isinstance(chunk, Chunk)
+        assert (bytes(chunk.data), chunk.index, chunk.last) == (b"hola", 0, True)
+    assert whole.next_event(stream=True) is NEED_DATA
