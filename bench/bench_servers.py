@@ -59,6 +59,7 @@ def clase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RolePr
 
 
 def _rounds(benchmark: Any, benchmarking: bool, measure: Any) -> list[dict[str, Any]]:
+    benchmark.group = "servers"
     done: list[dict[str, Any]] = []
     benchmark.pedantic(
         lambda: done.append(measure()), rounds=rounds(benchmarking, SERVER_ROUNDS), iterations=1
@@ -66,67 +67,64 @@ def _rounds(benchmark: Any, benchmarking: bool, measure: Any) -> list[dict[str, 
     return done
 
 
-def test_five_thousand_students(benchmark, benchmarking, clase):
-    docencio = clase["docencio"]
-    n = 5000 if benchmarking else 200
-    benchmark.group = "servers"
-    results = _rounds(
+def _load(
+    benchmark: Any, benchmarking: bool, server: RoleProcess, scenario: Any, **kwargs: Any
+) -> list[dict[str, Any]]:
+    """One loadgen scenario against ``server``, a round at a time; each round's results."""
+    return _rounds(
         benchmark,
         benchmarking,
         lambda: asyncio.run(
-            loadgen.students(
-                docencio.host, docencio.port, n=n, timeout=60, server_pid=docencio.proc.pid
-            )
+            scenario(server.host, server.port, server_pid=server.proc.pid, **kwargs)
         ),
     )
+
+
+def _store(benchmark: Any, benchmarking: bool, figures: dict[str, list[float]]) -> None:
+    """The figures of a timed run (an untimed one only proves the code still works)."""
+    benchmark.extra_info.update(kind="servers", figures=figures if benchmarking else {})
+
+
+def test_five_thousand_students(benchmark, benchmarking, clase):
+    n = 5000 if benchmarking else 200
+    results = _load(benchmark, benchmarking, clase["docencio"], loadgen.students, n=n, timeout=60)
     for r in results:
         assert r["answered"] == n and not r["misrouted"] and not r["unanswered"], r
-    benchmark.extra_info.update(
-        kind="servers",
-        students=n,
-        figures={
+    _store(
+        benchmark,
+        benchmarking,
+        {
             "servers.5000.connect-s": [r["connect_s"] for r in results],
             "servers.5000.answer-s": [r["answer_s"] for r in results],
             "servers.5000.rss-mb": [r["server_rss_peak"] / 1e6 for r in results],
             "servers.5000.threads": [r["server_threads_peak"] for r in results],
-        }
-        if benchmarking
-        else {},
+        },
     )
 
 
 def test_a_student_who_never_reads(benchmark, benchmarking, clase):
-    docencio = clase["docencio"]
-    benchmark.group = "servers"
-    results = _rounds(
+    results = _load(
         benchmark,
         benchmarking,
-        lambda: asyncio.run(
-            loadgen.flood(
-                docencio.host,
-                docencio.port,
-                students_n=10,
-                seconds=10.0 if benchmarking else 1.5,
-                head_start=1.0,
-                server_pid=docencio.proc.pid,
-            )
-        ),
+        clase["docencio"],
+        loadgen.flood,
+        students_n=10,
+        seconds=10.0 if benchmarking else 1.5,
+        head_start=1.0,
     )
     for r in results:
         assert r["answered"] == r["asked"] and not r["misrouted"] and not r["lost"], r
-    benchmark.extra_info.update(
-        kind="servers",
-        figures={
+    _store(
+        benchmark,
+        benchmarking,
+        {
             "servers.slow-reader.others-slowest-s": [r["max_ms"] / 1000 for r in results],
             "servers.slow-reader.rss-growth-mb": [r["server_rss_growth"] / 1e6 for r in results],
-        }
-        if benchmarking
-        else {},
+        },
     )
 
 
 def test_small_message_through_the_eco(benchmark, benchmarking):
-    benchmark.group = "servers"
     with running("eco", "--port", "0", *LOOP_FLAGS) as eco:
         result: dict[str, Any] = {}
 
@@ -142,6 +140,7 @@ def test_small_message_through_the_eco(benchmark, benchmarking):
                 )
             )
 
+        benchmark.group = "servers"
         benchmark.pedantic(measure, rounds=1, iterations=1)
     sessions = result["sessions"]
     assert all(s["ratio"] > 0 for s in sessions), result
@@ -156,28 +155,20 @@ def test_small_message_through_the_eco(benchmark, benchmarking):
 
 
 def test_connect_ask_read_close(benchmark, benchmarking, clase):
-    docencio = clase["docencio"]
-    benchmark.group = "servers"
-    results = _rounds(
+    results = _load(
         benchmark,
         benchmarking,
-        lambda: asyncio.run(
-            loadgen.connect_rate(
-                docencio.host,
-                docencio.port,
-                workers=8,
-                seconds=5.0 if benchmarking else 0.5,
-                server_pid=docencio.proc.pid,
-            )
-        ),
+        clase["docencio"],
+        loadgen.connect_rate,
+        workers=8,
+        seconds=5.0 if benchmarking else 0.5,
     )
     for r in results:
         assert r["connections"] > 0 and not r["errors"], r
-    benchmark.extra_info.update(
-        kind="servers",
-        figures={"servers.connect-ask-close-per-s": [r["rate_per_s"] for r in results]}
-        if benchmarking
-        else {},
+    _store(
+        benchmark,
+        benchmarking,
+        {"servers.connect-ask-close-per-s": [r["rate_per_s"] for r in results]},
     )
 
 
@@ -185,7 +176,6 @@ def test_the_whole_class(benchmark, benchmarking, tmp_path: Path):
     """``ayudantia run --students 10 --questions 200 --interval 0``: questions/s from the
     run's own barrier window; every round must be exact (all answered, count equal)."""
     students, questions = (10, 200) if benchmarking else (2, 5)
-    benchmark.group = "servers"
     report = tmp_path / "run.json"
 
     def one_class() -> dict[str, Any]:
@@ -205,9 +195,8 @@ def test_the_whole_class(benchmark, benchmarking, tmp_path: Path):
     for r in results:
         assert r["returncode"] == 0 and r.get("ok"), r["output"]
         assert r["profesor_count"] == r["answered"] == students * questions, r["output"]
-    benchmark.extra_info.update(
-        kind="servers",
-        figures={"class.questions-per-s": [r["questions_per_second"] for r in results]}
-        if benchmarking
-        else {},
+    _store(
+        benchmark,
+        benchmarking,
+        {"class.questions-per-s": [r["questions_per_second"] for r in results]},
     )

@@ -480,15 +480,19 @@ class FrameConnection(asyncio.Protocol):
         receipts = self._receipts
         if not receipts or self.transport is None:
             return
-        flushed = self.bytes_sent - self.transport.get_write_buffer_size()
+        self._call_receipts(self.bytes_sent - self.transport.get_write_buffer_size())
+        if receipts and self._loop is not None and self._receipt_timer is None:
+            self._receipt_timer = self._loop.call_later(_RECEIPT_CHECK, self._receipt_tick)
+
+    def _call_receipts(self, flushed: float) -> None:
+        """Call, in order, the receipts of the messages that end at or before ``flushed``."""
+        receipts = self._receipts
         while receipts and receipts[0][0] <= flushed:
             _, callback = receipts.popleft()
             try:
                 callback()
             except Exception:
                 log.exception("%s: delivery receipt failed", self.name)
-        if receipts and self._loop is not None and self._receipt_timer is None:
-            self._receipt_timer = self._loop.call_later(_RECEIPT_CHECK, self._receipt_tick)
 
     def _receipt_tick(self) -> None:
         self._receipt_timer = None
@@ -501,18 +505,10 @@ class FrameConnection(asyncio.Protocol):
             self._receipt_timer.cancel()
             self._receipt_timer = None
         if flushed:
-            self._check_receipts_all()
+            self._call_receipts(math.inf)
         else:
             self.undelivered += len(self._receipts)
             self._receipts.clear()
-
-    def _check_receipts_all(self) -> None:
-        while self._receipts:
-            _, callback = self._receipts.popleft()
-            try:
-                callback()
-            except Exception:
-                log.exception("%s: delivery receipt failed", self.name)
 
     def send_payload(
         self,

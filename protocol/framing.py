@@ -543,9 +543,7 @@ class FrameDecoder:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _staged_single_frame(
-        self, stream: bool | Callable[[int], bool]
-    ) -> Message | Chunk | None:
+    def _staged_single_frame(self, stream: bool | Callable[[int], bool]) -> Message | Chunk | None:
         """The common case in one step: a valid one-frame message already wholly staged.
 
         Small messages are dominated by per-call overhead, so this path does in one function
