@@ -78,6 +78,7 @@ DEFAULT_WRITE_HIGH: Final = 256 * 1024
 DEFAULT_MAX_HELD: Final = 256
 _TURN: Final = 64  # messages a peer may have handled before it yields the loop to others
 _RECEIPT_CHECK: Final = 0.05  # seconds between looks at a write buffer that drains slowly
+_REFUSAL_DRAIN: Final = 256 * 1024  # bytes a refused peer may still send before a reset
 _REFUSAL_LINGER: Final = 0.25  # seconds a refused peer's bytes are drained before the close
 _CLOSE_GRACE: Final = 5.0  # seconds a closing connection may take to flush, with no deadline
 
@@ -215,6 +216,8 @@ class FrameConnection(asyncio.Protocol):
         self._closing = False
         self._out_open = False  # a streamed message of ours is half sent
         self._aborted = False  # closed without flushing: what was queued never left
+        self._refusing = False  # a refusal is out; the peer's bytes are drained and dropped
+        self._drained = 0
         # (bytes_sent when the message's last byte is written, callback) per message
         self._receipts: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
         self._receipt_timer: asyncio.TimerHandle | None = None
@@ -254,6 +257,11 @@ class FrameConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            if self._refusing:  # draining after a refusal: bounded in bytes as in time
+                self._drained += len(data)
+                if self._drained > _REFUSAL_DRAIN and self.transport is not None:
+                    self._aborted = True
+                    self.transport.abort()
             return
         self.bytes_received += len(data)
         assert self._loop is not None
@@ -755,6 +763,7 @@ class FrameConnection(asyncio.Protocol):
             self.close()
             return
         self._closing = True
+        self._refusing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -323,6 +323,9 @@ async def _call(fn: Callable[[], Any]) -> Any:
 
 
 Reply = Callable[[dict[str, Any]], None]
+# Refusals that say the link itself is wrong (not one request): no quick retry can help.
+LINK_REFUSALS = frozenset({"codec", "signature", "version"})
+REFUSED_RETRY = 30.0  # seconds between looks at a server that refused the link
 
 
 @dataclass(slots=True)
@@ -368,6 +371,7 @@ class Link:
         timeout: float = 10.0,
         max_pending: int = 10_000,
         connect_timeout: float = 2.0,
+        max_request: int = 64 * 1024,
         backoff: float = 0.05,
         max_backoff: float = 2.0,
         logger: logging.Logger | None = None,
@@ -382,6 +386,7 @@ class Link:
         self.speech = self.wire.speech()
         self.timeout = timeout
         self.max_pending = max_pending
+        self.max_request = max_request
         self.connect_timeout = connect_timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -389,7 +394,7 @@ class Link:
         self.conn: FrameConnection | None = None
         self.connections = 0
         self.late = 0
-        self.refused: Refused | None = None  # a permanent refusal: the link stopped retrying
+        self.refused: Refused | None = None  # the link itself was refused (LINK_REFUSALS)
         self._ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
         self._bytes = [0, 0]
@@ -453,6 +458,17 @@ class Link:
                 self.log,
                 reply,
                 {"id": original, "error": f"la pregunta no se puede enviar en {exc.codec}: {exc}"},
+            )
+            return
+        if len(payload) > self.max_request:  # re-encoding can grow it (json escapes)
+            _call_reply(
+                self.log,
+                reply,
+                {
+                    "id": original,
+                    "error": f"la pregunta ocupa {len(payload)} bytes en {conn.codec.name}; "
+                    f"el máximo es {self.max_request}",
+                },
             )
             return
         loop = asyncio.get_running_loop()
@@ -523,6 +539,7 @@ class Link:
                 await asyncio.sleep(next(delays))
                 continue
             self.conn = conn
+            self.refused = None
             self.connections += 1
             if self.connections > 1 or attempts > 1:
                 self.log.info("conectado a %s (intento %d)", self.where, attempts)
@@ -535,14 +552,19 @@ class Link:
             finally:
                 self._up.clear()
                 self._drop_connection()
-            if isinstance(error, Refused) and error.permanent:
-                # Retrying with the same settings cannot help: stop, and say why to every asker.
+            if isinstance(error, Refused) and error.reason in LINK_REFUSALS:
+                # Retrying at once with the same settings cannot help: say why to every asker
+                # from now on, and look again only rarely (someone may fix the server).
                 self.refused = error
                 self.log.error(
-                    "%s rechaza este enlace y no se reintenta: %s", self.where, error.text
+                    "%s rechaza este enlace: %s; se reintenta en %g s",
+                    self.where,
+                    error.text,
+                    REFUSED_RETRY,
                 )
                 self._fail_all(self._refused_reason())
-                return
+                await asyncio.sleep(REFUSED_RETRY)
+                continue
             reason = f"conexión con {self.where} perdida" + (f": {error}" if error else "")
             if not self._closing:
                 self.log.warning("%s; reconectando", reason)

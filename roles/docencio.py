@@ -24,6 +24,7 @@ Profesor outage killed the handler thread.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from typing import Any
@@ -68,6 +69,10 @@ class Docencio(Peer):
     ) -> None:
         kwargs.setdefault("max_held", MAX_FORWARDED)
         super().__init__(host, port, upstream=tareo, upstream_timeout=timeout, **kwargs)
+        # A question bigger than the cap is refused at its header: nothing of it is buffered.
+        self.limits = dataclasses.replace(
+            self.limits, max_message=min(self.limits.max_message, MAX_QUESTION_BYTES)
+        )
         self.conteo = Conteo(ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)))
         # Who a nameless student is: this Docencio's run and the connection's number.
         self._run_token = os.urandom(4).hex()

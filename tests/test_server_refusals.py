@@ -88,3 +88,33 @@ def test_a_refused_student_stops_and_says_why(procs):
     refusals = len(re.findall(r"enviando datos inválidos", docencio.stderr()))
     assert refusals <= 3, refusals  # a permanent refusal is not retried
     assert time.monotonic() - started < 45
+
+
+def test_a_docencio_refused_by_its_tareo_says_why_to_every_student(procs, tmp_path):
+    """The Docencio's link speaks pickle to a Tareo that does not accept it: the link is
+    refused (codec), not retried in a storm, and each student's Tarea gets an error answer
+    that says why; Contenido, the Docencio's own, is still answered."""
+    from roles_helpers import ask, connect, recv_all
+
+    profesor = procs.start("profesor", "profesor", "--port", "0", "--db", str(tmp_path / "p.db"))
+    tareo = procs.start("tareo", "tareo", "--port", "0", "--profesor", profesor.address)
+    docencio = procs.start(
+        "docencio",
+        "docencio",
+        "--port",
+        "0",
+        "--codec",
+        "pickle",
+        "--tareo",
+        tareo.address,
+        "--profesor",
+        profesor.address,
+    )
+    time.sleep(1.0)
+    with connect(docencio, "pickle") as conn:  # the Docencio answers in its own codec
+        ask(conn, "t", "Tarea")
+        ask(conn, "c", "Contenido")
+        got = {a["id"]: a for a in recv_all(conn, 2, timeout=15)}
+    assert "rechaza" in got["t"]["error"] and "pickle" in got["t"]["error"]
+    assert "respuesta" in got["c"]
+    assert docencio.stderr().count("rechaza este enlace") == 1  # no reconnect storm
