@@ -750,10 +750,15 @@ def echo_session(
     finally:
         eco.close()
         mp.close()
+    ratios = [a / m for a, m in zip(ay_ns, mp_ns, strict=True)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
     return {
         "ayudantia_us": round(statistics.median(ay_ns) / 1000, 2),
         "mp_us": round(statistics.median(mp_ns) / 1000, 2),
-        "ratio": round(statistics.median(a / m for a, m in zip(ay_ns, mp_ns, strict=True)), 3),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_q1": round(q1, 3),
+        "ratio_q3": round(q3, 3),
+        "rounds": len(ratios),
     }
 
 
