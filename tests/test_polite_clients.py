@@ -92,7 +92,10 @@ def test_a_pickle_student_at_a_default_docencio_stops_with_the_reason(procs):
     )
     assert done.returncode == 1
     assert "gave up" in done.stderr.strip().splitlines()[-1]
+    assert "not pickle" in done.stderr and "Traceback" not in done.stderr  # the refusal's why
     assert done.stdout.count("Conexión perdida") <= 6
+    # the Docencio's refusal frame is permanent: the student does not try again
+    assert docencio.stderr().count("enviando datos inválidos") <= 3
     docencio.kill()
 
 

@@ -1,14 +1,11 @@
 """Refusals travel: the event-loop servers tell a peer why before they close on it.
 
 Real role processes; the clients are the project's blocking Connection (which raises the
-typed :class:`~protocol.errors.Refused`) and a student process, which must stop and say why.
+typed :class:`~protocol.errors.Refused`). A refused student process: tests/test_polite_clients.py.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -58,36 +55,6 @@ def test_a_full_server_says_busy():
         ):
             extra.recv()
         assert refused.value.reason == "busy" and not refused.value.permanent
-
-
-def test_a_refused_student_stops_and_says_why(procs):
-    """A pickle student at a default Docencio: a handful of connections, one line why."""
-    docencio = procs.clase("json")["docencio"]
-    started = time.monotonic()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ayudantia",
-            "estudiante",
-            "--docencio",
-            docencio.address,
-            "--codec",
-            "pickle",
-            "--questions",
-            "3",
-            "--interval",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
-    assert done.returncode == 1
-    assert "not pickle" in done.stderr and "Traceback" not in done.stderr
-    refusals = len(re.findall(r"enviando datos inválidos", docencio.stderr()))
-    assert refusals <= 3, refusals  # a permanent refusal is not retried
-    assert time.monotonic() - started < 45
 
 
 def test_a_docencio_refused_by_its_tareo_says_why_to_every_student(procs, tmp_path):
