@@ -859,11 +859,3 @@ async def connect(
 def is_peer_fault(error: BaseException | None) -> bool:
     """Whether a connection ended because of what the peer sent (not a plain close)."""
     return isinstance(error, ProtocolError | CodecError)
-
-
-def backoff_delays(first: float, cap: float, rng: Any) -> Iterable[float]:
-    """Exponential backoff with full jitter: each delay uniform in [d/2, d], d doubling to cap."""
-    delay = first
-    while True:
-        yield delay / 2 + rng.random() * delay / 2
-        delay = min(delay * 2, cap) if math.isfinite(cap) else delay * 2

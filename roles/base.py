@@ -24,17 +24,16 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import random
 import resource
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.aio import FrameConnection, Handler, Limits, Speech, backoff_delays, is_peer_fault
+from protocol.aio import FrameConnection, Handler, Limits, Speech, is_peer_fault
 from protocol.errors import AyudantiaError, ConnectionClosed, EncodeError, Refused, Timeout
 from protocol.transport import Received
-from roles.client import Client, Unreachable
+from roles.client import Client, Unreachable, backoff_delays
 from roles.signals import handle_signals
 from roles.wire import WireSettings
 
@@ -190,13 +189,6 @@ class Server(Handler):
         self.stop()
         return 0
 
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the loop's thread and return its result (for tests and stats)."""
-        if self.loop is None or self._stopped.is_set():
-            return fn()
-        future: asyncio.Future[Any] = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)  # type: ignore[assignment]
-        return future.result(10.0)
-
     def __enter__(self) -> Server:
         self.start()
         return self
@@ -318,10 +310,6 @@ class Server(Handler):
             self.log.error("error atendiendo a %s: %r", conn.peer, error)
 
 
-async def _call(fn: Callable[[], Any]) -> Any:
-    return fn()
-
-
 Reply = Callable[[dict[str, Any]], None]
 # Refusals that say the link itself is wrong (not one request): no quick retry can help.
 LINK_REFUSALS = frozenset({"codec", "signature", "version"})
@@ -401,7 +389,6 @@ class Link:
         self._closing = False
         self._task: asyncio.Task | None = None
         self._up = asyncio.Event()
-        self._rng = random.Random()
 
     @property
     def where(self) -> str:
@@ -527,7 +514,7 @@ class Link:
 
     async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
-        delays = iter(backoff_delays(self.backoff, self.max_backoff, self._rng))
+        delays = iter(backoff_delays(self.backoff, self.max_backoff))
         attempts = 0
         while not self._closing:
             attempts += 1
@@ -544,7 +531,7 @@ class Link:
             if self.connections > 1 or attempts > 1:
                 self.log.info("conectado a %s (intento %d)", self.where, attempts)
             attempts = 0
-            delays = iter(backoff_delays(self.backoff, self.max_backoff, self._rng))
+            delays = iter(backoff_delays(self.backoff, self.max_backoff))
             self._up.set()
             assert conn.closed is not None
             try:

@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Iterator
 
 from protocol.errors import MessageTooLarge, Refused, TransportError
 from protocol.transport import Connection
@@ -146,3 +147,12 @@ class Client:
 def jittered(delay: float) -> float:
     """``delay`` shortened by up to half, at random: clients that failed together spread out."""
     return delay * random.uniform(0.5, 1.0)
+
+
+def backoff_delays(first: float, cap: float) -> Iterator[float]:
+    """Exponential backoff for a loop that sleeps itself: ``first`` doubling up to ``cap``,
+    each delay :func:`jittered`."""
+    delay = first
+    while True:
+        yield jittered(delay)
+        delay = min(delay * 2, cap)
