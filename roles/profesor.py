@@ -391,6 +391,7 @@ class Conteo:
                 if 400 <= status < 500 and status not in (408, 429):
                     log.error("el Profesor rechazó %d claves (%s); no se reintentan", len(ids), exc)
                     self.rejected += len(ids)
+                    self._acknowledged(ids)
                     ids = self._next_batch()
                     continue
                 delay = self._wait_retry(exc, delay)
@@ -406,6 +407,7 @@ class Conteo:
                 continue
             delay = 0.05
             self.posted += len(ids)
+            self._acknowledged(ids)
             log.debug("Contador de preguntas actualizado: %s", self.last_count)
             ids = self._next_batch()
 
@@ -417,6 +419,9 @@ class Conteo:
                 return None
             self._cond.wait(delay)
         return min(delay * 2, 2.0)
+
+    def _acknowledged(self, ids: list[str]) -> None:
+        """The Profesor has ``ids`` (or refused them for good): a hook for a durable queue."""
 
     def _put_back(self, ids: list[str]) -> None:
         with self._cond:
