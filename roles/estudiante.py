@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from protocol.errors import AyudantiaError, DecodeError, Refused
+from protocol.transport import Connection
 from roles.clase import TIPOS
 from roles.client import Client, Unreachable
 from roles.signals import SignalEvent
@@ -132,6 +133,7 @@ class Estudiante(Client):
         self._all_done = threading.Event()
         self._stop: threading.Event | SignalEvent = threading.Event()
         self._conn_lock = threading.Lock()
+        self._live: Connection | None = None  # where new questions go (see _listen)
         self._bytes = [0, 0]
         self.informe = Informe(self.name)
 
@@ -148,7 +150,7 @@ class Estudiante(Client):
             self._stop = stop
         informe = self.informe
         informe.started = time.time()
-        self.connect()
+        self._live = self.connect()
         informe.connected_at = time.time()
         self.say(f"Cliente conectado exitosamente al servidor ({self.where}).")
         if self.start_fd is not None:
@@ -163,14 +165,16 @@ class Estudiante(Client):
                 tipo = self.rng.choice(TIPOS)
                 qid = f"{self.name}:{self._token}:{n}"
                 question = {"id": qid, "tipo": tipo, "de": self.name}
-                with self._lock:
-                    self._asked[qid] = _Asked(tipo, time.perf_counter())
-                    informe.questions += 1
-                    informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
+                with self._conn_lock:  # asked and sent on one connection, never two
+                    with self._lock:
+                        self._asked[qid] = _Asked(tipo, time.perf_counter())
+                        informe.questions += 1
+                        informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
+                    conn = self._live
                 self.say(f"Alumno pregunta: {tipo}")
                 if n == 1:
                     informe.first_question_at = time.time()
-                self._send(question)
+                self._send(conn, question)
                 if self.interval > 0 and n < self.questions:
                     self._stop.wait(self.interval * (1 + 5 * self.rng.random()))
             deadline = time.monotonic() + self.timeout
@@ -192,12 +196,11 @@ class Estudiante(Client):
     def _pending_count(self) -> int:
         return sum(1 for a in self._asked.values() if a.latency is None)
 
-    def _send(self, question: dict[str, Any]) -> None:
-        conn = self.conn
+    def _send(self, conn: Connection | None, question: dict[str, Any]) -> None:
         if conn is None:
             return
         # On failure the listener sees the broken link, reconnects and asks again.
-        with contextlib.suppress(AyudantiaError):
+        with contextlib.suppress(AyudantiaError, OSError):
             conn.send(question)
 
     def _listen(self) -> None:
@@ -228,14 +231,18 @@ class Estudiante(Client):
                 self._stop.set()
                 return
             self.informe.reconnects += 1
-            with self._lock:
-                again = [
-                    {"id": qid, "tipo": a.tipo, "de": self.name}
-                    for qid, a in self._asked.items()
-                    if a.latency is None
-                ]
+            # What went unanswered is asked again (same ids: counted once), each question
+            # exactly once: one asked from now on goes on the new connection, by the asker.
+            with self._conn_lock:
+                with self._lock:
+                    again = [
+                        {"id": qid, "tipo": a.tipo, "de": self.name}
+                        for qid, a in self._asked.items()
+                        if a.latency is None
+                    ]
+                live = self._live = self.conn
             for question in again:
-                self._send(question)
+                self._send(live, question)
 
     def _take(self, reply: Any) -> None:
         now = time.perf_counter()
