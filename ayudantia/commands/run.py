@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ayudantia import rules
+from ayudantia import chaos, rules
 from ayudantia.config import Option, seconds_option, wire_options
 from ayudantia.progress import Progress
 
@@ -60,6 +60,14 @@ def options() -> list[Option]:
         *wire_options(needs_maps=True),
         Option("report", None, "also write the summary as JSON to FILE", rules.OUTPUT_FILE, "FILE"),
         Option("keep", None, "keep the roles' logs and database in DIR", rules.OUTPUT_DIR, "DIR"),
+        Option(
+            "outbox_dir",
+            None,
+            "the Docencio's outbox goes in DIR (default: the run's directory); emptied first",
+            rules.OUTPUT_DIR,
+            "DIR",
+        ),
+        chaos.option(),
     ]
 
 
@@ -83,6 +91,7 @@ class Child:
         pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.name = name
+        self.argv, self.logdir, self.env, self.restarts = argv, logdir, env, 0
         self.out_path = logdir / f"{name}.out"
         self.err_path = logdir / f"{name}.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
@@ -97,6 +106,16 @@ class Child:
             )
         self._offset = 0
         self.answers_seen = 0
+
+    def respawn(self, address: str) -> Child:
+        """The same role started again on the port it listened on (after ``--chaos`` killed
+        it): same arguments, so the same gradebook and outbox."""
+        argv = list(self.argv)
+        argv[argv.index("--port") + 1] = address.rpartition(":")[2]
+        base = self.name.split("-")[0]
+        child = Child(f"{base}-{self.restarts + 2}", argv, self.logdir, self.env)
+        child.restarts = self.restarts + 1
+        return child
 
     def output(self) -> bytes:
         try:
@@ -361,8 +380,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     logdir = Path(keep) if keep else Path(tmp.name)  # type: ignore[union-attr]
     logdir.mkdir(parents=True, exist_ok=True)
     db = logdir / "profesor.sqlite3"
-    for stale in logdir.glob("profesor.sqlite3*"):
-        stale.unlink()
+    outbox = Path(settings["outbox_dir"] or logdir) / "docencio.outbox.sqlite3"
+    outbox.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*logdir.glob("profesor.sqlite3*"), *outbox.parent.glob(outbox.name + "*")]:
+        stale.unlink()  # this class's Profesor starts from zero: so must the outbox
+    injector: chaos.Chaos | None = None
     roles: list[Child] = []
     alumnos: list[Child] = []
     barrier = StartBarrier()
@@ -397,6 +419,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                 str(settings["timeout"]),
                 "--stats",
                 str(logdir / "d.json"),
+                "--outbox",
+                str(outbox),
             ],
             logdir,
             env,
@@ -441,6 +465,16 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             )
         barrier.forget_read_end()
         released_at = barrier.release_when_connected(alumnos, time.monotonic() + start_to)
+        if settings["chaos"]:
+            injector = chaos.Chaos(
+                settings["chaos"],
+                roles,
+                {"profesor": url, "tareo": tareo_at, "docencio": docencio_at},
+                lambda: sum(a.answers_seen for a in alumnos) / max(1, students * questions),
+                seed=settings["seed"],
+                startup_timeout=start_to,
+            )
+            injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
         limit += questions * settings["interval"] * 6
         with Progress("answers", students * questions) as bar:
@@ -450,6 +484,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                 bar.advance(sum(a.new_answers() for a in alumnos))
                 time.sleep(0.05)
             bar.advance(sum(a.new_answers() for a in alumnos))
+        faults = injector.finish() if injector is not None else None
+        profesor, tareo, docencio = roles  # the live ones, after any restarts
         reports = []
         for a in alumnos:
             path = logdir / f"{a.name}.json"
@@ -464,6 +500,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         count = _profesor_count(url, time.monotonic() + 15, answered)
         summary = summarize(reports, count, students, questions)
         summary["barrier_released_at"] = released_at
+        if faults is not None:
+            summary["faults"] = chaos.as_report(faults)
+            summary["ok"] = chaos.verdict(summary)
         docencio.stop()
         tareo.stop()
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
@@ -471,6 +510,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             if stats.exists():
                 for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
                     summary[key if name == "docencio" else f"tareo_{key}"] = value
+        if faults is not None:
+            print(chaos.describe(faults), flush=True)
         print(format_summary(summary, settings), flush=True)
         if settings["report"]:
             Path(settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
@@ -483,6 +524,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, *STOP_SIGNALS):
             signal.signal(sig, signal.SIG_IGN)
         barrier.release()
+        if injector is not None:
+            with contextlib.suppress(Exception):  # no restart may outlive the cleanup
+                injector.finish()
         for child in [*alumnos, *reversed(roles)]:
             child.stop()
         if tmp is not None:
