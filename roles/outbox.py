@@ -259,6 +259,11 @@ class Outbox:
     # -- the writer thread --------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        with self._cond:  # open as soon as we know where: a previous run's keys go now
+            while self.path is None and not self._stopping:
+                self._cond.wait()
+        if self.path is not None:
+            self._open()
         while True:
             with self._cond:
                 while not self._work() and not self._stopping:
@@ -293,30 +298,13 @@ class Outbox:
 
     def _write(self, new: list[tuple[str, Done]], delivered: list[str], undelivered: list[str]):
         """Commit one group; None, or why it could not be written."""
-        try:
-            if self.store is None:
-                assert self.path is not None
-                self.store = OutboxStore(self.path)
-                self.left_over = self.store.left_over
-                if self.left_over:
-                    log.warning(
-                        "el outbox %s trae %d claves de una ejecución anterior; se envían al "
-                        "Profesor",
-                        self.path,
-                        self.left_over,
-                    )
-                    self.poster.poke()
-            self.store.apply([k for k, _ in new], delivered, undelivered)
-        except sqlite3.Error as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if self.failing is None:
-                log.error(
-                    "el outbox %s no se puede escribir (%s): las preguntas nuevas reciben un "
-                    "error en vez de una respuesta sin contar, hasta que se pueda escribir",
-                    self.path,
-                    reason,
-                )
-            self.failing = reason
+        reason = self._open() if self.store is None else None
+        if self.store is not None:
+            try:
+                self.store.apply([k for k, _ in new], delivered, undelivered)
+            except sqlite3.Error as exc:
+                reason = self._failed(exc)
+        if reason is not None:
             self.refused += len(new)
             return reason
         if self.failing is not None:
@@ -325,6 +313,36 @@ class Outbox:
         self.groups += 1
         self.committed += len(new)
         return None
+
+    def _open(self) -> str | None:
+        """Open the file (posting what a previous run left); None, or why it failed."""
+        assert self.path is not None
+        try:
+            self.store = OutboxStore(self.path)
+        except sqlite3.Error as exc:
+            return self._failed(exc)
+        self.left_over = self.store.left_over
+        if self.left_over:
+            log.warning(
+                "el outbox %s trae %d claves de una ejecución anterior; se envían al Profesor",
+                self.path,
+                self.left_over,
+            )
+            self.poster.poke()
+        return None
+
+    def _failed(self, exc: sqlite3.Error) -> str:
+        """Why writing failed; the one log line when it starts failing."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if self.failing is None:
+            log.error(
+                "el outbox %s no se puede escribir (%s): las preguntas nuevas reciben un "
+                "error en vez de una respuesta sin contar, hasta que se pueda escribir",
+                self.path,
+                reason,
+            )
+        self.failing = reason
+        return reason
 
     def _answer(self, callbacks: list[Done], reason: str | None) -> None:
         """Run the group's ``done`` callbacks on the loop, in one wake-up."""
