@@ -86,7 +86,9 @@ class Libro:
         if db is None:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a 200 means the count survives a power cut too (the Docencio then deletes
+            # the keys from its outbox); NORMAL in WAL mode survives only a process crash.
+            db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
             with self._lock:
                 self._all.append(db)
