@@ -72,6 +72,7 @@ class Docencio(Peer):
         profesor: str = "http://127.0.0.1:4444",
         timeout: float = 10.0,
         outbox: str | Path | None = None,
+        outbox_sync: str = "full",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("max_held", MAX_FORWARDED)
@@ -82,7 +83,9 @@ class Docencio(Peer):
         )
         # No path: the default one, named after the port we get (opened in start()).
         self.outbox = Outbox(
-            ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)), outbox
+            ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)),
+            outbox,
+            sync=outbox_sync,
         )
         # Per student, the keys of its counted answers sent but not yet out, in send order.
         self._awaiting: dict[FrameConnection, collections.deque[str]] = {}

@@ -4,8 +4,9 @@ Why: the Docencio used to count an answer in memory once it was delivered and po
 keys to the Profesor in the background. A SIGKILL, an OOM kill or a power cut between the
 delivery and the post lost those counts (13 of 98,792 in one try). Now:
 
-1. before a counted answer is sent, its key is committed to a SQLite file (WAL,
-   ``synchronous=FULL``: the commit survives a power cut, not only a crash);
+1. before a counted answer is sent, its key is committed to a SQLite file (WAL;
+   ``synchronous=FULL`` by default: the commit survives a power cut, not only a crash;
+   ``normal`` survives any crash of the process and skips the fsync, see SYNC_MODES);
 2. commits are grouped: one writer thread takes every key queued while the previous
    commit ran (at most ``group_max``), so one fsync covers hundreds of answers under load
    and a lone question waits for one commit only. The answer waits for its group's commit,
@@ -57,6 +58,12 @@ _SCHEMA = (
 )
 
 
+# full: each group commit is fsynced (survives a power cut); normal: written to the OS, fsynced
+# at checkpoints (survives any crash of the process: SIGKILL, OOM; a power cut may lose the
+# last groups). See docs/counting.md for what each costs.
+SYNC_MODES = ("full", "normal")
+
+
 def default_outbox_path(port: int) -> Path:
     """``docencio-PORT.outbox.sqlite3`` in our data directory: one file per Docencio port.
 
@@ -74,7 +81,9 @@ def default_outbox_path(port: int) -> Path:
 class OutboxStore:
     """The SQLite file. One connection, shared by the writer and the poster under a lock."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, sync: str = "full") -> None:
+        if sync not in SYNC_MODES:
+            raise ValueError(f"unknown outbox sync mode {sync!r}; choose from {SYNC_MODES}")
         self.path = str(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
@@ -82,7 +91,7 @@ class OutboxStore:
         )
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             with self._transaction() as db:
                 db.execute(_SCHEMA)
                 # A previous run's rows: which of their answers left is unknown, post them all.
@@ -208,8 +217,10 @@ class Outbox:
         *,
         group_max: int = 500,
         batch: int = 500,
+        sync: str = "full",
     ) -> None:
         self.path = str(path) if path is not None else None
+        self.sync = sync
         self.group_max = group_max
         self.store: OutboxStore | None = None
         self.failing: str | None = None  # why the last write failed (None: writing works)
@@ -318,7 +329,7 @@ class Outbox:
         """Open the file (posting what a previous run left); None, or why it failed."""
         assert self.path is not None
         try:
-            self.store = OutboxStore(self.path)
+            self.store = OutboxStore(self.path, self.sync)
         except sqlite3.Error as exc:
             return self._failed(exc)
         self.left_over = self.store.left_over

@@ -36,6 +36,14 @@ def options() -> list[Option]:
             rules.DATABASE,
             "PATH",
         ),
+        Option(
+            "outbox_sync",
+            "full",
+            "full: fsync each group commit (survives a power cut); normal: survives any crash "
+            "of this process, not a power cut, and costs no fsync",
+            rules.choice(("full", "normal"), case=str.lower),
+            "MODE",
+        ),
     ]
 
 
@@ -56,6 +64,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         profesor=settings["profesor"],
         timeout=settings["timeout"],
         outbox=settings["outbox"],
+        outbox_sync=settings["outbox_sync"],
     )
     server.start()
     if not server.wait_upstream(2.0):
