@@ -40,6 +40,12 @@ from roles.signals import SignalEvent
 
 # A student never waits longer than this for the start barrier; then it starts anyway.
 BARRIER_TIMEOUT = 60.0
+# A question asked again after a reconnect may already be counted (its answer was committed,
+# or even sent, by a Docencio that died before the student saw it): an error answer to it is
+# not taken as final but asked again, up to this many times, INSIST_DELAY s apart, doubling.
+INSIST_TRIES = 20
+INSIST_DELAY = 0.1
+INSIST_MAX_DELAY = 1.0
 
 
 @dataclass
@@ -49,6 +55,8 @@ class _Asked:
     latency: float | None = None
     por: str | None = None
     error: str | None = None
+    reasked: bool = False  # asked again after a reconnect: it may be counted already
+    tries: int = 0  # error answers to it not taken as final (see INSIST_TRIES)
 
 
 @dataclass
@@ -134,6 +142,7 @@ class Estudiante(Client):
         self._stop: threading.Event | SignalEvent = threading.Event()
         self._conn_lock = threading.Lock()
         self._live: Connection | None = None  # where new questions go (see _listen)
+        self._insist: dict[str, float] = {}  # re-asked ids an error answered: when to ask again
         self._bytes = [0, 0]
         self.informe = Informe(self.name)
 
@@ -175,6 +184,7 @@ class Estudiante(Client):
                 if n == 1:
                     informe.first_question_at = time.time()
                 self._send(conn, question)
+                self._ask_again()
                 if self.interval > 0 and n < self.questions:
                     self._stop.wait(self.interval * (1 + 5 * self.rng.random()))
             deadline = time.monotonic() + self.timeout
@@ -186,6 +196,7 @@ class Estudiante(Client):
                     if self._pending_count() == 0:
                         break
                 self._all_done.wait(min(left, 0.1))
+                self._ask_again()
         finally:
             self.close()
             listener.join(5.0)
@@ -235,11 +246,12 @@ class Estudiante(Client):
             # exactly once: one asked from now on goes on the new connection, by the asker.
             with self._conn_lock:
                 with self._lock:
-                    again = [
-                        {"id": qid, "tipo": a.tipo, "de": self.name}
-                        for qid, a in self._asked.items()
-                        if a.latency is None
-                    ]
+                    again = []
+                    for qid, a in self._asked.items():
+                        if a.latency is None:
+                            a.reasked = True
+                            again.append({"id": qid, "tipo": a.tipo, "de": self.name})
+                    self._insist.clear()  # all in ``again``: asked once on the new connection
                 live = self._live = self.conn
             for question in again:
                 self._send(live, question)
@@ -258,7 +270,10 @@ class Estudiante(Client):
                 text = f"Respuesta repetida recibida: {reply!r}"
             else:
                 asked.latency = now - asked.sent
-                if isinstance(reply.get("respuesta"), str):
+                if self._insisting(qid, asked, reply):
+                    asked.latency = None
+                    text = f"Error recibido (se vuelve a preguntar): {reply.get('error')}"
+                elif isinstance(reply.get("respuesta"), str):
                     asked.por = str(reply.get("por"))
                     informe.answered += 1
                     text = f"Respuesta recibida: {reply['respuesta']}"
@@ -270,6 +285,47 @@ class Estudiante(Client):
                 if informe.answered + informe.errors >= self.questions:
                     self._all_done.set()
         self.say(text)
+
+    def _insisting(self, qid: str, asked: _Asked, reply: dict) -> bool:
+        """An error answer to a re-asked question, to be asked again (with the lock held).
+
+        Why: a Docencio killed after committing (or sending) that question's answer posts
+        its key on the next run; if the student, who never saw that answer, took the error
+        answer to its re-ask as final, the Profesor would count an answer nobody received.
+        Errors from a restarting class are passing (a Tareo not up yet), so ask again.
+        """
+        if (
+            isinstance(reply.get("respuesta"), str)
+            or not asked.reasked
+            or asked.tries >= INSIST_TRIES
+        ):
+            return False
+        asked.tries += 1
+        delay = min(INSIST_DELAY * 2 ** (asked.tries - 1), INSIST_MAX_DELAY)
+        self._insist[qid] = time.monotonic() + delay
+        return True
+
+    def _ask_again(self) -> None:
+        """Send the re-asked questions whose error-answer delay is over, on the live
+        connection (a reconnect in between asks them itself and clears the list)."""
+        if not self._insist:
+            return
+        now = time.monotonic()
+        with self._conn_lock:
+            with self._lock:
+                due = [
+                    qid
+                    for qid, at in self._insist.items()
+                    if at <= now and self._asked[qid].latency is None
+                ]
+                for qid in due:
+                    del self._insist[qid]
+                questions = [
+                    {"id": qid, "tipo": self._asked[qid].tipo, "de": self.name} for qid in due
+                ]
+            conn = self._live
+        for question in questions:
+            self._send(conn, question)
 
     def _collect(self) -> None:
         informe = self.informe
