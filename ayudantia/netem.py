@@ -46,7 +46,7 @@ _SLACK: Final = 0.0005  # release a chunk this close to its time (see the module
 _MIN_QUEUE: Final = 256 * 1024
 _MAX_QUEUE: Final = 16 * 1024 * 1024
 _UNLIMITED_QUEUE: Final = 4 * 1024 * 1024
-_MIN_BURST: Final = 16 * 1024
+_MIN_BURST: Final = 1500  # one Ethernet frame: at 10 Mbit/s, 1.2 ms of link
 _BURST_SECONDS: Final = 0.002  # what an idle link lets through at once
 _CATCH_UP_SECONDS: Final = 0.05  # what a backlogged link may owe after a late timer
 
@@ -241,9 +241,6 @@ class _Direction:
             delay += random.uniform(-self.link.jitter, self.link.jitter)
         ready = max(now + delay, self.last_ready)  # bytes never overtake each other
         self.last_ready = ready
-        if not self.queue and self.rate is not None:  # idle until now: at most one burst
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
         self.queue.append([ready, memoryview(data)])
         self.queued += len(data)
         if self.queued > self.high and self.src is not None:
@@ -273,10 +270,7 @@ class _Direction:
                 return
             n = len(data)
             if self.rate is not None:
-                # While backlogged, tokens a late timer owes are kept (up to the catch-up
-                # cap): capping them at the burst would lose rate to every late wake-up.
-                self.tokens = min(self.catch_up, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
+                self._refill(ready, now)
                 want = min(n, self.burst)
                 if self.tokens < want:
                     self._wake_at(now + (want - self.tokens) / self.rate, now)
@@ -303,6 +297,23 @@ class _Direction:
             self.done = True
             dst.send_eof()
             self.session.check_done()
+
+    def _refill(self, ready: float, now: float) -> None:
+        """Add the tokens earned since the last refill.
+
+        Until the head chunk was due the link had nothing to send: that time earns one
+        burst at most (or a delay would pre-pay the rate, and a 10 ms delay would let
+        10 ms of bytes through at once). From then on the chunk waits for tokens, and what
+        a late timer owes is kept, up to the catch-up cap: capping it at the burst would
+        lose rate at every late wake-up.
+        """
+        due = max(self.stamp, ready)
+        if due > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (due - self.stamp) * self.rate)
+            self.stamp = due
+        if now > self.stamp:
+            self.tokens = min(self.catch_up, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
 
     def _wake_at(self, when: float, now: float) -> None:
         if self.timer is not None:

@@ -147,6 +147,15 @@ def test_a_bulk_transfer_at_100mbit_takes_size_over_rate_within_10_percent(echo)
     assert min(times) <= 1.10 * expected, f"{times} against {expected:.3f} s"
 
 
+@pytest.mark.timeout(60)
+def test_delay_and_rate_add_up_a_delay_never_prepays_the_rate(echo) -> None:
+    link = Link(delay=0.02, up_rate=parse_rate("10mbit"), down_rate=parse_rate("10mbit"))
+    with Proxy(("127.0.0.1", 0), echo, link) as proxy, connect(*proxy.address) as sock:
+        times = [bulk(sock, 250_000) for _ in range(2)]
+    floor = 250_000 / link.up_rate + 2 * 0.02  # the bytes at 10 Mbit/s, the ack's way back
+    assert min(times) >= 0.97 * floor, (times, floor)
+
+
 # --- the protocol through it -------------------------------------------------------------
 
 
