@@ -228,7 +228,9 @@ class _Direction:
         if rate is None:
             self.high = _UNLIMITED_QUEUE if self.link.delay else _MIN_QUEUE
         else:
-            self.high = int(min(_MAX_QUEUE, max(_MIN_QUEUE, 2 * in_flight)))
+            # Above the bandwidth-delay product, or a paused source would starve the link:
+            # bytes read late are delayed late.
+            self.high = int(min(_MAX_QUEUE, _MIN_QUEUE + 2 * in_flight))
         self.burst = max(_MIN_BURST, (rate or 0) * _BURST_SECONDS)
         self.catch_up = max(self.burst, (rate or 0) * _CATCH_UP_SECONDS)
         self.tokens = self.burst
@@ -255,6 +257,11 @@ class _Direction:
         """Forward what is due and allowed; otherwise sleep until it is."""
         if self.done:
             return
+        self._forward()
+        if not self.done and self.queued < self.high // 2 and self.src is not None:
+            self.src.resume()
+
+    def _forward(self) -> None:
         dst = self.dst
         if dst is None or dst.transport is None or dst.write_paused:
             return  # connection_made / resume_writing pump again
@@ -290,10 +297,8 @@ class _Direction:
                 self.session.reset()
                 return
             if dst.write_paused:
-                break
-        if self.queued < self.high // 2 and self.src is not None:
-            self.src.resume()
-        if not self.queue and self.eof:
+                return
+        if self.eof:
             self.done = True
             dst.send_eof()
             self.session.check_done()
