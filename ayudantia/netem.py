@@ -19,8 +19,9 @@ seconds every ``stall_every`` seconds.
 
 Timers on an event loop fire on a millisecond grid (epoll's timeout, libuv's clock), a
 fraction of a millisecond late; a chunk whose time is within half a millisecond when a
-timer fires leaves then, rather than waiting for the next tick. Measured here, a 10 ms
-delay gives a 20.8 ms round trip on either loop (docs/benchmarks.md, "Network").
+timer fires leaves then, rather than waiting for the next tick. tests/test_proxy.py holds
+the proxy to its promise: a 10 ms delay makes a 20 ms round trip, and a bulk transfer at
+100 Mbit/s takes size / rate, each within 10%.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ direct and 100 Mbit/s.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -84,4 +85,5 @@ def test_network_round_trip(benchmark, benchmarking, net_case, network, book_tex
         delay_s=link.delay,
         wire_bytes=wire,
         text_bytes=len(book_text.encode("utf-8")),
+        load_avg=round(os.getloadavg()[0], 2),  # a shared 2-core machine: say how shared
     )
