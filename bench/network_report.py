@@ -78,11 +78,21 @@ def network_section(res: rp.Results) -> str:
         (c, e, format_bps(bps))
         for (c, e), bps in sorted(even.items(), key=lambda kv: (rp.codec_key(kv[0][0]), kv[0][1]))
     ]
+    loads = [
+        b.info["load_avg"] for row in cells.values() for b in row.values() if "load_avg" in b.info
+    ]
+    load = (
+        f" The 1-minute load average during the run: {min(loads):.1f}-{max(loads):.1f}; a "
+        "loaded machine inflates the CPU-bound cells (loopback) far more than the link-bound "
+        "ones (10 Mbit/s)."
+        if loads
+        else ""
+    )
     intro = (
         'Round trip of the notebook\'s message with the whole book as "Texto" through '
         "`ayudantia proxy` (rate both ways, delay each way); the eco answers in the same "
         "codec and encoding. Median [q1-q3] in ms; bold: the link's winner. zstd at its "
-        "default level (3), lz4 at 0."
+        "default level (3), lz4 at 0." + load
     )
     even_intro = (
         "Break-even bandwidth, from the loopback round trips: the bits a round trip saves "
