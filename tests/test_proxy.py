@@ -286,3 +286,16 @@ def test_run_network_puts_a_proxy_on_each_hop_and_reports_it(tmp_path) -> None:
     assert hops["students->Docencio"]["connections"] == 2
     assert hops["students->Docencio"]["up_bytes"] == summary["students_bytes_sent"]
     assert all(h["up_bytes"] > 0 and h["down_bytes"] > 0 for h in hops.values())
+
+
+def test_a_busy_listen_port_is_one_line_and_exit_1() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            ayudantia_cmd("proxy", "--listen", f"127.0.0.1:{port}", "--to", "127.0.0.1:9"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

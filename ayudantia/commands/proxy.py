@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ayudantia import netem, rules
@@ -100,6 +101,12 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         print(f"proxy listening on {host}:{port} -> {target} (loop {proxy.loop_name})")
         print(f"link: {proxy.link.describe()}", flush=True)
 
+    try:
+        proxy.start()
+    except OSError as exc:
+        where = "{}:{}".format(*settings["listen"])
+        print(f"ayudantia proxy: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     status = proxy.serve_until_signal(ready)
     print(f"proxy: {proxy.stats.describe()}", flush=True)
     return status
