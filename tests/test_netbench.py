@@ -26,7 +26,7 @@ def test_break_even_is_saved_bits_over_added_seconds() -> None:
 
 @pytest.mark.timeout(90)
 def test_the_compression_lesson_measures_both_links_both_ways() -> None:
-    text = (BOOKISH * 40).decode()  # ~2.5 MB of the book's first sentence: compresses well
+    text = (BOOKISH * 40).decode()  # ~1 MB of the book's first sentence: compresses well
     result = compression_lesson(text, rounds=1)
     cases = {(c["link"], c["encoding"]): c for c in result["cases"]}
     assert set(cases) == {
@@ -35,7 +35,8 @@ def test_the_compression_lesson_measures_both_links_both_ways() -> None:
     for link in ("direct", "100mbit-10ms"):
         assert cases[link, "zstd"]["wire_bytes"] < cases[link, "none"]["wire_bytes"] / 20
     slow = cases["100mbit-10ms", "none"]
-    # 2 x 2.5 MB at 100 Mbit/s and 2 x 10 ms: the link's floor, whatever the machine
-    assert slow["seconds"] >= 2 * slow["wire_bytes"] * 8 / 100e6 + 0.02
+    # Twice the bytes at 100 Mbit/s plus 10 ms: the link's floor, whatever the machine,
+    # less what an idle link may pass at once each way (one 2 ms burst, 0.5 ms of slack).
+    assert slow["seconds"] >= 2 * (slow["wire_bytes"] * 8 / 100e6 + 0.010 - 0.0025)
     assert cases["100mbit-10ms", "zstd"]["seconds"] < slow["seconds"]
     assert result["break_even_bps"] is not None and result["break_even_bps"] > 0
