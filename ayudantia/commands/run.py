@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ayudantia import chaos, rules
+from ayudantia import chaos, netem, rules
 from ayudantia.config import Option, seconds_option, wire_options
 from ayudantia.progress import Progress
 
@@ -68,6 +68,13 @@ def options() -> list[Option]:
             "DIR",
         ),
         chaos.option(),
+        Option(
+            "network",
+            None,
+            "a proxy on each TCP hop emulating this link, e.g. delay=5ms,rate=100mbit",
+            netem.LINK_RULE,
+            "SPEC",
+        ),
     ]
 
 
@@ -388,6 +395,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     roles: list[Child] = []
     alumnos: list[Child] = []
     barrier = StartBarrier()
+    hops = netem.Hops(settings.get("network"))
     try:
         t0 = time.monotonic()
         start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
@@ -403,7 +411,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             env,
         )
         roles.append(tareo)
-        tareo_at = tareo.wait_ready(start_to)
+        tareo_at = hops.hop("Docencio->Tareo", tareo.wait_ready(start_to))
         docencio = Child(
             "docencio",
             [
@@ -426,7 +434,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             env,
         )
         roles.append(docencio)
-        docencio_at = docencio.wait_ready(start_to)
+        docencio_at = hops.hop("students->Docencio", docencio.wait_ready(start_to))
         print(
             f"La clase: Profesor {url}, Tareo {tareo_at}, Docencio {docencio_at} "
             f"(ready in {time.monotonic() - t0:.1f} s)",
@@ -510,9 +518,12 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             if stats.exists():
                 for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
                     summary[key if name == "docencio" else f"tareo_{key}"] = value
+        summary.update(hops.summary())
         if faults is not None:
             print(chaos.describe(faults), flush=True)
         print(format_summary(summary, settings), flush=True)
+        if hops.link is not None:
+            print(hops.describe(), flush=True)
         if settings["report"]:
             Path(settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
         return 0 if summary["ok"] else 1
@@ -529,6 +540,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                 injector.finish()
         for child in [*alumnos, *reversed(roles)]:
             child.stop()
+        hops.close()
         if tmp is not None:
             tmp.cleanup()
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -549,6 +561,9 @@ def wire_flags(settings: dict[str, Any]) -> list[str]:
     ):
         value = settings[name]
         flags += ["--" + name.replace("_", "-"), "0" if value is None else str(value)]
+    flags += ["--compress", settings.get("compress") or "none"]
+    if settings.get("compress_level") is not None:
+        flags += ["--compress-level", str(settings["compress_level"])]
     return flags
 
 
