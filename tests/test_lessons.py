@@ -34,7 +34,16 @@ def _warm_event_loop():
 
 
 def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+    """This process's open sockets and files (pipes are the runtime's, opened once)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(("socket:", "/")):
+            found.add(f"{fd}:{target}")
+    return found
 
 
 def _lesson_threads() -> set[threading.Thread]:
@@ -101,7 +110,65 @@ def check_pickle(o: Outcome) -> None:
     assert _text(o, "eval", "fix") == "ForbiddenGlobal: nothing ran"
 
 
+def check_mixup(o: Outcome) -> None:
+    assert _value(o, "misrouted", "defect") + _value(o, "none", "defect") > 0
+    assert _value(o, "misrouted", "fix") == 0
+    assert _value(o, "none", "fix") == 0
+    assert _value(o, "right", "fix") == _value(o, "asked", "fix")
+
+
+def check_threads(o: Outcome) -> None:
+    students, questions = (int(x) for x in _value(o, "load", "defect").split(" x "))
+    assert _value(o, "threads", "defect") >= students + questions
+    assert _value(o, "threads", "fix") <= 2
+    assert _value(o, "answered", "fix") == students * questions
+    assert _value(o, "rss", "defect") > _value(o, "rss", "fix")
+
+
+def check_silence(o: Outcome) -> None:
+    assert _text(o, "answers", "defect") == "0 of 2"
+    assert _text(o, "waited", "defect").endswith("and gave up")
+    assert _text(o, "answers", "fix") == "2 of 2"
+    assert _value(o, "ids", "fix") == "7, 8"
+
+
+def check_outage(o: Outcome) -> None:
+    assert _text(o, "down", "defect").startswith("none after")
+    assert _text(o, "handler", "defect") == "dead: ConnectionError"
+    assert _text(o, "back", "defect").startswith("none after")
+    assert _text(o, "down", "fix").startswith("an error answer for id 1")
+    assert _text(o, "back", "fix") == "an answer from the Profesor"
+
+
+def check_count(o: Outcome) -> None:
+    answers = _value(o, "answers", "defect")
+    assert _value(o, "before", "defect") == answers + 1  # the retried POST, counted twice
+    assert _value(o, "after_restart", "defect") == 0  # the restart lost the count
+    assert _value(o, "before", "fix") == answers
+    assert _value(o, "after_restart", "fix") == answers
+
+
+def check_nagle(o: Outcome) -> None:
+    assert _value(o, "round_trip", "defect") > 0.010  # the delayed-ACK timer (~40 ms)
+    assert _value(o, "round_trip", "fix") < _value(o, "round_trip", "defect") / 10
+    assert _value(o, "rounds", "defect") >= 5
+
+
+def check_copies(o: Outcome) -> None:
+    size = _value(o, "size", "defect")
+    assert _value(o, "size", "fix") == size
+    assert _value(o, "copied", "defect") > 20 * size  # the square law of bytes +=
+    assert _value(o, "rate", "fix") > _value(o, "rate", "defect")
+
+
 CHECKS: dict[str, Callable[[Outcome], None]] = {
+    "mixup": check_mixup,
+    "threads": check_threads,
+    "silence": check_silence,
+    "outage": check_outage,
+    "count": check_count,
+    "nagle": check_nagle,
+    "copies": check_copies,
     "recv": check_recv,
     "header": check_header,
     "chunks": check_chunks,

@@ -9,7 +9,33 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ayudantia.lessons import chunks, header, pickle, recv, spin
+from ayudantia.lessons import (
+    chunks,
+    copies,
+    count,
+    header,
+    mixup,
+    nagle,
+    outage,
+    pickle,
+    recv,
+    silence,
+    spin,
+    threads,
+)
 
-LESSONS: tuple[ModuleType, ...] = (recv, header, chunks, spin, pickle)
+LESSONS: tuple[ModuleType, ...] = (
+    recv,
+    header,
+    chunks,
+    mixup,
+    spin,
+    threads,
+    silence,
+    outage,
+    count,
+    nagle,
+    copies,
+    pickle,
+)
 BY_NAME: dict[str, ModuleType] = {lesson.NAME: lesson for lesson in LESSONS}

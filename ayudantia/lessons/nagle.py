@@ -1,0 +1,126 @@
+"""nagle: the header and the payload sent in two writes, with Nagle's algorithm on.
+
+What a student writes after splitting the notebook's ``sendall(len + msg)`` in two:
+``sendall(header)`` then ``sendall(payload)``, asking a question and waiting for its answer.
+Nagle holds the second small write until the first is acknowledged; the server delays
+that ACK (about 40 ms on Linux) hoping to send it with an answer, and it cannot answer
+before the payload arrives. Each round trip waits for the delayed-ACK timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+import time
+
+from ayudantia.lessons import _loopback as lo
+from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row
+from protocol.errors import AyudantiaError
+from protocol.transport import Connection
+
+NAME = "nagle"
+SECTION = "«Servidor Multicliente», «P2P» (send)"
+PATTERN = N_("header and payload sent in two writes, with Nagle on")
+DEFECT = N_(
+    "a student sends each question as two writes (the 4-byte length, then the text) on "
+    "a socket with Nagle's algorithm on, and waits for each answer"
+)
+FIX = N_(
+    "Connection.send: the header and the payload leave in one sendmsg, on a socket with TCP_NODELAY"
+)
+WHY = N_(
+    "Nagle's algorithm keeps a small write while an earlier one is unacknowledged; the "
+    "receiver delays its ACK (about 40 ms on Linux) to piggyback it on an answer, and it "
+    "cannot answer before the rest of the question arrives. Both wait for the timer."
+)
+FIX_AT = "protocol/transport.py Connection._sendmsg_all and Connection.__init__ (TCP_NODELAY)"
+HEADLINE = "round_trip"
+WARMUP = 3  # the first segments of a connection are acknowledged at once (quick-ack mode)
+
+
+def _answer_prefixed(server: socket.socket, until: float) -> None:
+    with contextlib.suppress(OSError), server.accept()[0] as sock:
+        sock.settimeout(max(0.1, until - time.monotonic()))
+        while time.monotonic() < until:
+            head = sock.recv(4)
+            if len(head) < 4:
+                return
+            need, got = int.from_bytes(head, "big"), b""
+            while len(got) < need:
+                more = sock.recv(need - len(got))
+                if not more:
+                    return
+                got += more
+            sock.sendall(lo.prefixed("ok"))  # one write: the answer is not the problem
+
+
+def _answer_framed(server: socket.socket, until: float) -> None:
+    with contextlib.suppress(OSError, AyudantiaError):
+        conn = Connection(server.accept()[0], side="server", idle_timeout=1.0)
+        with conn:
+            while time.monotonic() < until:
+                conn.recv()
+                conn.send("ok")
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = sock.recv(n - len(data))
+        if not more:
+            raise ConnectionError("the server left")
+        data += more
+    return data
+
+
+def _two_writes(ctx: Context, rounds: int) -> list[float]:
+    server = lo.listener(ctx)
+    ctx.thread(_answer_prefixed, server, ctx.deadline(ctx.budget), name="nagle-notebook")
+    sock = lo.connect(ctx, server.getsockname())  # Nagle on: the socket's default
+    question = b"Pregunta Dificil"
+    times = []
+    until = ctx.deadline(ctx.budget * 0.6)
+    for _ in range(rounds + WARMUP):
+        if time.monotonic() > until:
+            break
+        start = time.perf_counter()
+        sock.sendall(len(question).to_bytes(4, byteorder="big"))
+        sock.sendall(question)
+        _read_exactly(sock, 6)
+        times.append(time.perf_counter() - start)
+    sock.close()
+    return times[WARMUP:]
+
+
+def _one_sendmsg(ctx: Context, rounds: int) -> list[float]:
+    server = lo.listener(ctx)
+    ctx.thread(_answer_framed, server, ctx.deadline(ctx.budget), name="nagle-framed")
+    conn = Connection.connect(*server.getsockname()[:2], idle_timeout=ctx.budget)
+    ctx.stack.callback(conn.close)
+    times = []
+    for _ in range(rounds + WARMUP):
+        start = time.perf_counter()
+        conn.send("Pregunta Dificil")
+        conn.recv()
+        times.append(time.perf_counter() - start)
+    conn.close()
+    return times[WARMUP:]
+
+
+def run(ctx: Context) -> Outcome:
+    rounds = ctx.pick(15, 60)
+    slow = _two_writes(ctx, rounds)
+    fast = _one_sendmsg(ctx, rounds)
+    slow_median, fast_median = statistics.median(slow), statistics.median(fast)
+    rows = [
+        Row("round_trip", N_("median round trip"), Q(slow_median, "s"), Q(fast_median, "s")),
+        Row("fastest", N_("fastest round trip"), Q(min(slow), "s"), Q(min(fast), "s")),
+        Row("rounds", N_("round trips measured"), len(slow), len(fast)),
+        Row("writes", N_("system calls to send one question"), 2, 1),
+    ]
+    return Outcome(
+        rows,
+        defect_showed=slow_median > 0.010,  # the delayed-ACK timer: 40 ms, at least 10
+        fix_held=fast_median < slow_median / 10 and fast_median < 0.005,
+    )
