@@ -1,9 +1,10 @@
 """A Flask app served on loopback in a thread, for the lessons that talk HTTP.
 
 The real Profesor (:func:`roles.profesor.create_app` with a SQLite file in the lesson's
-temporary directory) or the notebook's sketch of it, served by werkzeug's server (one request at a
-time, which is all a lesson asks) in a background thread; stopping it closes the listening socket, so "the Profesor is
-down" is a real refused connection and "the restart" is a new server on the same port.
+temporary directory) or the notebook's sketch of it, served by werkzeug's server (one
+request at a time, all a lesson asks) in a background thread. Stopping it closes the
+listening socket, so "the Profesor is down" is a real refused connection and "the
+restart" is a new server on the same port.
 """
 
 from __future__ import annotations

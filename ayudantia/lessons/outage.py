@@ -18,7 +18,7 @@ import requests
 
 from ayudantia.lessons import _loopback as lo
 from ayudantia.lessons._profesor import real_profesor
-from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row, T
+from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row, T, quiet_logger
 from protocol.transport import Connection
 from roles.tareo import Tareo
 
@@ -79,6 +79,7 @@ def run(ctx: Context) -> Outcome:
         _notebook_tareo, server, url, ctx.deadline(ctx.budget * 0.8), out, name="outage-tareo"
     )
     student = lo.connect(ctx, server.getsockname())
+    ctx.stack.enter_context(quiet_logger("ayudantia.tareo"))  # its warning is the lesson's row
     tareo = Tareo(profesor=url, profesor_timeout=1.0)
     tareo.start()
     ctx.stack.callback(tareo.stop)
