@@ -268,8 +268,6 @@ def test_all_runs_every_lesson_and_ends_with_a_table():
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_cleans_up_and_exits_130():
-    import signal
-
     before = set(Path(tempfile.gettempdir()).glob("ayudantia-*"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "ayudantia", "lesson", "spin", "--lang", "en"],
