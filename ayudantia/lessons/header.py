@@ -80,7 +80,7 @@ def _lockstep(
             return
         stepped.clear()
         sock.sendall(part)
-        stepped.wait(1.0)
+        stepped.wait(2.0)
 
 
 def _defect(ctx: Context) -> dict[str, Any]:

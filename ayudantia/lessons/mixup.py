@@ -152,7 +152,7 @@ def run(ctx: Context) -> Outcome:
             good["misrouted"],
         ),
         Row("none", N_("questions left without an answer"), bad["none"], good["none"]),
-        Row("glued", N_("reads holding two answers or more"), bad["glued"], 0),
+        Row("glued", N_("reads holding two answers or more"), bad["glued"], None),
         Row(
             "right",
             N_("answers to the right student"),

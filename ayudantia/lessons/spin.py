@@ -42,9 +42,15 @@ FIX_AT = (
 )
 HEADLINE = "cpu"
 # Wide margins for a loaded machine: the spinning thread burns close to 1 CPU s/s when it
-# gets a core, the idle loop close to 0.
+# gets a core, the idle loop close to 0. Under load the spinning thread's CPU share falls,
+# but it stays runnable (on a core or queued for one) nearly all the time.
 SPINNING = 0.25
 IDLE = 0.05
+ALWAYS_RUNNABLE = 0.8
+
+
+def busy(runnable: float | None) -> bool:
+    return runnable is not None and runnable > ALWAYS_RUNNABLE
 
 
 def thread_cpu(thread: threading.Thread) -> float:
@@ -63,11 +69,28 @@ def _notebook_handler(sock: socket.socket, stop: threading.Event, out: dict[str,
             out["empty"] += 1
 
 
-def _measure(thread: threading.Thread, window: float) -> float:
-    """CPU seconds per second of ``thread`` over ``window`` seconds."""
-    start_cpu, start = thread_cpu(thread), time.monotonic()
+def runnable_seconds(thread: threading.Thread) -> float | None:
+    """Seconds ``thread`` has been on a core or waiting in a run queue for one (Linux).
+
+    On a loaded machine a spinning thread gets only its share of a core, so its CPU time
+    per second falls; but it is runnable all the time, which this counts. None where the
+    kernel does not keep scheduler statistics.
+    """
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/schedstat", encoding="ascii") as stat:
+            on_cpu, waiting = (int(x) for x in stat.read().split()[:2])
+    except (OSError, ValueError):
+        return None
+    return (on_cpu + waiting) / 1e9
+
+
+def _measure(thread: threading.Thread, window: float) -> tuple[float, float | None]:
+    """CPU seconds per second of ``thread`` over ``window`` s, and its runnable share."""
+    start_cpu, start_ready, start = thread_cpu(thread), runnable_seconds(thread), time.monotonic()
     time.sleep(window)
-    return (thread_cpu(thread) - start_cpu) / (time.monotonic() - start)
+    cpu, ready, wall = thread_cpu(thread), runnable_seconds(thread), time.monotonic() - start
+    share = None if ready is None or start_ready is None else (ready - start_ready) / wall
+    return (cpu - start_cpu) / wall, share
 
 
 def _defect(ctx: Context, window: float) -> dict[str, Any]:
@@ -81,7 +104,7 @@ def _defect(ctx: Context, window: float) -> dict[str, Any]:
     student.sendall(lo.prefixed("Tarea"))
     student.close()  # the student leaves
     time.sleep(0.05)
-    out["cpu"] = _measure(handler, window)
+    out["cpu"], out["runnable"] = _measure(handler, window)
     out["alive"] = int(handler.is_alive())  # its socket is still open: nobody closes it
     stop.set()
     return out
@@ -96,7 +119,7 @@ def _fix(ctx: Context, window: float) -> dict[str, Any]:
         answer = student.recv()
     time.sleep(0.05)
     assert tareo._thread is not None
-    cpu = _measure(tareo._thread, window)
+    cpu, runnable = _measure(tareo._thread, window)
     # The blocking side: what the notebook's loop should have seen.
     server = lo.listener(ctx)
     leaving = lo.connect(ctx, server.getsockname())
@@ -108,7 +131,14 @@ def _fix(ctx: Context, window: float) -> dict[str, Any]:
         seen = "?"
     except ConnectionClosed as exc:
         seen = type(exc).__name__
-    return {"cpu": cpu, "answer": answer, "clients": tareo.client_count, "seen": seen}
+    return {
+        "cpu": cpu,
+        "runnable": runnable,
+        "answer": answer,
+        "clients": tareo.client_count,
+        "extra": tareo.answered + tareo.errors - 1,  # messages handled beyond the one asked
+        "seen": seen,
+    }
 
 
 def run(ctx: Context) -> Outcome:
@@ -122,15 +152,22 @@ def run(ctx: Context) -> Outcome:
             Q(bad["cpu"], "CPU s/s"),
             Q(good["cpu"], "CPU s/s"),
         ),
-        Row("empty", N_("empty reads taken as questions"), bad["empty"], 0),
+        Row(
+            "runnable",
+            N_("share of the time on a core or waiting for one"),
+            None if bad["runnable"] is None else Q(100 * bad["runnable"], "%"),
+            None if good["runnable"] is None else Q(100 * good["runnable"], "%"),
+        ),
+        Row("empty", N_("empty reads taken as questions"), bad["empty"], good["extra"]),
         Row("seen", N_("what the server sees when the student leaves"), 'b""', good["seen"]),
         Row("clients", N_("connections still open"), bad["alive"], good["clients"]),
     ]
     notes = [T("measured over {s} of wall time", s=Q(window, "s"))]
     return Outcome(
         rows,
-        defect_showed=bad["cpu"] > SPINNING and bad["empty"] > 1000,
+        defect_showed=bad["empty"] > 1000 and (bad["cpu"] > SPINNING or busy(bad["runnable"])),
         fix_held=good["cpu"] < IDLE
+        and good["extra"] == 0
         and good["seen"] == "ConnectionClosed"
         and good["clients"] == 0
         and "respuesta" in good["answer"],
