@@ -7,9 +7,11 @@ lines long. Everything opened here is registered on the lesson's cleanup stack.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from ayudantia import quijote
 from ayudantia.lessons._runner import Context
@@ -65,3 +67,41 @@ def book_text() -> tuple[str, bool]:
 def pieces(data: bytes, size: int) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
+
+
+def notebook_questions(sock: socket.socket, until: float) -> Iterator[str]:
+    """The notebook's reading loop: ``recv(4)`` for the length, ``recv(length)`` for the text.
+
+    It stops when the peer leaves or at the lesson's deadline; the notebook has neither
+    stop and spins on ``b""`` (the spin lesson shows that).
+    """
+    sock.settimeout(max(0.1, until - time.monotonic()))
+    while time.monotonic() < until:
+        head = sock.recv(4)
+        if not head:
+            return
+        pregunta = sock.recv(int.from_bytes(head, byteorder="big")).decode(errors="replace")
+        if not pregunta:
+            return
+        yield pregunta
+
+
+def serve_notebook(server: socket.socket, until: float, reply: Callable[[str], str | None]) -> None:
+    """Accept one peer and answer each question with ``reply`` (None: no answer at all)."""
+    with contextlib.suppress(OSError), server.accept()[0] as sock:
+        for pregunta in notebook_questions(sock, until):
+            answer = reply(pregunta)
+            if answer is not None:
+                sock.sendall(prefixed(answer))
+
+
+def read_exactly(sock: socket.socket, n: int) -> int:
+    """Read ``n`` bytes (or until the peer leaves or a timeout); how many arrived."""
+    got = 0
+    with contextlib.suppress(OSError):
+        while got < n:
+            more = sock.recv(n - got)
+            if not more:
+                break
+            got += len(more)
+    return got

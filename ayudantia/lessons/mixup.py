@@ -9,11 +9,9 @@ question carries an id and the link routes each answer to the one who asked.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import threading
-import time
 from typing import Any
 
 from ayudantia.lessons import _loopback as lo
@@ -47,17 +45,9 @@ HEADLINE = "misrouted"
 _QID = re.compile(rb"\[(\w+-\d+)\]")
 
 
-def _notebook_tareo(server: socket.socket, until: float) -> None:
-    """One thread for the Docencio's socket, answering in order, each answer naming its question."""
-    with contextlib.suppress(OSError), server.accept()[0] as sock:
-        sock.settimeout(max(0.1, until - time.monotonic()))
-        while time.monotonic() < until:
-            head = sock.recv(4)
-            if len(head) < 4:
-                return
-            pregunta = sock.recv(int.from_bytes(head, byteorder="big")).decode()
-            qid = pregunta.rsplit(" ", 1)[-1]
-            sock.sendall(lo.prefixed(f"Actualizamos los tests [{qid}]"))
+def _tareo_reply(pregunta: str) -> str:
+    """The Tareo's answer, naming its question so the lesson can tell where it went."""
+    return f"Actualizamos los tests [{pregunta.rsplit(' ', 1)[-1]}]"
 
 
 def _procesar_pregunta(tareo: socket.socket, qid: str, out: dict[str, Any]) -> None:
@@ -79,7 +69,9 @@ def _procesar_pregunta(tareo: socket.socket, qid: str, out: dict[str, Any]) -> N
 
 def _defect(ctx: Context, students: int, questions: int) -> dict[str, Any]:
     server = lo.listener(ctx)
-    ctx.thread(_notebook_tareo, server, ctx.deadline(ctx.budget / 2), name="mixup-tareo")
+    ctx.thread(
+        lo.serve_notebook, server, ctx.deadline(ctx.budget / 2), _tareo_reply, name="mixup-tareo"
+    )
     tareo = lo.connect(ctx, server.getsockname(), timeout=ctx.pick(0.5, 2.0))
     out: dict[str, Any] = {"lock": threading.Lock(), "none": 0, "misrouted": 0, "glued": 0}
     threads = [

@@ -36,23 +36,12 @@ WHY = N_(
 )
 FIX_AT = "protocol/transport.py Connection._sendmsg_all and Connection.__init__ (TCP_NODELAY)"
 HEADLINE = "round_trip"
+ANSWER = lo.prefixed("ok")  # one write: the answer is not the problem
 WARMUP = 3  # the first segments of a connection are acknowledged at once (quick-ack mode)
 
 
-def _answer_prefixed(server: socket.socket, until: float) -> None:
-    with contextlib.suppress(OSError), server.accept()[0] as sock:
-        sock.settimeout(max(0.1, until - time.monotonic()))
-        while time.monotonic() < until:
-            head = sock.recv(4)
-            if len(head) < 4:
-                return
-            need, got = int.from_bytes(head, "big"), b""
-            while len(got) < need:
-                more = sock.recv(need - len(got))
-                if not more:
-                    return
-                got += more
-            sock.sendall(lo.prefixed("ok"))  # one write: the answer is not the problem
+def _ok(pregunta: str) -> str:
+    return "ok"
 
 
 def _answer_framed(server: socket.socket, until: float) -> None:
@@ -64,19 +53,9 @@ def _answer_framed(server: socket.socket, until: float) -> None:
                 conn.send("ok")
 
 
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        more = sock.recv(n - len(data))
-        if not more:
-            raise ConnectionError("the server left")
-        data += more
-    return data
-
-
 def _two_writes(ctx: Context, rounds: int) -> list[float]:
     server = lo.listener(ctx)
-    ctx.thread(_answer_prefixed, server, ctx.deadline(ctx.budget), name="nagle-notebook")
+    ctx.thread(lo.serve_notebook, server, ctx.deadline(ctx.budget), _ok, name="nagle-notebook")
     sock = lo.connect(ctx, server.getsockname())  # Nagle on: the socket's default
     question = b"Pregunta Dificil"
     times = []
@@ -87,7 +66,7 @@ def _two_writes(ctx: Context, rounds: int) -> list[float]:
         start = time.perf_counter()
         sock.sendall(len(question).to_bytes(4, byteorder="big"))
         sock.sendall(question)
-        _read_exactly(sock, 6)
+        lo.read_exactly(sock, len(ANSWER))
         times.append(time.perf_counter() - start)
     sock.close()
     return times[WARMUP:]

@@ -18,7 +18,7 @@ import requests
 
 from ayudantia.lessons import _loopback as lo
 from ayudantia.lessons._profesor import real_profesor
-from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row, T, quiet_logger
+from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row, T, Text, quiet_logger
 from protocol.transport import Connection
 from roles.tareo import Tareo
 
@@ -47,12 +47,7 @@ def _notebook_tareo(server: socket.socket, url: str, until: float, out: dict[str
     """One student's handler thread; what ends it is recorded instead of printed."""
     try:
         with server.accept()[0] as sock:
-            sock.settimeout(max(0.1, until - time.monotonic()))
-            while time.monotonic() < until:
-                length = int.from_bytes(sock.recv(4), byteorder="big")
-                pregunta = sock.recv(length).decode()
-                if not pregunta:
-                    return
+            for pregunta in lo.notebook_questions(sock, until):
                 if pregunta == "Pregunta Dificil":
                     respuesta = requests.get(url + "/respuesta")  # no timeout, no try
                     sock.sendall(lo.prefixed(respuesta.json()["texto"]))
@@ -60,12 +55,19 @@ def _notebook_tareo(server: socket.socket, url: str, until: float, out: dict[str
         out["died"] = type(exc).__name__
 
 
-def _answered(sock: socket.socket, patience: float) -> bool:
-    sock.settimeout(patience)
+def _heard(sock: socket.socket, patience: float) -> Text:
+    """What the student got: an answer, the connection closed, or nothing in time."""
+    start = time.monotonic()
     try:
-        return len(sock.recv(4096)) > 0
-    except (TimeoutError, OSError):
-        return False
+        sock.settimeout(patience)
+        data = sock.recv(4096)
+    except TimeoutError:
+        return T("none after {s}", s=Q(patience, "s"))
+    except OSError:
+        data = b""
+    if data:
+        return T("an answer")
+    return T("none: the connection closed after {s}", s=Q(time.monotonic() - start, "s"))
 
 
 def run(ctx: Context) -> Outcome:
@@ -87,7 +89,7 @@ def run(ctx: Context) -> Outcome:
     ctx.stack.callback(conn.close)
 
     student.sendall(lo.prefixed("Pregunta Dificil"))
-    down_answered = _answered(student, patience)
+    down_heard = _heard(student, patience)
     start = time.monotonic()
     conn.send({"id": 1, "tipo": "Pregunta Dificil", "de": "Ana"})
     down_reply = conn.recv()
@@ -96,7 +98,7 @@ def run(ctx: Context) -> Outcome:
     real_profesor(ctx, port)  # the Profesor is back, on the same port
     with contextlib.suppress(OSError):
         student.sendall(lo.prefixed("Pregunta Dificil"))
-    back_answered = _answered(student, patience)
+    back_heard = _heard(student, patience)
     conn.send({"id": 2, "tipo": "Pregunta Dificil", "de": "Ana"})
     back_reply = conn.recv()
 
@@ -104,7 +106,7 @@ def run(ctx: Context) -> Outcome:
         Row(
             "down",
             N_("answer while the Profesor is down"),
-            T("none after {s}", s=Q(patience, "s")) if not down_answered else T("an answer"),
+            down_heard,
             T(
                 "an error answer for id {id}, after {s}",
                 id=down_reply.get("id"),
@@ -124,7 +126,7 @@ def run(ctx: Context) -> Outcome:
         Row(
             "back",
             N_("answer after the Profesor is back"),
-            T("an answer") if back_answered else T("none after {s}", s=Q(patience, "s")),
+            back_heard,
             T("an answer from the {por}", por=back_reply.get("por", "?"))
             if "respuesta" in back_reply
             else T("none"),
@@ -133,7 +135,7 @@ def run(ctx: Context) -> Outcome:
     notes = [T("the Tareo answered: {error}", error=str(down_reply.get("error")))]
     return Outcome(
         rows,
-        defect_showed=not down_answered and not back_answered and "died" in out,
+        defect_showed=T("an answer") not in (down_heard, back_heard) and "died" in out,
         fix_held=down_reply.get("id") == 1
         and "error" in down_reply
         and back_reply.get("por") == "Profesor"

@@ -8,7 +8,6 @@ with an error answer carrying the question's id when it cannot help.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 import time
@@ -37,19 +36,13 @@ HEADLINE = "answers"
 KINDS = ("Contenido", "Chisme")
 
 
-def _notebook_tareo(server: socket.socket, until: float) -> None:
-    with contextlib.suppress(OSError), server.accept()[0] as sock:
-        sock.settimeout(max(0.1, until - time.monotonic()))
-        while time.monotonic() < until:
-            length = int.from_bytes(sock.recv(4), byteorder="big")
-            pregunta = sock.recv(length).decode()
-            if not pregunta:
-                return
-            if pregunta == TAREA:
-                sock.sendall(lo.prefixed(random.choice(RESPUESTAS)))
-            elif pregunta == "Pregunta Dificil":
-                sock.sendall(lo.prefixed(random.choice(RESPUESTAS)))  # the notebook asks HTTP
-            # ...and nothing for any other kind
+def _notebook_reply(pregunta: str) -> str | None:
+    """The notebook's if/elif: Tarea and Pregunta Dificil, and no else."""
+    if pregunta == TAREA:
+        return random.choice(RESPUESTAS)
+    elif pregunta == "Pregunta Dificil":
+        return random.choice(RESPUESTAS)  # (the notebook asks the Profesor here)
+    return None
 
 
 def _wait_answers(sock: socket.socket, until: float) -> int:
@@ -70,7 +63,13 @@ def _wait_answers(sock: socket.socket, until: float) -> int:
 def run(ctx: Context) -> Outcome:
     patience = ctx.pick(0.8, 3.0)
     server = lo.listener(ctx)
-    ctx.thread(_notebook_tareo, server, ctx.deadline(patience + 0.5), name="silence-tareo")
+    ctx.thread(
+        lo.serve_notebook,
+        server,
+        ctx.deadline(patience + 0.5),
+        _notebook_reply,
+        name="silence-tareo",
+    )
     student = lo.connect(ctx, server.getsockname())
     start = time.monotonic()
     for kind in KINDS:

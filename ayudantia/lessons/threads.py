@@ -86,12 +86,7 @@ def _procesar_pregunta(sock: socket.socket, lock: threading.Lock) -> None:
 def _listen_client(sock: socket.socket, until: float) -> None:
     lock = threading.Lock()
     with contextlib.suppress(OSError), sock:
-        sock.settimeout(max(0.1, until - time.monotonic()))
-        while time.monotonic() < until:
-            head = sock.recv(4)
-            if len(head) < 4:
-                return  # (the notebook spins here instead: see the spin lesson)
-            sock.recv(int.from_bytes(head, byteorder="big"))
+        for _pregunta in lo.notebook_questions(sock, until):
             threading.Thread(target=_procesar_pregunta, args=(sock, lock), daemon=True).start()
 
 
@@ -107,17 +102,6 @@ def _accept_connections(server: socket.socket, until: float) -> None:
         threading.Thread(target=_listen_client, args=(sock, until), daemon=True).start()
 
 
-def _read_exactly(sock: socket.socket, n: int) -> int:
-    got = 0
-    with contextlib.suppress(OSError):
-        while got < n:
-            more = sock.recv(n - got)
-            if not more:
-                break
-            got += len(more)
-    return got
-
-
 def _defect(ctx: Context, students: int, questions: int) -> dict[str, Any]:
     server = lo.listener(ctx)
     until = ctx.deadline(ctx.budget * 0.45)
@@ -126,7 +110,7 @@ def _defect(ctx: Context, students: int, questions: int) -> dict[str, Any]:
     socks = [lo.connect(ctx, server.getsockname(), timeout=ctx.budget / 3) for _ in range(students)]
     for sock in socks:
         sock.sendall(lo.prefixed("Pregunta Dificil") * questions)
-    answered = sum(_read_exactly(s, len(ANSWER) * questions) for s in socks) // len(ANSWER)
+    answered = sum(lo.read_exactly(s, len(ANSWER) * questions) for s in socks) // len(ANSWER)
     threads, rss = sampler.stop()
     for sock in socks:
         sock.close()
