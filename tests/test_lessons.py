@@ -156,7 +156,7 @@ def check_count(o: Outcome) -> None:
 
 def check_nagle(o: Outcome) -> None:
     assert _value(o, "round_trip", "defect") > 0.010  # the delayed-ACK timer (~40 ms)
-    assert _value(o, "round_trip", "fix") < _value(o, "round_trip", "defect") / 10
+    assert _value(o, "round_trip", "fix") < _value(o, "round_trip", "defect") / 4
     assert _value(o, "rounds", "defect") >= 5
 
 
@@ -260,8 +260,8 @@ def test_the_list_follows_the_locale():
 def test_all_runs_every_lesson_and_ends_with_a_table():
     before = set(Path(tempfile.gettempdir()).glob("ayudantia-*"))
     proc = _cli("all", "--quick", "--lang", "es", timeout=110)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = proc.stdout.splitlines()[-len(LESSONS) - 1 :]
+    assert proc.returncode == 0, "\n".join(table) + proc.stderr[-3000:]
     assert table[0].split()[:2] == ["lección", "defecto"]
     for line, lesson in zip(table[1:], LESSONS, strict=True):
         assert line.startswith(lesson.NAME) and line.endswith("como se enseña")
