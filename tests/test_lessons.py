@@ -22,7 +22,7 @@ from babel.messages.extract import extract_from_dir
 
 from ayudantia import i18n
 from ayudantia.lessons import BY_NAME, LESSONS
-from ayudantia.lessons._runner import Context, Outcome, render, run_lesson
+from ayudantia.lessons._runner import TMP_PREFIX, Context, Outcome, render, run_lesson
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,7 +258,7 @@ def test_the_list_follows_the_locale():
 
 @pytest.mark.timeout(120)
 def test_all_runs_every_lesson_and_ends_with_a_table():
-    before = set(Path(tempfile.gettempdir()).glob("ayudantia-*"))
+    before = set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"))
     proc = _cli("all", "--quick", "--lang", "es", timeout=110)
     table = proc.stdout.splitlines()[-len(LESSONS) - 1 :]
     assert proc.returncode == 0, "\n".join(table) + proc.stderr[-3000:]
@@ -266,12 +266,14 @@ def test_all_runs_every_lesson_and_ends_with_a_table():
     for line, lesson in zip(table[1:], LESSONS, strict=True):
         assert line.startswith(lesson.NAME) and line.endswith("como se enseña")
     assert proc.stdout.count("resultado: como se enseña") == len(LESSONS)
-    assert set(Path(tempfile.gettempdir()).glob("ayudantia-*")) <= before  # no temporary directory
+    assert (
+        set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*")) <= before
+    )  # no temporary directory
 
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_cleans_up_and_exits_130():
-    before = set(Path(tempfile.gettempdir()).glob("ayudantia-*"))
+    before = set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "ayudantia", "lesson", "spin", "--lang", "en"],
         cwd=ROOT,
@@ -291,4 +293,4 @@ def test_ctrl_c_cleans_up_and_exits_130():
             proc.wait()
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["interrupted: everything the lesson opened is closed"]
-    assert set(Path(tempfile.gettempdir()).glob("ayudantia-*")) <= before
+    assert set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*")) <= before

@@ -42,6 +42,7 @@ from ayudantia import i18n
 
 QUICK_BUDGET = 3.0
 FULL_BUDGET = 15.0
+TMP_PREFIX = "ayudantia-lesson-"  # every lesson's temporary directory starts so
 Translate = Callable[[str], str]
 
 
@@ -193,7 +194,7 @@ class Context:
     def tmp(self) -> Path:
         """A temporary directory for this lesson, removed when it ends."""
         if self._tmp is None:
-            holder = self.stack.enter_context(tempfile.TemporaryDirectory(prefix="ayudantia-"))
+            holder = self.stack.enter_context(tempfile.TemporaryDirectory(prefix=TMP_PREFIX))
             self._tmp = Path(holder)
         return self._tmp
 
@@ -284,13 +285,13 @@ def summary_table(done: list[tuple[ModuleType, Outcome]], lang: str) -> list[str
 
 @contextlib.contextmanager
 def quiet_logger(name: str) -> Iterator[None]:
-    """Silence a library's logger (werkzeug's request lines) for the lesson's duration."""
+    """Silence a logger for the lesson's duration: what it would say is the lesson's output."""
     import logging
 
     log = logging.getLogger(name)
-    before = log.level, log.propagate
+    before = log.level
     log.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        log.setLevel(before[0])
+        log.setLevel(before)
