@@ -14,7 +14,7 @@ from typing import Any
 
 from ayudantia import i18n, rules
 from ayudantia.config import Option, key_option, log_level_option
-from ayudantia.lessons import BY_NAME, LESSONS
+from ayudantia.lessons import NAMES, load
 from ayudantia.lessons._runner import (
     Context,
     Outcome,
@@ -55,9 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name",
         nargs="?",
-        choices=[*BY_NAME, "all"],
+        choices=[*NAMES, "all"],
         metavar="NAME",
-        help=f"the lesson: {', '.join(BY_NAME)}, or all (none: list them)",
+        help=f"the lesson: {', '.join(NAMES)}, or all (none: list them)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller scenarios: each lesson in at most 3 s"
@@ -83,11 +83,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     lang = settings.get("lang") or i18n.default_lang()
     _ = i18n.translator(lang)
     if args.name is None:
-        width = max(len(name) for name in BY_NAME)
-        for lesson in LESSONS:
+        width = max(len(name) for name in NAMES)
+        for lesson in map(load, NAMES):
             _say(f"{lesson.NAME.ljust(width)}  {_(lesson.PATTERN)}  ({lesson.SECTION})")
         return 0
-    chosen = LESSONS if args.name == "all" else (BY_NAME[args.name],)
+    chosen = [load(name) for name in (NAMES if args.name == "all" else (args.name,))]
     key = settings["key"].encode("utf-8") if settings.get("key") else None
     done: list[tuple[ModuleType, Outcome]] = []
     try:

@@ -19,7 +19,7 @@ from ayudantia.lessons import _loopback as lo
 from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row, T
 from protocol import codecs
 from protocol.framing import FrameDecoder, Message, encode_message
-from protocol.transport import Connection
+from protocol.transport import Connection, Received
 
 NAME = "header"
 SECTION = "«Servidor Multicliente», «P2P»"
@@ -120,7 +120,7 @@ def _every_split(stream: bytes) -> tuple[int, int]:
     return len(cuts), equal
 
 
-def _fix(ctx: Context) -> list[Any]:
+def _fix(ctx: Context) -> list[Received]:
     server = lo.listener(ctx)
     student = lo.connect(ctx, server.getsockname())
     student.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -130,12 +130,13 @@ def _fix(ctx: Context) -> list[Any]:
         for part in _split(frame, 10):
             student.sendall(part)
             time.sleep(0.002)
-    return [conn.recv()["tipo"] for _ in QUESTIONS]
+    return [conn.recv_message() for _ in QUESTIONS]
 
 
 def run(ctx: Context) -> Outcome:
     out = _defect(ctx)
-    got = _fix(ctx)
+    received = _fix(ctx)
+    got = [r.obj["tipo"] for r in received]
     runs, equal = _every_split(b"".join(_frames()))
     intact = sum(q in QUESTIONS for q in out["questions"])
     first = out["questions"][0] if out["questions"] else ""
@@ -156,7 +157,7 @@ def run(ctx: Context) -> Outcome:
             "length",
             N_("next length read"),
             Q(bogus or 0, "bytes"),
-            Q(len(json.dumps({"tipo": QUESTIONS[1]})), "bytes"),
+            Q(len(received[1].payload), "bytes"),  # the length the decoder read for it
         ),
         Row(
             "splits",

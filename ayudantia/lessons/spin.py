@@ -67,6 +67,7 @@ def _notebook_handler(sock: socket.socket, stop: threading.Event, out: dict[str,
         out["reads"] += 1
         if not pregunta:
             out["empty"] += 1
+            out["seen"] = repr(head)
 
 
 def runnable_seconds(thread: threading.Thread) -> float | None:
@@ -159,7 +160,12 @@ def run(ctx: Context) -> Outcome:
             None if good["runnable"] is None else Q(100 * good["runnable"], "%"),
         ),
         Row("empty", N_("empty reads taken as questions"), bad["empty"], good["extra"]),
-        Row("seen", N_("what the server sees when the student leaves"), 'b""', good["seen"]),
+        Row(
+            "seen",
+            N_("what the server sees when the student leaves"),
+            bad.get("seen", "?"),
+            good["seen"],
+        ),
         Row("clients", N_("connections still open"), bad["alive"], good["clients"]),
     ]
     notes = [T("measured over {s} of wall time", s=Q(window, "s"))]
