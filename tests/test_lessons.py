@@ -16,12 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from babel.messages.extract import extract_from_dir
 
 from ayudantia import i18n
 from ayudantia.lessons import BY_NAME, LESSONS
+from ayudantia.lessons import _loopback as lo
 from ayudantia.lessons._runner import TMP_PREFIX, Context, Outcome, render, run_lesson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,6 +209,33 @@ def test_lesson_measures_defect_and_fix_in_both_languages(name):
     assert es[0].startswith(f"Lección {name}:") and en[0].startswith(f"Lesson {name}:")
     for row in outcome.rows:  # every label reads in Spanish
         assert i18n.translator("es")(row.label) != row.label or row.label.isupper()
+
+
+@pytest.mark.timeout(30)
+def test_cleanup_wakes_the_lessons_threads_before_joining_them():
+    """Ctrl+C does not wait for a thread's deadline: closing its socket wakes it first.
+
+    Both threads below would wait forever (no timeout); the cleanup must end them, quietly.
+    """
+    started = threading.Barrier(3, timeout=10)
+
+    def run(ctx: Context) -> Outcome:
+        server = lo.listener(ctx)
+        lo.connect(ctx, server.getsockname(), timeout=None)
+        peer = lo.accept(ctx, server)
+        peer.settimeout(None)
+        server.settimeout(None)
+        for name, wait in (("reader", lambda: peer.recv(1)), ("acceptor", server.accept)):
+            ctx.thread(lambda wait=wait: (started.wait(), wait()), name=name)
+        started.wait()
+        time.sleep(0.1)  # both are now blocked in the kernel
+        raise KeyboardInterrupt
+
+    ctx = Context(quick=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_lesson(SimpleNamespace(run=run), ctx)
+    assert len(ctx._threads) == 2
+    assert not [t.name for t in ctx._threads if t.is_alive()]
 
 
 def test_every_sentence_is_in_the_catalogs():

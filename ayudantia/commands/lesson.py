@@ -82,21 +82,31 @@ def teach(lesson: ModuleType, ctx: Context, lang: str) -> Outcome:
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     lang = settings.get("lang") or i18n.default_lang()
     _ = i18n.translator(lang)
-    if args.name is None:
-        width = max(len(name) for name in NAMES)
-        for lesson in map(load, NAMES):
-            _say(f"{lesson.NAME.ljust(width)}  {_(lesson.PATTERN)}  ({lesson.SECTION})")
-        return 0
+    try:
+        return _list(lang) if args.name is None else _teach_all(settings, args, lang)
+    except KeyboardInterrupt:  # also while the lessons load or the table prints
+        print(_("interrupted: everything the lesson opened is closed"), file=sys.stderr)
+        return INTERRUPTED
+
+
+def _list(lang: str) -> int:
+    """One line per lesson: its name, the notebook's pattern, the notebook section."""
+    _ = i18n.translator(lang)
+    width = max(len(name) for name in NAMES)
+    for lesson in map(load, NAMES):
+        _say(f"{lesson.NAME.ljust(width)}  {_(lesson.PATTERN)}  ({lesson.SECTION})")
+    return 0
+
+
+def _teach_all(settings: dict[str, Any], args: argparse.Namespace, lang: str) -> int:
+    """Run the chosen lesson (or all, then the closing table); 1 if one did not behave."""
+    _ = i18n.translator(lang)
     chosen = [load(name) for name in (NAMES if args.name == "all" else (args.name,))]
     key = settings["key"].encode("utf-8") if settings.get("key") else None
     done: list[tuple[ModuleType, Outcome]] = []
-    try:
-        for lesson in chosen:
-            ctx = Context(quick=args.quick, _=_, say=_say, options={"key": key})
-            done.append((lesson, teach(lesson, ctx, lang)))
-    except KeyboardInterrupt:
-        print(_("interrupted: everything the lesson opened is closed"), file=sys.stderr)
-        return INTERRUPTED
+    for lesson in chosen:
+        ctx = Context(quick=args.quick, _=_, say=_say, options={"key": key})
+        done.append((lesson, teach(lesson, ctx, lang)))
     if args.name == "all":
         for line in summary_table(done, lang):
             _say(line)

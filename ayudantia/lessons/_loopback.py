@@ -17,23 +17,31 @@ from ayudantia import quijote
 from ayudantia.lessons._runner import Context
 
 
+def close(sock: socket.socket) -> None:
+    """Shut a socket down, then close it: a thread blocked on it (in ``recv``, ``accept``,
+    ``sendall``) wakes at once, where a bare ``close`` leaves it waiting on Linux."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
 def listener(ctx: Context) -> socket.socket:
     """A TCP listener on 127.0.0.1 with a free port, closed by the lesson's cleanup."""
     sock = socket.create_server(("127.0.0.1", 0))
-    ctx.stack.callback(sock.close)
+    ctx.stack.callback(close, sock)
     return sock
 
 
 def connect(ctx: Context, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
     sock = socket.create_connection(address[:2], timeout=timeout)
-    ctx.stack.callback(sock.close)
+    ctx.stack.callback(close, sock)
     return sock
 
 
 def accept(ctx: Context, server: socket.socket, timeout: float = 5.0) -> socket.socket:
     server.settimeout(timeout)
     sock, _ = server.accept()
-    ctx.stack.callback(sock.close)
+    ctx.stack.callback(close, sock)
     return sock
 
 

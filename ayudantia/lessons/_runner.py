@@ -18,8 +18,10 @@ any language, so a test runs a lesson once and reads it in Spanish and in Englis
 sentence is a catalog id marked with :func:`T` (``msgid`` = the English text); numbers and
 units are formatted here, for the reader's language.
 
-Cleanup: anything a lesson opens goes on ``ctx.stack`` (sockets, servers, threads to join,
-the temporary directory), which the runner unwinds on success, failure and Ctrl+C alike.
+Cleanup: anything a lesson opens goes on ``ctx.stack`` (sockets, servers, the temporary
+directory), which the runner unwinds on success, failure and Ctrl+C alike; the threads a
+lesson starts with :meth:`Context.thread` are joined after that, once closing their sockets
+has woken them, so Ctrl+C does not wait for a thread's deadline.
 Lessons are bounded: ``ctx.budget`` is 3 s in quick mode and 15 s otherwise, and every
 wait in them is cut by a deadline taken from it.
 """
@@ -39,9 +41,11 @@ from typing import Any
 from babel.numbers import format_decimal
 
 from ayudantia import i18n
+from protocol.errors import AyudantiaError
 
 QUICK_BUDGET = 3.0
 FULL_BUDGET = 15.0
+JOIN_GRACE = 5.0  # all of a lesson's threads, together, once their sockets are closed
 TMP_PREFIX = "ayudantia-lesson-"  # every lesson's temporary directory starts so
 Translate = Callable[[str], str]
 
@@ -177,6 +181,7 @@ class Context:
     options: dict[str, Any] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _tmp: Path | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     @property
     def budget(self) -> float:
@@ -199,23 +204,47 @@ class Context:
         return self._tmp
 
     def thread(self, target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
-        """Start a daemon thread that the cleanup joins (bounded: targets obey deadlines)."""
-        worker = threading.Thread(target=target, args=args, name=f"lesson-{name}", daemon=True)
+        """Start a daemon thread that the cleanup joins after closing everything on the stack.
+
+        A socket closed under a thread ends its wait with an OSError: that is how cleanup
+        stops it, not a failure, so the thread ends quietly instead of printing a traceback.
+        """
+        worker = threading.Thread(
+            target=_until_closed, args=(target, *args), name=f"lesson-{name}", daemon=True
+        )
         worker.start()
-        self.stack.callback(worker.join, 5.0)
+        self._threads.append(worker)
         return worker
+
+    def join_threads(self, grace: float = JOIN_GRACE) -> None:
+        """Join the lesson's threads, ``grace`` seconds for all of them together."""
+        until = time.monotonic() + grace
+        for worker in self._threads:
+            worker.join(max(0.0, until - time.monotonic()))
+
+
+def _until_closed(target: Callable[..., Any], *args: Any) -> None:
+    with contextlib.suppress(OSError, AyudantiaError):
+        target(*args)
 
 
 # -- running and rendering ------------------------------------------------------------------
 
 
 def run_lesson(lesson: ModuleType, ctx: Context) -> Outcome:
-    """Run one lesson; everything it opened is closed before this returns or raises."""
-    with ctx.stack:
-        try:
-            return lesson.run(ctx)
-        except Exception as exc:  # a lesson that crashes did not behave as taught
-            return Outcome([], False, False, error=f"{type(exc).__name__}: {exc}")
+    """Run one lesson; everything it opened is closed before this returns or raises.
+
+    The stack first (sockets, servers, stop flags: what wakes the lesson's threads), then
+    the threads are joined.
+    """
+    try:
+        with ctx.stack:
+            try:
+                return lesson.run(ctx)
+            except Exception as exc:  # a lesson that crashes did not behave as taught
+                return Outcome([], False, False, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        ctx.join_threads()
 
 
 def heading(lesson: ModuleType, _: Translate) -> list[str]:

@@ -101,7 +101,7 @@ def _defect(ctx: Context, window: float) -> dict[str, Any]:
     out: dict[str, Any] = {"reads": 0, "empty": 0}
     stop = threading.Event()
     handler = ctx.thread(_notebook_handler, peer, stop, out, name="spin-handler")
-    ctx.stack.callback(stop.set)  # after the thread: cleanup runs it first, then the join
+    ctx.stack.callback(stop.set)  # cleanup sets it; the runner joins the thread after
     student.sendall(lo.prefixed("Tarea"))
     student.close()  # the student leaves
     time.sleep(0.05)
