@@ -13,6 +13,7 @@ import contextlib
 import socket
 import statistics
 import time
+from typing import Any
 
 from ayudantia.lessons import _loopback as lo
 from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row
@@ -41,6 +42,37 @@ FASTER = 4  # the margin the fix must beat: ~500x on an idle machine, less under
 WARMUP = 3  # the first segments of a connection are acknowledged at once (quick-ack mode)
 
 
+class CountingSocket(socket.socket):
+    """A socket that counts the send calls made on it: each is one system call here."""
+
+    sends = 0
+
+    def send(self, *args: Any) -> int:
+        self.sends += 1
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:  # one send(2) for a few bytes on loopback
+        self.sends += 1
+        return super().sendall(*args)
+
+    def sendmsg(self, *args: Any) -> int:
+        self.sends += 1
+        return super().sendmsg(*args)
+
+
+def counting(sock: socket.socket) -> CountingSocket:
+    """The same connection, as a socket that counts its send calls."""
+    timeout = sock.gettimeout()
+    counted = CountingSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    counted.settimeout(timeout)
+    return counted
+
+
+def nodelay(sock: socket.socket) -> bool:
+    """Whether Nagle's algorithm is off on ``sock`` (asked from the kernel)."""
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
 def _ok(pregunta: str) -> str:
     return "ok"
 
@@ -54,10 +86,12 @@ def _answer_framed(server: socket.socket, until: float) -> None:
                 conn.send("ok")
 
 
-def _two_writes(ctx: Context, rounds: int) -> list[float]:
+def _two_writes(ctx: Context, rounds: int) -> tuple[list[float], float, bool]:
+    """Round trips, send calls per question, and whether TCP_NODELAY was on."""
     server = lo.listener(ctx)
     ctx.thread(lo.serve_notebook, server, ctx.deadline(ctx.budget), _ok, name="nagle-notebook")
-    sock = lo.connect(ctx, server.getsockname())  # Nagle on: the socket's default
+    sock = counting(socket.create_connection(server.getsockname()[:2], timeout=5.0))
+    ctx.stack.callback(lo.close, sock)  # Nagle on: the socket's default
     question = b"Pregunta Dificil"
     times = []
     until = ctx.deadline(ctx.budget * 0.6)
@@ -69,38 +103,47 @@ def _two_writes(ctx: Context, rounds: int) -> list[float]:
         sock.sendall(question)
         lo.read_exactly(sock, len(ANSWER))
         times.append(time.perf_counter() - start)
+    sends, off = sock.sends / max(1, len(times)), nodelay(sock)
     sock.close()
-    return times[WARMUP:]
+    return times[WARMUP:], sends, off
 
 
-def _one_sendmsg(ctx: Context, rounds: int) -> list[float]:
+def _one_sendmsg(ctx: Context, rounds: int) -> tuple[list[float], float, bool]:
+    """Round trips, send calls per question, and whether TCP_NODELAY was on."""
     server = lo.listener(ctx)
     ctx.thread(_answer_framed, server, ctx.deadline(ctx.budget), name="nagle-framed")
-    conn = Connection.connect(*server.getsockname()[:2], idle_timeout=ctx.budget)
+    conn = Connection(
+        counting(socket.create_connection(server.getsockname()[:2], timeout=5.0)),
+        side="client",
+        idle_timeout=ctx.budget,
+    )
     ctx.stack.callback(conn.close)
+    assert isinstance(conn.sock, CountingSocket)
     times = []
     for _ in range(rounds + WARMUP):
         start = time.perf_counter()
         conn.send("Pregunta Dificil")
         conn.recv()
         times.append(time.perf_counter() - start)
+    sends, off = conn.sock.sends / len(times), nodelay(conn.sock)
     conn.close()
-    return times[WARMUP:]
+    return times[WARMUP:], sends, off
 
 
 def run(ctx: Context) -> Outcome:
     rounds = ctx.pick(15, 60)
-    slow = _two_writes(ctx, rounds)
-    fast = _one_sendmsg(ctx, rounds)
+    slow, slow_sends, slow_nodelay = _two_writes(ctx, rounds)
+    fast, fast_sends, fast_nodelay = _one_sendmsg(ctx, rounds)
     slow_median, fast_median = statistics.median(slow), statistics.median(fast)
     rows = [
         Row("round_trip", N_("median round trip"), Q(slow_median, "s"), Q(fast_median, "s")),
         Row("fastest", N_("fastest round trip"), Q(min(slow), "s"), Q(min(fast), "s")),
         Row("rounds", N_("round trips measured"), len(slow), len(fast)),
-        Row("writes", N_("system calls to send one question"), 2, 1),
+        Row("writes", N_("system calls to send one question"), slow_sends, fast_sends),
+        Row("nodelay", N_("TCP_NODELAY on the socket"), slow_nodelay, fast_nodelay),
     ]
     return Outcome(
         rows,
-        defect_showed=slow_median > 0.010,  # the delayed-ACK timer: 40 ms, at least 10
-        fix_held=fast_median * FASTER < slow_median,
+        defect_showed=slow_median > 0.010 and slow_sends == 2 and not slow_nodelay,
+        fix_held=fast_median * FASTER < slow_median and fast_sends == 1 and fast_nodelay,
     )
