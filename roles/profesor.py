@@ -84,7 +84,11 @@ class Libro:
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            # check_same_thread=False only so close() can run on the thread that stops the
+            # server; each connection is still used by the one thread that opened it.
+            db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: a 200 means the count survives a power cut too (the Docencio then deletes
             # the keys from its outbox); NORMAL in WAL mode survives only a process crash.
