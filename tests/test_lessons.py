@@ -172,6 +172,12 @@ def check_copies(o: Outcome) -> None:
     assert _value(o, "rate", "fix") > _value(o, "rate", "defect")
 
 
+def check_compression(o: Outcome) -> None:
+    assert _value(o, "wire", "fix") < 0.6 * _value(o, "wire", "defect")  # zstd on prose
+    assert _value(o, "loopback", "fix") > _value(o, "loopback", "defect")  # only costs here
+    assert _value(o, "link", "fix") < _value(o, "link", "defect")  # pays at 100 Mbit/s
+
+
 CHECKS: dict[str, Callable[[Outcome], None]] = {
     "mixup": check_mixup,
     "threads": check_threads,
@@ -185,6 +191,7 @@ CHECKS: dict[str, Callable[[Outcome], None]] = {
     "chunks": check_chunks,
     "spin": check_spin,
     "pickle": check_pickle,
+    "compression": check_compression,
 }
 
 

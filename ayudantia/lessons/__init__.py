@@ -28,6 +28,7 @@ NAMES: tuple[str, ...] = (
     "nagle",
     "copies",
     "pickle",
+    "compression",
 )
 
 
