@@ -46,6 +46,7 @@ from roles.clase import (
     error,
     send_answer,
 )
+from roles.estado import Cronometro
 from roles.profesor import Conteo, ProfesorClient
 
 # A question is a few dozen bytes; a forwarded one waits whole until its answer comes.
@@ -81,6 +82,7 @@ class Docencio(Peer):
         self.delivered = 0
         self.errors = 0
         self.undeliverable = 0
+        self.cronometro = Cronometro()  # the panel's latency and answers by kind
 
     def connection_made(self, conn: FrameConnection) -> None:
         super().connection_made(conn)
@@ -91,6 +93,7 @@ class Docencio(Peer):
     def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
         super().connection_lost(conn, error)
         self._identity.pop(conn, None)
+        self.cronometro.forget(conn)
         self.undeliverable += conn.undelivered  # queued for it, never left: not counted
 
     def message_received(self, conn: FrameConnection, received: Received) -> None:
@@ -111,6 +114,7 @@ class Docencio(Peer):
             )
             return
         tipo = pregunta["tipo"]
+        self.cronometro.start(conn, pregunta)
         self.log.debug("Recibimos una pregunta: %s", tipo)
         if tipo == CONTENIDO:
             self.deliver(conn, pregunta, answer(pregunta["id"], RESPUESTA_CONTENIDO, DOCENCIO))
@@ -150,6 +154,7 @@ class Docencio(Peer):
             self.undeliverable += 1
             self.log.debug("estudiante ausente, respuesta %r descartada: %s", reply.get("id"), exc)
             return
+        self.cronometro.stop(conn, sent)
         if "error" in sent:
             self.errors += 1
 
