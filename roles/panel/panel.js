@@ -149,7 +149,7 @@ function show(state) {
   const updated = $("updated");
   updated.dataset.state = "live";
   updated.textContent = t("Updated {time}").replace(
-    "{time}", new Date(state.time * 1000).toLocaleTimeString());
+    "{time}", new Date(state.time * 1000).toLocaleTimeString(document.documentElement.lang));
 }
 
 function lost() {
