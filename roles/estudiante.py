@@ -11,6 +11,7 @@ before any answer) is not retried forever: the student stops and ``gave_up`` say
 
 ``interval`` paces the questions like the notebook (which waits 1 to 6 s): between two
 questions it waits ``interval * (1 + 5 * random())`` seconds; 0 asks as fast as it can.
+``questions=0`` asks until stopped (``ayudantia run --questions 0``: until Ctrl+C).
 
 ``start_fd`` is the start barrier of ``ayudantia run``: the read end of a pipe the run
 closes once every student is connected. The student connects, then blocks on it until
@@ -21,6 +22,7 @@ together and the run's window measures students asking at once, not students sta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import random
@@ -157,7 +159,8 @@ class Estudiante(Client):
         listener = threading.Thread(target=self._listen, name=f"{self.name}-listen", daemon=True)
         listener.start()
         try:
-            for n in range(1, self.questions + 1):
+            numbers = range(1, self.questions + 1) if self.questions else itertools.count(1)
+            for n in numbers:
                 if self._stop.is_set():
                     break
                 tipo = self.rng.choice(TIPOS)
@@ -171,7 +174,7 @@ class Estudiante(Client):
                 if n == 1:
                     informe.first_question_at = time.time()
                 self._send(question)
-                if self.interval > 0 and n < self.questions:
+                if self.interval > 0 and (n < self.questions or not self.questions):
                     self._stop.wait(self.interval * (1 + 5 * self.rng.random()))
             deadline = time.monotonic() + self.timeout
             while not self._all_done.is_set() and not self._stop.is_set():
@@ -260,7 +263,7 @@ class Estudiante(Client):
                     informe.errors += 1
                     text = f"Error recibido: {asked.error}"
                 informe.last_answer_at = time.time()
-                if informe.answered + informe.errors >= self.questions:
+                if self.questions and informe.answered + informe.errors >= self.questions:
                     self._all_done.set()
         self.say(text)
 

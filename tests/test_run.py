@@ -198,3 +198,14 @@ def test_run_sigint_stops_every_child(tmp_path):
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def test_a_class_with_no_end_is_judged_on_what_was_asked():
+    # --questions 0: Ctrl+C stopped the student with one question in flight, whose answer
+    # the Docencio had delivered (counted) but the student never read
+    stopped = report(questions=7, answered=6, unanswered=1)
+    s = summarize([stopped], 7, 1, 0)
+    assert s["ok"] and s["asked"] == 7 and s["unanswered"] == 1
+    assert summarize([stopped], 6, 1, 0)["ok"]
+    assert not summarize([stopped], 8, 1, 0)["ok"], "more counted than could have been"
+    assert not summarize([report(questions=7, answered=6, errors=1)], 6, 1, 0)["ok"]

@@ -30,7 +30,8 @@ from typing import Any
 
 from ayudantia import rules
 from ayudantia.config import Option, seconds_option, wire_options
-from ayudantia.progress import Progress
+from ayudantia.live import Console, Estado, LiveView, announce_panel, count_matches, summary_table
+from roles.estado import percentile
 
 NAME = "run"
 HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students) and check it"
@@ -44,7 +45,13 @@ _CONNECTED = re.compile(rb"^Cliente conectado", re.M)
 def options() -> list[Option]:
     return [
         Option("students", 3, "students asking at once", rules.integer(1, 1000), "N"),
-        Option("questions", 20, "questions per student", rules.integer(0, 1_000_000), "N"),
+        Option(
+            "questions",
+            20,
+            "questions per student (0 = ask until Ctrl+C)",
+            rules.integer(0, 1_000_000),
+            "N",
+        ),
         Option(
             "interval",
             0.02,
@@ -64,7 +71,10 @@ def options() -> list[Option]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--panel", action="store_true", help="print the live panel's URL")
+    parser.add_argument(
+        "--open", action="store_true", help="open the live panel in a browser (implies --panel)"
+    )
 
 
 class RunFailed(Exception):
@@ -186,27 +196,6 @@ class StartBarrier:
         return self.release()
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def _ms(seconds: float) -> str:
-    return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
-
-
 def summarize(
     reports: list[dict[str, Any]], count: int | None, expected_students: int, questions: int
 ) -> dict[str, Any]:
@@ -231,18 +220,20 @@ def summarize(
             "bytes_received",
         ):
             totals[key] += int(r.get(key, 0))
-    asked_expected = expected_students * questions
+    open_ended = questions == 0  # asked until Ctrl+C: what was asked is what was expected
+    asked_expected = totals["questions"] if open_ended else expected_students * questions
     missing_reports = expected_students - len(reports)
     unanswered = totals["unanswered"] + totals["errors"] + (asked_expected - totals["questions"])
     started = min((r["started"] for r in reports), default=0.0)
     finished = max((r["finished"] for r in reports), default=0.0)
     window_s = question_window(reports)
+    in_flight = totals["unanswered"] if open_ended else 0  # asking when Ctrl+C stopped them
     ok = (
         missing_reports == 0
-        and unanswered == 0
+        and unanswered - in_flight == 0
         and totals["misrouted"] == 0
         and totals["duplicates"] == 0
-        and count == totals["answered"]
+        and count_matches(count, totals["answered"], in_flight)
     )
     return {
         "ok": ok,
@@ -294,41 +285,6 @@ def question_window(reports: list[dict[str, Any]]) -> float:
     return max(max(lasts) - min(firsts), 0.0)
 
 
-def format_summary(s: dict[str, Any], settings: dict[str, Any]) -> str:
-    chunk = f"{settings['chunk_size']:,} B chunks" if settings["chunk_size"] else "unchunked"
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["by_kind"].items())) or "-"
-    por = ", ".join(f"{k} {v}" for k, v in sorted(s["by_por"].items())) or "-"
-    link = ""
-    if "tareo_bytes_sent" in s:
-        link = (
-            f"\n                Docencio->Tareo {_human_bytes(s['tareo_bytes_sent'])}, "
-            f"Tareo->Docencio {_human_bytes(s['tareo_bytes_received'])}"
-        )
-    count = s["profesor_count"]
-    count_ok = count == s["answered"]
-    return "\n".join(
-        [
-            f"La clase: {s['students']} estudiantes x {settings['questions']} preguntas, "
-            f"codec {settings['codec']}, {chunk}",
-            f"questions     {s['asked']} asked, {s['answered']} answered, {s['errors']} error "
-            f"answers, {s['unanswered']} unanswered",
-            f"routing       {s['misrouted']} misrouted, {s['duplicates']} duplicated, "
-            f"{s['reconnects']} reconnects",
-            f"by kind       {kinds}",
-            f"answered by   {por}",
-            f"latency       p50 {_ms(s['latency_p50'])}, p95 {_ms(s['latency_p95'])}, "
-            f"p99 {_ms(s['latency_p99'])}",
-            f"bytes on wire students->Docencio {_human_bytes(s['students_bytes_sent'])}, "
-            f"Docencio->students {_human_bytes(s['students_bytes_received'])}{link}",
-            f"throughput    {s['questions_per_second']:,.0f} questions/s "
-            f"({s['answered']} answers in {s['window_s']:.2f} s, first question to last answer)",
-            f"Profesor      Llevamos: {count} preguntas respondidas; students received "
-            f"{s['answered']} answers: {'OK' if count_ok else 'MISMATCH'}",
-            f"result        {'OK' if s['ok'] else 'FAILED'}",
-        ]
-    )
-
-
 def _profesor_count(url: str, deadline: float, want: int) -> int | None:
     """GET /preguntas until it says ``want`` (the Docencio posts in the background) or time's up."""
     import requests
@@ -339,7 +295,7 @@ def _profesor_count(url: str, deadline: float, want: int) -> int | None:
     while True:
         with contextlib.suppress(requests.RequestException, ValueError, KeyError):
             count = parse_count(requests.get(url + "/preguntas", timeout=2).json()["texto"])
-        if count == want or time.monotonic() > deadline:
+        if (count is not None and count >= want) or time.monotonic() > deadline:
             return count
         time.sleep(0.05)
 
@@ -409,6 +365,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        console = Console()
+        if args.panel or args.open:
+            announce_panel(url, open_it=args.open, console=console)
         for i in range(students):
             name = f"Estudiante-{i + 1}"
             alumnos.append(
@@ -442,14 +401,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         barrier.forget_read_end()
         released_at = barrier.release_when_connected(alumnos, time.monotonic() + start_to)
         limit = time.monotonic() + start_to + settings["timeout"] + 30
-        limit += questions * settings["interval"] * 6
-        with Progress("answers", students * questions) as bar:
-            while any(a.proc.poll() is None for a in alumnos):
-                if time.monotonic() > limit:
-                    raise RunFailed("the students did not finish in time")
-                bar.advance(sum(a.new_answers() for a in alumnos))
-                time.sleep(0.05)
-            bar.advance(sum(a.new_answers() for a in alumnos))
+        limit += questions * settings["interval"] * 6 if questions else math.inf
+        watch_class(alumnos, students * questions, limit, url, console)
         reports = []
         for a in alumnos:
             path = logdir / f"{a.name}.json"
@@ -471,7 +424,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             if stats.exists():
                 for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
                     summary[key if name == "docencio" else f"tareo_{key}"] = value
-        print(format_summary(summary, settings), flush=True)
+        console.print(summary_table(summary, settings))
         if settings["report"]:
             Path(settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
         return 0 if summary["ok"] else 1
@@ -492,6 +445,26 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def watch_class(alumnos: list[Child], total: int, limit: float, url: str, console: Console) -> None:
+    """Show the class live until every student is done (or, with no total, until Ctrl+C)."""
+    estado = Estado(url)
+    try:
+        with LiveView(total, console=console) as view:
+            while any(a.proc.poll() is None for a in alumnos):
+                if time.monotonic() > limit:
+                    raise RunFailed("the students did not finish in time")
+                view.update(view.answers + sum(a.new_answers() for a in alumnos), estado.poll())
+                time.sleep(0.05)
+            view.update(view.answers + sum(a.new_answers() for a in alumnos), estado.poll())
+    except KeyboardInterrupt as exc:
+        if total or isinstance(exc, Stopped):
+            raise
+        for a in alumnos:  # the end of a class with no end: the students report and leave
+            a.stop()
+    finally:
+        estado.close()
+
+
 def wire_flags(settings: dict[str, Any]) -> list[str]:
     """The framed roles' wire settings as flags (the key travels in the environment)."""
     flags = []
@@ -508,5 +481,9 @@ def wire_flags(settings: dict[str, Any]) -> list[str]:
     return flags
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run is stopped (not a Ctrl+C that ends an endless class)."""
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise Stopped
