@@ -185,3 +185,24 @@ def test_a_live_class_reports_its_numbers_and_the_tareo_goes_down_and_up(procs):
     again = procs.start("tareo", "tareo", "--port", "0", "--profesor", url)
     assert wait_for(lambda: estado()["roles"]["tareo"]["up"], 10)
     assert estado()["roles"]["tareo"]["pid"] == again.pid
+
+
+def test_every_text_of_the_page_is_in_the_panel_catalog(client):
+    import re
+
+    from ayudantia.i18n import catalog_ids
+    from roles.panel import HERE
+
+    page = (HERE / "panel.html").read_text(encoding="utf-8")
+    script = (HERE / "panel.js").read_text(encoding="utf-8")
+    used = set(re.findall(r"\{\{(.+?)\}\}", page)) | set(re.findall(r'\bt\("([^"]+)"\)', script))
+    assert len(used) > 20
+    assert used <= set(catalog_ids("en", "panel")), used - set(catalog_ids("en", "panel"))
+    spanish = client.get("/panel").get_data(as_text=True)
+    assert "{{" not in spanish and "__TEXTS__" not in spanish and 'lang="es"' in spanish
+    assert "Llevamos:" in spanish and "preguntas respondidas" in spanish
+    assert "So far:" in client.get("/panel?lang=en").get_data(as_text=True)
+    assert client.get("/panel?lang=xx").status_code == 400
+    assert client.get("/panel/panel.js").content_type.startswith("text/javascript")
+    assert client.get("/panel/secret.py").status_code == 404
+    assert "cdn" not in (page + script).lower() and "https://" not in page + script
