@@ -18,6 +18,7 @@ import time
 import webbrowser
 from typing import Any
 
+import requests
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
@@ -75,16 +76,12 @@ class Estado:
     """``GET /estado`` at most every :data:`POLL_EVERY` seconds; the last state it got."""
 
     def __init__(self, profesor: str) -> None:
-        import requests
-
         self.url = profesor.rstrip("/") + "/estado"
         self.session = requests.Session()
         self.state: dict[str, Any] | None = None
         self._next = 0.0
 
     def poll(self) -> dict[str, Any] | None:
-        import requests
-
         now = time.monotonic()
         if now >= self._next:
             self._next = now + POLL_EVERY
@@ -189,16 +186,6 @@ class LiveView:
 # -- the end --------------------------------------------------------------------------------
 
 
-def count_matches(count: int | None, answered: int, in_flight: int = 0) -> bool:
-    """Whether the Profesor's count agrees with the answers the students received.
-
-    Equal, for a class that ends. A class stopped by Ctrl+C (``--questions 0``) stops its
-    students mid-question: the count may also hold answers the Docencio delivered that a
-    stopped student never read, at most the questions it still had in flight.
-    """
-    return count is not None and answered <= count <= answered + in_flight
-
-
 def summary_rows(s: dict[str, Any], settings: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     """The run's summary as a title and (fact, value) rows: what the JSON report says."""
     chunk = f"{settings['chunk_size']:,} B chunks" if settings["chunk_size"] else "unchunked"
@@ -213,6 +200,8 @@ def summary_rows(s: dict[str, Any], settings: dict[str, Any]) -> tuple[str, list
             f"; Docencio->Tareo {human_bytes(s['tareo_bytes_sent'])}, "
             f"Tareo->Docencio {human_bytes(s['tareo_bytes_received'])}"
         )
+    from ayudantia.commands.run import count_matches
+
     count = s["profesor_count"]
     in_flight = s["unanswered"] - s["errors"] if not settings["questions"] else 0
     verdict = "OK" if count_matches(count, s["answered"], in_flight) else "MISMATCH"

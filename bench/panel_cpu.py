@@ -64,6 +64,41 @@ class Pollers:
             self.proc.join()
 
 
+class BrowserPanels(Pollers):
+    """``n`` real panels: tabs of one headless Chromium (Playwright, the system browser)
+    showing ``/panel``, in their own process. Counts the GET /estado the tabs make."""
+
+    def __init__(self, url: str, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self.count = ctx.Value("i", 0)
+        self.proc = ctx.Process(target=_browse, args=(url + "/panel", n, self.stop, self.count))
+        self.proc.start()
+
+
+def _browse(url: str, n: int, stop: Any, count: Any) -> None:
+    from playwright.sync_api import sync_playwright
+
+    def counted(response: Any) -> None:
+        if response.url.endswith("/estado"):
+            with count.get_lock():
+                count.value += 1
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            for _ in range(n):
+                page = browser.new_page()
+                page.on("response", counted)
+                page.goto(url)
+            while not stop.is_set():
+                browser.contexts[0].pages[0].wait_for_timeout(200)  # let the tabs' events run
+        finally:
+            browser.close()
+
+
 def _poll_all(url: str, n: int, stop: Any, count: Any) -> None:
     def poll() -> None:
         session = requests.Session()
@@ -99,9 +134,14 @@ def window(profesor: psutil.Process, url: str, seconds: float) -> dict[str, Any]
 
 
 def measure(
-    name: str, profesor: psutil.Process, url: str, seconds: float, panels: int
+    name: str,
+    profesor: psutil.Process,
+    url: str,
+    seconds: float,
+    panels: int,
+    kind: type[Pollers] = Pollers,
 ) -> dict[str, Any]:
-    pollers = Pollers(url, panels) if panels else None
+    pollers = kind(url, panels) if panels else None
     try:
         if pollers:
             wait_for(lambda: pollers.polls >= 2 * panels, 20)  # every panel polling
@@ -117,13 +157,18 @@ def measure(
 
 
 def alternate(
-    names: tuple[str, str], profesor: psutil.Process, url: str, seconds: float, rounds: int
+    names: tuple[str, str],
+    profesor: psutil.Process,
+    url: str,
+    seconds: float,
+    rounds: int,
+    kind: type[Pollers],
 ) -> list[dict[str, Any]]:
     results = []
     for r in range(rounds):
         order = (0, 1) if r % 2 == 0 else (1, 0)
         for i in order:
-            results.append(measure(names[i], profesor, url, seconds, PANELS if i else 0))
+            results.append(measure(names[i], profesor, url, seconds, PANELS if i else 0, kind))
     return results
 
 
@@ -153,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="windows per phase")
     parser.add_argument("--students", type=int, default=3)
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument(
+        "--browser", action="store_true", help="real panels: tabs of a headless Chromium"
+    )
     args = parser.parse_args(argv)
+    kind = BrowserPanels if args.browser else Pollers
     with tempfile.TemporaryDirectory(prefix="panel-cpu-") as tmp:
         procs = Procs(Path(tmp))
         try:
@@ -175,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
 
             assert wait_for(up, 20), "the roles never reported"
             results += alternate(
-                ("reports", f"reports+{PANELS} panels"), profesor, url, args.window, args.rounds
+                ("reports", f"reports+{PANELS} panels"),
+                profesor,
+                url,
+                args.window,
+                args.rounds,
+                kind,
             )
             for i in range(args.students):
                 procs.start(
@@ -193,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             count0 = requests.get(url + "/estado", timeout=5).json()["count"]
             results += alternate(
-                ("class", f"class+{PANELS} panels"), profesor, url, args.window, args.rounds
+                ("class", f"class+{PANELS} panels"), profesor, url, args.window, args.rounds, kind
             )
             state = requests.get(url + "/estado", timeout=5).json()
         finally:

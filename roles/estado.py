@@ -25,9 +25,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
+if TYPE_CHECKING:  # imported by the thread that posts: ``ayudantia run`` only needs the maths
+    import requests
 
 REPORT_EVERY = 0.5  # seconds between two reports of one role
 DOWN_AFTER = 1.25  # a role silent this long is down: two reports missed, shown within 2 s
@@ -195,6 +196,8 @@ class Informante:
         return self
 
     def _run(self) -> None:
+        import requests
+
         session = requests.Session()
         next_at = time.monotonic()
         try:
@@ -211,6 +214,8 @@ class Informante:
             session.close()
 
     def _post(self, session: requests.Session, body: dict[str, Any]) -> None:
+        import requests
+
         try:
             response = session.post(self.url, json=body, timeout=(self.timeout, self.timeout))
             if response.status_code >= 400:

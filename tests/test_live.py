@@ -15,7 +15,8 @@ import pytest
 import requests
 from rich.console import Console
 
-from ayudantia.live import LiveView, count_matches, facts, summary_table
+from ayudantia.commands.run import count_matches
+from ayudantia.live import LiveView, facts, summary_table
 from roles.estado import Estado
 
 SETTINGS = {"questions": 10, "codec": "msgpack", "chunk_size": 7}

@@ -1,14 +1,18 @@
 """``ayudantia run``: the whole class, as separate processes on loopback, and its summary.
 
 Starts the Profesor (with a fresh SQLite file), the Tareo, the Docencio and N Estudiantes,
-in that order, each one waited for until it says it is listening; shows progress as answers
-arrive; then checks the outcome: every question answered, every answer at the student who
-asked it, and the Profesor's count equal to the answers delivered. Whatever happens, every
-child is stopped on the way out (SIGINT, then SIGKILL after a grace period).
+in that order, each one waited for until it says it is listening; shows the class live as
+answers arrive (:mod:`ayudantia.live`); then checks the outcome: every question answered,
+every answer at the student who asked it, and the Profesor's count equal to the answers
+delivered. Whatever happens, every child is stopped on the way out (SIGINT, then SIGKILL
+after a grace period).
 
 The students start together: each connects, then waits on a start barrier (a pipe whose
 write end only the run holds) that the run opens once every student is connected. The
 throughput is answers over the window from the class's first question to its last answer.
+
+With ``--questions 0`` the students ask until Ctrl+C; then the run stops them, and checks
+and sums up what they asked (a SIGTERM or SIGHUP still just stops everything).
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ayudantia import rules
 from ayudantia.config import Option, seconds_option, wire_options
-from ayudantia.live import Console, Estado, LiveView, announce_panel, count_matches, summary_table
 from roles.estado import percentile
+
+if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
+    from rich.console import Console
 
 NAME = "run"
 HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students) and check it"
@@ -194,6 +200,16 @@ class StartBarrier:
                 break
             time.sleep(0.01)
         return self.release()
+
+
+def count_matches(count: int | None, answered: int, in_flight: int = 0) -> bool:
+    """Whether the Profesor's count agrees with the answers the students received.
+
+    Equal, for a class that ends. A class stopped by Ctrl+C (``--questions 0``) stops its
+    students mid-question: the count may also hold answers the Docencio delivered that a
+    stopped student never read, at most the questions it still had in flight.
+    """
+    return count is not None and answered <= count <= answered + in_flight
 
 
 def summarize(
@@ -365,6 +381,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        from ayudantia.live import Console, announce_panel, summary_table
+
         console = Console()
         if args.panel or args.open:
             announce_panel(url, open_it=args.open, console=console)
@@ -447,8 +465,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
 
 def watch_class(alumnos: list[Child], total: int, limit: float, url: str, console: Console) -> None:
     """Show the class live until every student is done (or, with no total, until Ctrl+C)."""
-    estado = Estado(url)
-    try:
+    from ayudantia.live import Estado, LiveView
+
+    estado = None
+    try:  # from the first line: a Ctrl+C at any moment of the class ends it the same way
+        estado = Estado(url)
         with LiveView(total, console=console) as view:
             while any(a.proc.poll() is None for a in alumnos):
                 if time.monotonic() > limit:
@@ -462,7 +483,8 @@ def watch_class(alumnos: list[Child], total: int, limit: float, url: str, consol
         for a in alumnos:  # the end of a class with no end: the students report and leave
             a.stop()
     finally:
-        estado.close()
+        if estado is not None:
+            estado.close()
 
 
 def wire_flags(settings: dict[str, Any]) -> list[str]:
