@@ -45,12 +45,19 @@ class Pollers:
     """``n`` panels polling GET /estado, in their own process (its threads and GIL are not
     the probe's), each like panel.js: one request at a time, the next 400 ms after."""
 
+    path = "/estado"
+
     def __init__(self, url: str, n: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.stop = ctx.Event()
         self.count = ctx.Value("i", 0)
-        self.proc = ctx.Process(target=_poll_all, args=(url + "/estado", n, self.stop, self.count))
+        args = (url + self.path, n, self.stop, self.count)
+        self.proc = ctx.Process(target=self.work, args=args)
         self.proc.start()
+
+    @staticmethod
+    def work(url: str, n: int, stop: Any, count: Any) -> None:
+        _poll_all(url, n, stop, count)
 
     @property
     def polls(self) -> int:
@@ -68,12 +75,11 @@ class BrowserPanels(Pollers):
     """``n`` real panels: tabs of one headless Chromium (Playwright, the system browser)
     showing ``/panel``, in their own process. Counts the GET /estado the tabs make."""
 
-    def __init__(self, url: str, n: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.stop = ctx.Event()
-        self.count = ctx.Value("i", 0)
-        self.proc = ctx.Process(target=_browse, args=(url + "/panel", n, self.stop, self.count))
-        self.proc.start()
+    path = "/panel"
+
+    @staticmethod
+    def work(url: str, n: int, stop: Any, count: Any) -> None:
+        _browse(url, n, stop, count)
 
 
 def _browse(url: str, n: int, stop: Any, count: Any) -> None:
