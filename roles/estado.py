@@ -385,8 +385,8 @@ class Estado:
 def _clean(value: Any, where: str, depth: int) -> Any:
     """``value`` if it is small plain data (numbers, short text, small maps and pairs)."""
     if value is None or isinstance(value, bool | str | int | float):
-        if isinstance(value, str) and len(value) > _MAX_TEXT:
-            raise BadReport(f"{where}: text longer than {_MAX_TEXT} characters")
+        if isinstance(value, str):
+            _check_text(value, where, _MAX_TEXT)
         if isinstance(value, float) and not math.isfinite(value):
             raise BadReport(f"{where}: not a finite number")
         return value
@@ -397,8 +397,20 @@ def _clean(value: Any, where: str, depth: int) -> Any:
     if isinstance(value, dict) and len(value) <= _MAX_KEYS:
         out = {}
         for key, item in value.items():
-            if not isinstance(key, str) or len(key) > 40:
+            if not isinstance(key, str):
                 raise BadReport(f"{where}: keys are text of at most 40 characters")
+            _check_text(key, f"{where} key", 40)
             out[key] = _clean(item, f"{where}.{key}", depth + 1)
         return out
     raise BadReport(f"{where}: not small plain data")
+
+
+def _check_text(text: str, where: str, limit: int) -> None:
+    """Short text that UTF-8 can carry: a lone surrogate (valid JSON, ``"\\ud800"``) would
+    make every later ``GET /estado`` fail to encode, blanking every open panel."""
+    if len(text) > limit:
+        raise BadReport(f"{where}: text longer than {limit} characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadReport(f"{where}: text that is not valid Unicode (a lone surrogate)") from None

@@ -91,6 +91,9 @@ def test_the_history_gives_questions_per_second_and_the_docencios_latency():
         b'{"role": "tareo", "report": {"a": [1, 2, 3, 4, 5]}}',
         b"\xff\xfe",
         b"[" * 10_000,
+        # valid JSON, not encodable: accepted, it made every GET /estado a 500
+        b'{"role": "tareo", "report": {"a": "\\ud800"}}',
+        b'{"role": "tareo", "report": {"\\udfff": 1}}',
     ],
 )
 def test_a_bad_report_is_refused_and_moves_nothing(client, body):
