@@ -37,19 +37,23 @@ from typing import Any, TextIO
 from protocol.errors import AyudantiaError, DecodeError, Refused
 from roles.clase import TIPOS
 from roles.client import Client, Unreachable
+from roles.muestra import Muestra
 from roles.signals import SignalEvent
 
 # A student never waits longer than this for the start barrier; then it starts anyway.
 BARRIER_TIMEOUT = 60.0
+# What a student keeps of its answered questions is bounded, however long it asks
+# (``questions=0``): a sample of its latencies, the first error texts, and counters.
+MAX_LATENCIES = 100_000
+MAX_ERROR_TEXTS = 100
 
 
 @dataclass
 class _Asked:
+    """A question still waiting for its answer (answered ones leave ``_asked``)."""
+
     tipo: str
     sent: float
-    latency: float | None = None
-    por: str | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -74,8 +78,9 @@ class Informe:
     last_answer_at: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
     by_por: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    error_texts: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # all, or a uniform sample of
+    latencies_seen: int = 0  # ... this many (more than len(latencies) when sampled)
+    error_texts: list[str] = field(default_factory=list)  # the first MAX_ERROR_TEXTS
 
     @property
     def unanswered(self) -> int:
@@ -128,7 +133,11 @@ class Estudiante(Client):
         self.quiet = quiet
         self.start_fd = start_fd
         self._token = os.urandom(3).hex()  # ids unique across runs, whatever the seed
-        self._asked: dict[str, _Asked] = {}
+        self._asked: dict[str, _Asked] = {}  # only the questions still unanswered
+        self._prefix = f"{self.name}:{self._token}:"  # of this student's question ids
+        self._last_n = 0  # the highest question number asked so far
+        self._por: Counter[str] = Counter()
+        self._latencies = Muestra(MAX_LATENCIES, seed)
         self._lock = threading.Lock()
         self._print_lock = threading.Lock()
         self._all_done = threading.Event()
@@ -164,10 +173,11 @@ class Estudiante(Client):
                 if self._stop.is_set():
                     break
                 tipo = self.rng.choice(TIPOS)
-                qid = f"{self.name}:{self._token}:{n}"
+                qid = f"{self._prefix}{n}"
                 question = {"id": qid, "tipo": tipo, "de": self.name}
                 with self._lock:
                     self._asked[qid] = _Asked(tipo, time.perf_counter())
+                    self._last_n = n
                     informe.questions += 1
                     informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
                 self.say(f"Alumno pregunta: {tipo}")
@@ -193,7 +203,14 @@ class Estudiante(Client):
         return informe
 
     def _pending_count(self) -> int:
-        return sum(1 for a in self._asked.values() if a.latency is None)
+        return len(self._asked)
+
+    def _was_asked(self, qid: str) -> bool:
+        """Whether ``qid`` names one of this student's questions (answered or not)."""
+        number = qid.removeprefix(self._prefix)
+        if number == qid or not number.isdigit() or len(number) > 12:
+            return False
+        return 1 <= int(number) <= self._last_n
 
     def _send(self, question: dict[str, Any]) -> None:
         conn = self.conn
@@ -233,9 +250,7 @@ class Estudiante(Client):
             self.informe.reconnects += 1
             with self._lock:
                 again = [
-                    {"id": qid, "tipo": a.tipo, "de": self.name}
-                    for qid, a in self._asked.items()
-                    if a.latency is None
+                    {"id": qid, "tipo": a.tipo, "de": self.name} for qid, a in self._asked.items()
                 ]
             for question in again:
                 self._send(question)
@@ -245,23 +260,26 @@ class Estudiante(Client):
         informe = self.informe
         qid = reply.get("id") if isinstance(reply, dict) else None
         with self._lock:
-            asked = self._asked.get(qid) if isinstance(qid, str) else None
+            asked = self._asked.pop(qid, None) if isinstance(qid, str) else None
             if asked is None:
-                informe.misrouted += 1
-                text = f"Respuesta ajena recibida: {reply!r}"
-            elif asked.latency is not None:
-                informe.duplicates += 1
-                text = f"Respuesta repetida recibida: {reply!r}"
+                if isinstance(qid, str) and self._was_asked(qid):  # ours, answered already
+                    informe.duplicates += 1
+                    text = f"Respuesta repetida recibida: {reply!r}"
+                else:
+                    informe.misrouted += 1
+                    text = f"Respuesta ajena recibida: {reply!r}"
             else:
-                asked.latency = now - asked.sent
                 if isinstance(reply.get("respuesta"), str):
-                    asked.por = str(reply.get("por"))
+                    self._por[str(reply.get("por"))] += 1
+                    self._latencies.add(now - asked.sent)
                     informe.answered += 1
                     text = f"Respuesta recibida: {reply['respuesta']}"
                 else:
-                    asked.error = str(reply.get("error"))
+                    error_text = str(reply.get("error"))
+                    if len(informe.error_texts) < MAX_ERROR_TEXTS:
+                        informe.error_texts.append(error_text)
                     informe.errors += 1
-                    text = f"Error recibido: {asked.error}"
+                    text = f"Error recibido: {error_text}"
                 informe.last_answer_at = time.time()
                 if self.questions and informe.answered + informe.errors >= self.questions:
                     self._all_done.set()
@@ -274,16 +292,10 @@ class Estudiante(Client):
             self._bytes[0] += conn.bytes_sent
             self._bytes[1] += conn.bytes_received
         informe.bytes_sent, informe.bytes_received = self._bytes
-        by_por: Counter[str] = Counter()
         with self._lock:
-            for a in self._asked.values():
-                if a.por is not None:
-                    by_por[a.por] += 1
-                    assert a.latency is not None
-                    informe.latencies.append(a.latency)
-                elif a.error is not None:
-                    informe.error_texts.append(a.error)
-        informe.by_por = dict(by_por)
+            informe.by_por = dict(self._por)
+            informe.latencies = list(self._latencies.values)
+            informe.latencies_seen = self._latencies.seen
 
 
 def wait_barrier(
