@@ -203,7 +203,7 @@ def summary_rows(s: dict[str, Any], settings: dict[str, Any]) -> tuple[str, list
     from ayudantia.commands.run import count_matches
 
     count = s["profesor_count"]
-    in_flight = s["unanswered"] - s["errors"] if not settings["questions"] else 0
+    in_flight = s.get("in_flight", 0)
     verdict = "OK" if count_matches(count, s["answered"], in_flight) else "MISMATCH"
     if verdict == "OK" and count != s["answered"]:
         verdict += f" ({count - s['answered']} delivered but unread when the students stopped)"

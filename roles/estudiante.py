@@ -81,6 +81,9 @@ class Informe:
     latencies: list[float] = field(default_factory=list)  # all, or a uniform sample of
     latencies_seen: int = 0  # ... this many (more than len(latencies) when sampled)
     error_texts: list[str] = field(default_factory=list)  # the first MAX_ERROR_TEXTS
+    # Unanswered at the end after waiting longer than the student's timeout: not merely
+    # in flight when a Ctrl+C stopped an endless class, but never answered.
+    overdue: int = 0
 
     @property
     def unanswered(self) -> int:
@@ -292,7 +295,9 @@ class Estudiante(Client):
             self._bytes[0] += conn.bytes_sent
             self._bytes[1] += conn.bytes_received
         informe.bytes_sent, informe.bytes_received = self._bytes
+        now = time.perf_counter()
         with self._lock:
+            informe.overdue = sum(now - a.sent > self.timeout for a in self._asked.values())
             informe.by_por = dict(self._por)
             informe.latencies = list(self._latencies.values)
             informe.latencies_seen = self._latencies.seen

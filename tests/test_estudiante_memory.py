@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 from roles_helpers import wait_for
@@ -78,3 +79,41 @@ def test_the_sample_keeps_everything_until_full_then_stays_uniform():
     assert 400 < late < 600, "half the sample from the second half of the stream"
     with pytest.raises(ValueError):
         Muestra(0)
+
+
+def silent_docencio(server: socket.socket, done: threading.Event) -> None:
+    """Takes every question and answers none."""
+    sock, _ = server.accept()
+    conn = Connection(sock, side="server")
+    try:
+        while not done.is_set():
+            conn.recv()
+    except AyudantiaError:
+        pass
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_stopped_student_tells_overdue_questions_from_those_in_flight():
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    threading.Thread(target=silent_docencio, args=(server, done), daemon=True).start()
+    alumno = Estudiante(
+        "127.0.0.1", server.getsockname()[1], questions=0, interval=0.01, quiet=True, timeout=0.3
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=alumno.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        assert wait_for(lambda: alumno.informe.questions >= 3, 10)
+        first_ones = alumno.informe.questions
+        time.sleep(0.6)  # those first questions are now older than the timeout
+    finally:
+        stop.set()
+        worker.join(10)
+        done.set()
+        server.close()
+    informe = alumno.informe
+    assert informe.answered == 0 and informe.unanswered == informe.questions
+    assert informe.overdue >= first_ones

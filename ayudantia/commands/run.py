@@ -234,6 +234,7 @@ def summarize(
             "reconnects",
             "bytes_sent",
             "bytes_received",
+            "overdue",
         ):
             totals[key] += int(r.get(key, 0))
     open_ended = questions == 0  # asked until Ctrl+C: what was asked is what was expected
@@ -243,7 +244,8 @@ def summarize(
     started = min((r["started"] for r in reports), default=0.0)
     finished = max((r["finished"] for r in reports), default=0.0)
     window_s = question_window(reports)
-    in_flight = totals["unanswered"] if open_ended else 0  # asking when Ctrl+C stopped them
+    # asking when Ctrl+C stopped them; a question that waited past the timeout was not
+    in_flight = totals["unanswered"] - totals["overdue"] if open_ended else 0
     ok = (
         missing_reports == 0
         and unanswered - in_flight == 0
@@ -277,6 +279,7 @@ def summarize(
             for r in sorted(reports, key=lambda r: str(r.get("name")))
         ],
         "profesor_count": count,
+        "in_flight": in_flight,
     }
 
 
