@@ -37,6 +37,7 @@ SAMPLE_EVERY = 0.5  # seconds between two points of the history
 LATENCY_WINDOW = 5.0  # the latency percentiles cover the answers of the last 5 s
 REPORTING_ROLES = ("docencio", "tareo")
 MAX_REPORT_BYTES = 16 * 1024
+MAX_LATENCY = 86_400.0  # seconds: a latency the charts draw; beyond it is a gap, not a point
 _MAX_KEYS = 48
 _MAX_TEXT = 120
 _MAX_DEPTH = 3
@@ -377,9 +378,15 @@ class Estado:
             series["t"].append(round(t1 - now, 2))
             series["rate"].append(round(max(c1 - c0, 0) / (t1 - t0), 2))
             for p in ("p50", "p95", "p99"):
-                value = latency.get(p) if latency else None
-                series[p].append(value if isinstance(value, int | float) else None)
+                series[p].append(_seconds(latency.get(p) if latency else None))
         return series
+
+
+def _seconds(value: Any) -> float | None:
+    """A latency fit for the charts: a number of seconds from 0 to a day (else a gap)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if 0 <= value <= MAX_LATENCY else None
 
 
 def _clean(value: Any, where: str, depth: int) -> Any:

@@ -78,6 +78,17 @@ def test_the_history_gives_questions_per_second_and_the_docencios_latency():
     assert len(estado.snapshot(30)["history"]["t"]) <= 1, "only the last minute is kept"
 
 
+def test_the_charts_get_only_sane_latencies():
+    """A reported latency of 1e306 s overflowed to Infinity in the page and froze it."""
+    clock = Clock()
+    estado = Estado(clock)
+    for p50 in (1e306, -1.0, True, "1", 0.002):
+        estado.accept(report("docencio", latency={"p50": p50, "p95": None}), 0)
+        clock.now += 0.5
+    estado.accept(report("docencio"), 0)
+    assert estado.snapshot(0)["history"]["p50"] == [None, None, None, 0.002, None]
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -136,3 +136,30 @@ def test_the_panel_speaks_english_when_asked(page, procs):
     page.wait_for_selector('#role-profesor[data-up="true"]', timeout=10_000)
     assert page.inner_text("#role-tareo .age") == "no report yet"
     assert page.problems == [], page.problems  # type: ignore[attr-defined]
+
+
+XSS = "<img src=x onerror=window.__pwned=1>"
+
+
+@pytest.mark.timeout(60)
+def test_hostile_reports_show_as_text_and_never_freeze_the_page(page, procs):
+    """Reported names are text, never markup; a latency that overflows to Infinity in ms
+    once froze the page (the chart's tick loop never ended)."""
+    import requests
+
+    profesor = procs.start("profesor", "profesor", "--port", "0", "--db", str(procs.logdir / "p"))
+    url = profesor.address
+    hostile = {"by_kind": {XSS: 1}, "wire": {"codec": XSS, "encoding": "<b>x</b>", "chunk_size": 0}}
+    body = {"role": "docencio", "pid": 1, "report": hostile}
+    assert requests.post(url + "/estado", json=body, timeout=5).status_code == 204
+    state = requests.get(url + "/estado", timeout=5).json()
+    state["history"] = {"t": [-1.0, -0.5], "rate": [1, 2], "p50": [1e306, 1e306]}
+    state["history"].update(p95=[None, None], p99=[None, None])
+    page.route("**/estado", lambda route: route.fulfill(json=state))
+    page.goto(url + "/panel")
+    page.wait_for_selector('#updated[data-state="live"]', timeout=10_000)
+    assert page.evaluate("1 + 1") == 2, "the page still runs its script"
+    assert page.inner_text("#codec") == XSS and page.inner_text("#encoding") == "<b>x</b>"
+    assert XSS in page.inner_text("#by-kind")
+    assert page.evaluate("window.__pwned") is None and page.query_selector("img") is None
+    assert page.problems == [], page.problems  # type: ignore[attr-defined]

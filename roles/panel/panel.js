@@ -60,9 +60,12 @@ function drawChart(canvas, times, series, unit) {
   ctx.clearRect(0, 0, width, height);
   const left = 48, right = 8, top = 8, bottom = 22;
   const plotW = width - left - right, plotH = height - top - bottom;
-  const values = series.flatMap((s) => s.values.filter((v) => typeof v === "number"));
+  // Finite values only: a reported number that overflows (1e306 s in ms) must not reach
+  // the tick loop below, which would never end and freeze the page.
+  const values = series.flatMap((s) => s.values.filter(Number.isFinite));
   let max = Math.max(1e-9, ...values);
   const step = niceStep(max / 4);
+  if (!(Number.isFinite(step) && step > 0)) return;
   max = Math.ceil(max / step) * step || 1;
   const style = getComputedStyle(document.documentElement);
   ctx.font = "12px system-ui, sans-serif";
@@ -92,7 +95,7 @@ function drawChart(canvas, times, series, unit) {
     let drawing = false;
     times.forEach((when, i) => {
       const v = s.values[i];
-      if (typeof v !== "number" || when < -60) { drawing = false; return; }
+      if (!Number.isFinite(v) || when < -60) { drawing = false; return; }
       const x = left + plotW * (1 + when / 60);
       const y = top + plotH - (v / max) * plotH;
       if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
