@@ -12,10 +12,9 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import platformdirs
-
-from ayudantia.progress import Progress
 
 ENV_VAR = "AYUDANTIA_QUIJOTE"
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/2000/pg2000.txt"
@@ -63,10 +62,11 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
             total = int(response.headers.get("Content-Length") or 0) or None
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
             try:
-                with os.fdopen(fd, "wb") as out, Progress("download", total, unit="B") as bar:
+                with os.fdopen(fd, "wb") as out, download_bar() as bar:
+                    task = bar.add_task("download", total=total)
                     for block in response.iter_content(64 * 1024):
                         out.write(block)
-                        bar.advance(len(block))
+                        bar.advance(task, len(block))
                 os.replace(tmp, dest)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -77,6 +77,27 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
             f"Offline? Point --file or {ENV_VAR} at a copy of Project Gutenberg's #2000."
         ) from exc
     return dest
+
+
+def download_bar() -> Any:
+    """A rich progress bar on stderr (drawn in place on a terminal, once at the end if not)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+    )
 
 
 def load_text(path: str | os.PathLike[str] | None = None) -> str:

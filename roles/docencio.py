@@ -51,6 +51,7 @@ from roles.clase import (
     error,
     send_answer,
 )
+from roles.estado import Cronometro
 from roles.outbox import Outbox, default_outbox_path
 from roles.profesor import ProfesorClient
 
@@ -96,6 +97,7 @@ class Docencio(Peer):
         self.delivered = 0
         self.errors = 0
         self.undeliverable = 0
+        self.cronometro = Cronometro()  # the panel's latency and answers by kind
 
     def connection_made(self, conn: FrameConnection) -> None:
         super().connection_made(conn)
@@ -107,6 +109,7 @@ class Docencio(Peer):
     def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
         super().connection_lost(conn, error)
         self._identity.pop(conn, None)
+        self.cronometro.forget(conn)
         self.undeliverable += conn.undelivered  # queued for it, never left: not counted
         for key in self._awaiting.pop(conn, ()):
             self.outbox.undelivered(key)
@@ -129,6 +132,7 @@ class Docencio(Peer):
             )
             return
         tipo = pregunta["tipo"]
+        self.cronometro.start(conn, pregunta)
         self.log.debug("Recibimos una pregunta: %s", tipo)
         if tipo == CONTENIDO:
             self.deliver(conn, pregunta, answer(pregunta["id"], RESPUESTA_CONTENIDO, DOCENCIO))
@@ -203,6 +207,7 @@ class Docencio(Peer):
             self.undeliverable += 1
             self.log.debug("estudiante ausente, respuesta %r descartada: %s", reply.get("id"), exc)
             return None
+        self.cronometro.stop(conn, sent)
         if "error" in sent:
             self.errors += 1
         return sent

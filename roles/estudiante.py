@@ -11,6 +11,7 @@ before any answer) is not retried forever: the student stops and ``gave_up`` say
 
 ``interval`` paces the questions like the notebook (which waits 1 to 6 s): between two
 questions it waits ``interval * (1 + 5 * random())`` seconds; 0 asks as fast as it can.
+``questions=0`` asks until stopped (``ayudantia run --questions 0``: until Ctrl+C).
 
 ``start_fd`` is the start barrier of ``ayudantia run``: the read end of a pipe the run
 closes once every student is connected. The student connects, then blocks on it until
@@ -21,6 +22,7 @@ together and the run's window measures students asking at once, not students sta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import random
@@ -36,6 +38,7 @@ from protocol.errors import AyudantiaError, DecodeError, Refused
 from protocol.transport import Connection
 from roles.clase import TIPOS
 from roles.client import Client, Unreachable
+from roles.muestra import Muestra
 from roles.signals import SignalEvent
 
 # A student never waits longer than this for the start barrier; then it starts anyway.
@@ -46,15 +49,18 @@ BARRIER_TIMEOUT = 60.0
 INSIST_TRIES = 20
 INSIST_DELAY = 0.1
 INSIST_MAX_DELAY = 1.0
+# What a student keeps of its answered questions is bounded, however long it asks
+# (``questions=0``): a sample of its latencies, the first error texts, and counters.
+MAX_LATENCIES = 100_000
+MAX_ERROR_TEXTS = 100
 
 
 @dataclass
 class _Asked:
+    """A question still waiting for its answer (answered ones leave ``_asked``)."""
+
     tipo: str
     sent: float
-    latency: float | None = None
-    por: str | None = None
-    error: str | None = None
     reasked: bool = False  # asked again after a reconnect: it may be counted already
     tries: int = 0  # error answers to it not taken as final (see INSIST_TRIES)
 
@@ -81,8 +87,12 @@ class Informe:
     last_answer_at: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
     by_por: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    error_texts: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # all, or a uniform sample of
+    latencies_seen: int = 0  # ... this many (more than len(latencies) when sampled)
+    error_texts: list[str] = field(default_factory=list)  # the first MAX_ERROR_TEXTS
+    # Unanswered at the end after waiting longer than the student's timeout: not merely
+    # in flight when a Ctrl+C stopped an endless class, but never answered.
+    overdue: int = 0
 
     @property
     def unanswered(self) -> int:
@@ -135,7 +145,11 @@ class Estudiante(Client):
         self.quiet = quiet
         self.start_fd = start_fd
         self._token = os.urandom(3).hex()  # ids unique across runs, whatever the seed
-        self._asked: dict[str, _Asked] = {}
+        self._asked: dict[str, _Asked] = {}  # only the questions still unanswered
+        self._prefix = f"{self.name}:{self._token}:"  # of this student's question ids
+        self._last_n = 0  # the highest question number asked so far
+        self._por: Counter[str] = Counter()
+        self._latencies = Muestra(MAX_LATENCIES, seed)
         self._lock = threading.Lock()
         self._print_lock = threading.Lock()
         self._all_done = threading.Event()
@@ -168,15 +182,17 @@ class Estudiante(Client):
         listener = threading.Thread(target=self._listen, name=f"{self.name}-listen", daemon=True)
         listener.start()
         try:
-            for n in range(1, self.questions + 1):
+            numbers = range(1, self.questions + 1) if self.questions else itertools.count(1)
+            for n in numbers:
                 if self._stop.is_set():
                     break
                 tipo = self.rng.choice(TIPOS)
-                qid = f"{self.name}:{self._token}:{n}"
+                qid = f"{self._prefix}{n}"
                 question = {"id": qid, "tipo": tipo, "de": self.name}
                 with self._conn_lock:  # asked and sent on one connection, never two
                     with self._lock:
                         self._asked[qid] = _Asked(tipo, time.perf_counter())
+                        self._last_n = n
                         informe.questions += 1
                         informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
                     conn = self._live
@@ -185,7 +201,7 @@ class Estudiante(Client):
                     informe.first_question_at = time.time()
                 self._send(conn, question)
                 self._ask_again()
-                if self.interval > 0 and n < self.questions:
+                if self.interval > 0 and (n < self.questions or not self.questions):
                     self._stop.wait(self.interval * (1 + 5 * self.rng.random()))
             deadline = time.monotonic() + self.timeout
             while not self._all_done.is_set() and not self._stop.is_set():
@@ -205,7 +221,14 @@ class Estudiante(Client):
         return informe
 
     def _pending_count(self) -> int:
-        return sum(1 for a in self._asked.values() if a.latency is None)
+        return len(self._asked)
+
+    def _was_asked(self, qid: str) -> bool:
+        """Whether ``qid`` names one of this student's questions (answered or not)."""
+        number = qid.removeprefix(self._prefix)
+        if number == qid or not number.isdigit() or len(number) > 12:
+            return False
+        return 1 <= int(number) <= self._last_n
 
     def _send(self, conn: Connection | None, question: dict[str, Any]) -> None:
         if conn is None:
@@ -247,10 +270,9 @@ class Estudiante(Client):
             with self._conn_lock:
                 with self._lock:
                     again = []
-                    for qid, a in self._asked.items():
-                        if a.latency is None:
-                            a.reasked = True
-                            again.append({"id": qid, "tipo": a.tipo, "de": self.name})
+                    for qid, a in self._asked.items():  # every one still unanswered
+                        a.reasked = True
+                        again.append({"id": qid, "tipo": a.tipo, "de": self.name})
                     self._insist.clear()  # all in ``again``: asked once on the new connection
                 live = self._live = self.conn
             for question in again:
@@ -263,26 +285,29 @@ class Estudiante(Client):
         with self._lock:
             asked = self._asked.get(qid) if isinstance(qid, str) else None
             if asked is None:
-                informe.misrouted += 1
-                text = f"Respuesta ajena recibida: {reply!r}"
-            elif asked.latency is not None:
-                informe.duplicates += 1
-                text = f"Respuesta repetida recibida: {reply!r}"
+                if isinstance(qid, str) and self._was_asked(qid):  # ours, answered already
+                    informe.duplicates += 1
+                    text = f"Respuesta repetida recibida: {reply!r}"
+                else:
+                    informe.misrouted += 1
+                    text = f"Respuesta ajena recibida: {reply!r}"
+            elif self._insisting(qid, asked, reply):
+                text = f"Error recibido (se vuelve a preguntar): {reply.get('error')}"
             else:
-                asked.latency = now - asked.sent
-                if self._insisting(qid, asked, reply):
-                    asked.latency = None
-                    text = f"Error recibido (se vuelve a preguntar): {reply.get('error')}"
-                elif isinstance(reply.get("respuesta"), str):
-                    asked.por = str(reply.get("por"))
+                del self._asked[qid]
+                if isinstance(reply.get("respuesta"), str):
+                    self._por[str(reply.get("por"))] += 1
+                    self._latencies.add(now - asked.sent)
                     informe.answered += 1
                     text = f"Respuesta recibida: {reply['respuesta']}"
                 else:
-                    asked.error = str(reply.get("error"))
+                    error_text = str(reply.get("error"))
+                    if len(informe.error_texts) < MAX_ERROR_TEXTS:
+                        informe.error_texts.append(error_text)
                     informe.errors += 1
-                    text = f"Error recibido: {asked.error}"
+                    text = f"Error recibido: {error_text}"
                 informe.last_answer_at = time.time()
-                if informe.answered + informe.errors >= self.questions:
+                if self.questions and informe.answered + informe.errors >= self.questions:
                     self._all_done.set()
         self.say(text)
 
@@ -313,11 +338,7 @@ class Estudiante(Client):
         now = time.monotonic()
         with self._conn_lock:
             with self._lock:
-                due = [
-                    qid
-                    for qid, at in self._insist.items()
-                    if at <= now and self._asked[qid].latency is None
-                ]
+                due = [qid for qid, at in self._insist.items() if at <= now and qid in self._asked]
                 for qid in due:
                     del self._insist[qid]
                 questions = [
@@ -334,16 +355,12 @@ class Estudiante(Client):
             self._bytes[0] += conn.bytes_sent
             self._bytes[1] += conn.bytes_received
         informe.bytes_sent, informe.bytes_received = self._bytes
-        by_por: Counter[str] = Counter()
+        now = time.perf_counter()
         with self._lock:
-            for a in self._asked.values():
-                if a.por is not None:
-                    by_por[a.por] += 1
-                    assert a.latency is not None
-                    informe.latencies.append(a.latency)
-                elif a.error is not None:
-                    informe.error_texts.append(a.error)
-        informe.by_por = dict(by_por)
+            informe.overdue = sum(now - a.sent > self.timeout for a in self._asked.values())
+            informe.by_por = dict(self._por)
+            informe.latencies = list(self._latencies.values)
+            informe.latencies_seen = self._latencies.seen
 
 
 def wait_barrier(

@@ -223,6 +223,9 @@ def create_app(
             return reply({"texto": f"Llevamos: {total} preguntas respondidas", "método": "POST"})
         return reply({"texto": f"Llevamos: {libro.count()} preguntas respondidas", "método": "GET"})
 
+    from roles.panel import add_routes
+
+    add_routes(app, libro.count)  # GET /panel, GET|POST /estado: the class seen live
     return app
 
 

@@ -27,7 +27,7 @@ def test_both_languages_have_catalogs_that_translate():
     assert i18n.translator("xx")("Lesson") == "Lesson"  # no catalog: the English id
 
 
-@pytest.mark.parametrize("domain", ["ayudantia"])
+@pytest.mark.parametrize("domain", ["ayudantia", "panel"])
 def test_every_spanish_message_is_translated(domain):
     ids = i18n.catalog_ids("es", domain)
     assert ids, "the Spanish catalog is empty"

@@ -198,3 +198,26 @@ def test_run_sigint_stops_every_child(tmp_path):
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def test_a_class_with_no_end_is_judged_on_what_was_asked():
+    # --questions 0: Ctrl+C stopped the student with one question in flight, whose answer
+    # the Docencio had delivered (counted) but the student never read
+    stopped = report(questions=7, answered=6, unanswered=1)
+    s = summarize([stopped], 7, 1, 0)
+    assert s["ok"] and s["asked"] == 7 and s["unanswered"] == 1
+    assert summarize([stopped], 6, 1, 0)["ok"]
+    assert not summarize([stopped], 8, 1, 0)["ok"], "more counted than could have been"
+    assert not summarize([report(questions=7, answered=6, errors=1)], 6, 1, 0)["ok"]
+
+
+def test_an_endless_class_stopped_by_ctrl_c_fails_if_questions_went_unanswered():
+    """In flight at the Ctrl+C is fine; unanswered past the timeout is not (it was OK)."""
+    stopped = report(questions=12, answered=10, unanswered=2, overdue=0)
+    assert summarize([stopped], 11, 1, 0)["ok"]
+    hung = report(questions=12, answered=0, unanswered=12, overdue=12, by_por={}, latencies=[])
+    s = summarize([hung], 0, 1, 0)
+    assert not s["ok"] and s["in_flight"] == 0
+    assert not summarize([report(questions=12, answered=10, unanswered=2, overdue=1)], 11, 1, 0)[
+        "ok"
+    ]

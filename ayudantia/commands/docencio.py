@@ -69,4 +69,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server.start()
     if not server.wait_upstream(2.0):
         server.log.warning("el Tareo (%s) aún no responde; sigo intentando", server.upstream.where)
-    return serve_announced(NAME, server, settings, server.stats)
+    from roles.estado import Informante, docencio_report
+
+    with Informante(
+        settings["profesor"], NAME, lambda: docencio_report(server)
+    ):  # the panel's numbers
+        return serve_announced(NAME, server, settings, server.stats)

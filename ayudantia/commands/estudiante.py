@@ -23,7 +23,13 @@ def options() -> list[Option]:
     return [
         *wire_options(needs_maps=True),
         upstream_option("docencio", f"127.0.0.1:{DOCENCIO_PORT}", "the Docencio's"),
-        Option("questions", 10, "questions to ask", rules.integer(0, 1_000_000), "N"),
+        Option(
+            "questions",
+            10,
+            "questions to ask (0 = until stopped)",
+            rules.integer(0, 1_000_000),
+            "N",
+        ),
         Option(
             "interval",
             1.0,

@@ -1,14 +1,18 @@
 """``ayudantia run``: the whole class, as separate processes on loopback, and its summary.
 
 Starts the Profesor (with a fresh SQLite file), the Tareo, the Docencio and N Estudiantes,
-in that order, each one waited for until it says it is listening; shows progress as answers
-arrive; then checks the outcome: every question answered, every answer at the student who
-asked it, and the Profesor's count equal to the answers delivered. Whatever happens, every
-child is stopped on the way out (SIGINT, then SIGKILL after a grace period).
+in that order, each one waited for until it says it is listening; shows the class live as
+answers arrive (:mod:`ayudantia.live`); then checks the outcome: every question answered,
+every answer at the student who asked it, and the Profesor's count equal to the answers
+delivered. Whatever happens, every child is stopped on the way out (SIGINT, then SIGKILL
+after a grace period).
 
 The students start together: each connects, then waits on a start barrier (a pipe whose
 write end only the run holds) that the run opens once every student is connected. The
 throughput is answers over the window from the class's first question to its last answer.
+
+With ``--questions 0`` the students ask until Ctrl+C; then the run stops them, and checks
+and sums up what they asked (a SIGTERM or SIGHUP still just stops everything).
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ayudantia import chaos, netem, rules
 from ayudantia.config import Option, seconds_option, wire_options
-from ayudantia.progress import Progress
+from roles.estado import percentile
+
+if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
+    from rich.console import Console
 
 NAME = "run"
 HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students) and check it"
@@ -44,7 +51,13 @@ _CONNECTED = re.compile(rb"^Cliente conectado", re.M)
 def options() -> list[Option]:
     return [
         Option("students", 3, "students asking at once", rules.integer(1, 1000), "N"),
-        Option("questions", 20, "questions per student", rules.integer(0, 1_000_000), "N"),
+        Option(
+            "questions",
+            20,
+            "questions per student (0 = ask until Ctrl+C)",
+            rules.integer(0, 1_000_000),
+            "N",
+        ),
         Option(
             "interval",
             0.02,
@@ -79,7 +92,10 @@ def options() -> list[Option]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--panel", action="store_true", help="print the live panel's URL")
+    parser.add_argument(
+        "--open", action="store_true", help="open the live panel in a browser (implies --panel)"
+    )
 
 
 class RunFailed(Exception):
@@ -212,25 +228,14 @@ class StartBarrier:
         return self.release()
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+def count_matches(count: int | None, answered: int, in_flight: int = 0) -> bool:
+    """Whether the Profesor's count agrees with the answers the students received.
 
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def _ms(seconds: float) -> str:
-    return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
+    Equal, for a class that ends. A class stopped by Ctrl+C (``--questions 0``) stops its
+    students mid-question: the count may also hold answers the Docencio delivered that a
+    stopped student never read, at most the questions it still had in flight.
+    """
+    return count is not None and answered <= count <= answered + in_flight
 
 
 def summarize(
@@ -255,20 +260,24 @@ def summarize(
             "reconnects",
             "bytes_sent",
             "bytes_received",
+            "overdue",
         ):
             totals[key] += int(r.get(key, 0))
-    asked_expected = expected_students * questions
+    open_ended = questions == 0  # asked until Ctrl+C: what was asked is what was expected
+    asked_expected = totals["questions"] if open_ended else expected_students * questions
     missing_reports = expected_students - len(reports)
     unanswered = totals["unanswered"] + totals["errors"] + (asked_expected - totals["questions"])
     started = min((r["started"] for r in reports), default=0.0)
     finished = max((r["finished"] for r in reports), default=0.0)
     window_s = question_window(reports)
+    # asking when Ctrl+C stopped them; a question that waited past the timeout was not
+    in_flight = totals["unanswered"] - totals["overdue"] if open_ended else 0
     ok = (
         missing_reports == 0
-        and unanswered == 0
+        and unanswered - in_flight == 0
         and totals["misrouted"] == 0
         and totals["duplicates"] == 0
-        and count == totals["answered"]
+        and count_matches(count, totals["answered"], in_flight)
     )
     return {
         "ok": ok,
@@ -296,6 +305,7 @@ def summarize(
             for r in sorted(reports, key=lambda r: str(r.get("name")))
         ],
         "profesor_count": count,
+        "in_flight": in_flight,
     }
 
 
@@ -320,41 +330,6 @@ def question_window(reports: list[dict[str, Any]]) -> float:
     return max(max(lasts) - min(firsts), 0.0)
 
 
-def format_summary(s: dict[str, Any], settings: dict[str, Any]) -> str:
-    chunk = f"{settings['chunk_size']:,} B chunks" if settings["chunk_size"] else "unchunked"
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["by_kind"].items())) or "-"
-    por = ", ".join(f"{k} {v}" for k, v in sorted(s["by_por"].items())) or "-"
-    link = ""
-    if "tareo_bytes_sent" in s:
-        link = (
-            f"\n                Docencio->Tareo {_human_bytes(s['tareo_bytes_sent'])}, "
-            f"Tareo->Docencio {_human_bytes(s['tareo_bytes_received'])}"
-        )
-    count = s["profesor_count"]
-    count_ok = count == s["answered"]
-    return "\n".join(
-        [
-            f"La clase: {s['students']} estudiantes x {settings['questions']} preguntas, "
-            f"codec {settings['codec']}, {chunk}",
-            f"questions     {s['asked']} asked, {s['answered']} answered, {s['errors']} error "
-            f"answers, {s['unanswered']} unanswered",
-            f"routing       {s['misrouted']} misrouted, {s['duplicates']} duplicated, "
-            f"{s['reconnects']} reconnects",
-            f"by kind       {kinds}",
-            f"answered by   {por}",
-            f"latency       p50 {_ms(s['latency_p50'])}, p95 {_ms(s['latency_p95'])}, "
-            f"p99 {_ms(s['latency_p99'])}",
-            f"bytes on wire students->Docencio {_human_bytes(s['students_bytes_sent'])}, "
-            f"Docencio->students {_human_bytes(s['students_bytes_received'])}{link}",
-            f"throughput    {s['questions_per_second']:,.0f} questions/s "
-            f"({s['answered']} answers in {s['window_s']:.2f} s, first question to last answer)",
-            f"Profesor      Llevamos: {count} preguntas respondidas; students received "
-            f"{s['answered']} answers: {'OK' if count_ok else 'MISMATCH'}",
-            f"result        {'OK' if s['ok'] else 'FAILED'}",
-        ]
-    )
-
-
 def _profesor_count(url: str, deadline: float, want: int) -> int | None:
     """GET /preguntas until it says ``want`` (the Docencio posts in the background) or time's up."""
     import requests
@@ -365,7 +340,7 @@ def _profesor_count(url: str, deadline: float, want: int) -> int | None:
     while True:
         with contextlib.suppress(requests.RequestException, ValueError, KeyError):
             count = parse_count(requests.get(url + "/preguntas", timeout=2).json()["texto"])
-        if count == want or time.monotonic() > deadline:
+        if (count is not None and count >= want) or time.monotonic() > deadline:
             return count
         time.sleep(0.05)
 
@@ -441,6 +416,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        from ayudantia.live import Console, announce_panel, summary_table
+
+        console = Console()
+        if args.panel or args.open:
+            announce_panel(url, open_it=args.open, console=console)
         for i in range(students):
             name = f"Estudiante-{i + 1}"
             alumnos.append(
@@ -484,14 +464,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             )
             injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
-        limit += questions * settings["interval"] * 6
-        with Progress("answers", students * questions) as bar:
-            while any(a.proc.poll() is None for a in alumnos):
-                if time.monotonic() > limit:
-                    raise RunFailed("the students did not finish in time")
-                bar.advance(sum(a.new_answers() for a in alumnos))
-                time.sleep(0.05)
-            bar.advance(sum(a.new_answers() for a in alumnos))
+        limit += questions * settings["interval"] * 6 if questions else math.inf
+        watch_class(alumnos, students * questions, limit, url, console)
         faults = injector.finish() if injector is not None else None
         profesor, tareo, docencio = roles  # the live ones, after any restarts
         reports = []
@@ -521,7 +495,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         summary.update(hops.summary())
         if faults is not None:
             print(chaos.describe(faults), flush=True)
-        print(format_summary(summary, settings), flush=True)
+        console.print(summary_table(summary, settings))
         if hops.link is not None:
             print(hops.describe(), flush=True)
         if settings["report"]:
@@ -548,6 +522,30 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def watch_class(alumnos: list[Child], total: int, limit: float, url: str, console: Console) -> None:
+    """Show the class live until every student is done (or, with no total, until Ctrl+C)."""
+    from ayudantia.live import Estado, LiveView
+
+    estado = None
+    try:  # from the first line: a Ctrl+C at any moment of the class ends it the same way
+        estado = Estado(url)
+        with LiveView(total, console=console) as view:
+            while any(a.proc.poll() is None for a in alumnos):
+                if time.monotonic() > limit:
+                    raise RunFailed("the students did not finish in time")
+                view.update(view.answers + sum(a.new_answers() for a in alumnos), estado.poll())
+                time.sleep(0.05)
+            view.update(view.answers + sum(a.new_answers() for a in alumnos), estado.poll())
+    except KeyboardInterrupt as exc:
+        if total or isinstance(exc, Stopped):
+            raise
+        for a in alumnos:  # the end of a class with no end: the students report and leave
+            a.stop()
+    finally:
+        if estado is not None:
+            estado.close()
+
+
 def wire_flags(settings: dict[str, Any]) -> list[str]:
     """The framed roles' wire settings as flags (the key travels in the environment)."""
     flags = []
@@ -567,5 +565,9 @@ def wire_flags(settings: dict[str, Any]) -> list[str]:
     return flags
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run is stopped (not a Ctrl+C that ends an endless class)."""
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise Stopped

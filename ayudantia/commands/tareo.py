@@ -49,4 +49,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         workers=settings["workers"],
     )
     server.start()
-    return serve_announced(NAME, server, settings, server.stats)
+    from roles.estado import Informante, tareo_report
+
+    with Informante(
+        settings["profesor"], NAME, lambda: tareo_report(server)
+    ):  # the panel's numbers
+        return serve_announced(NAME, server, settings, server.stats)
