@@ -491,7 +491,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             stats = logdir / path
             if stats.exists():
                 for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
-                    summary[key if name == "docencio" else f"tareo_{key}"] = value
+                    # the students' own totals (errors, ...) are never overwritten by a role's
+                    mine = name == "docencio" and key not in summary
+                    summary[key if mine else f"{name}_{key}"] = value
         summary.update(hops.summary())
         if faults is not None:
             print(chaos.describe(faults), flush=True)
