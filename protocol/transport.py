@@ -57,7 +57,8 @@ from protocol.framing import (
     refusal_frame,
     signed_frame_buffers,
 )
-from protocol.signing import Side, check_key, check_side, signer_for
+from protocol.handshake import Handshake, handshake_timeout, run_blocking
+from protocol.signing import Side, Signer, check_key, check_side, signer_for
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
 # ...and bytes per call: a stream's frames are batched into few system calls, while the
@@ -154,6 +155,10 @@ class Connection:
         self._decoder = FrameDecoder(
             max_message=max_message, check_codec=self._check, key=raw_key, side=side or "server"
         )
+        # With a key, the keyed handshake runs before the first frame either way (see
+        # :meth:`handshake`): frames are signed with that connection's own keys.
+        self._handshake = None if raw_key is None else Handshake(raw_key, self.side)  # type: ignore[arg-type]
+        self._hs_lock = threading.Lock()
         self.sock = sock
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
@@ -192,6 +197,37 @@ class Connection:
         kwargs.setdefault("side", "client")
         return cls(sock, **kwargs)
 
+    # -- the keyed handshake -------------------------------------------------------------
+
+    def handshake(self) -> None:
+        """Run the keyed handshake now; it otherwise runs at the first send or receive.
+
+        A no-op without a key or once done. Both ends must run it at once (a peer in
+        another thread or process). Its failure is typed (see :mod:`protocol.handshake`)
+        and fails the connection.
+        """
+        if self._handshake is None:
+            return
+        with self._hs_lock:
+            hs = self._handshake
+            if hs is None:
+                return
+            self._check_usable()
+            try:
+                keys = run_blocking(self.sock, hs, handshake_timeout(self.read_timeout))
+            except AyudantiaError as exc:
+                self._fail(f"keyed handshake: {exc}")
+                raise
+            finally:
+                self.bytes_sent += hs.bytes_out
+                self.bytes_received += hs.bytes_in
+            assert self.side is not None
+            self._signer = Signer(keys.send, side=self.side)
+            self._decoder = FrameDecoder(
+                max_message=self.max_message, check_codec=self._check, key=keys.recv, side=self.side
+            )
+            self._handshake = None
+
     # -- sending -------------------------------------------------------------------------
 
     def send(
@@ -213,6 +249,8 @@ class Connection:
         chunk_size: int | None = None,
     ) -> Sent:
         """Send already-encoded bytes as one message under ``codec_id``."""
+        if self._handshake is not None:
+            self.handshake()
         size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         if isinstance(payload, memoryview) and payload.format != "B":
             payload = payload.cast("B")
@@ -250,6 +288,8 @@ class Connection:
         :class:`Truncated`; every later call here raises :class:`ConnectionFailed`) and the
         source's exception propagates. Its frames never join the next message.
         """
+        if self._handshake is not None:
+            self.handshake()
         size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         size = size or DEFAULT_STREAM_CHUNK
         pieces = _file_chunks(source, size) if hasattr(source, "read") else _split(source, size)
@@ -289,6 +329,8 @@ class Connection:
         Leaving it with an exception after a frame has left fails the connection, as
         :meth:`send_stream` does: half a message never splices into the next one.
         """
+        if self._handshake is not None:
+            self.handshake()
         with self._sending():
             writer = StreamWriter(self, codec_id)
             try:
@@ -554,6 +596,8 @@ class Connection:
                 self._fail("a streamed message was abandoned before its last frame")
 
     def _next_event(self, *, stream: Any) -> Message | Chunk:
+        if self._handshake is not None:
+            self.handshake()
         self._check_usable()
         with self._recv_lock:
             decoder = self._decoder

@@ -573,6 +573,13 @@ class Link:
         if self._closing:  # close() won while we connected: this connection never goes live
             transport.abort()
             raise ConnectionClosed("link closed while connecting")
+        try:  # with a key: the handshake first; its failure closes conn, and says why there
+            await conn.wait_ready(self.connect_timeout)
+        except Timeout:
+            conn.abort()
+            raise
+        except AyudantiaError:
+            pass
         return conn
 
     def _drop_connection(self) -> None:
