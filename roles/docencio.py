@@ -73,7 +73,9 @@ class Docencio(Peer):
         self.limits = dataclasses.replace(
             self.limits, max_message=min(self.limits.max_message, MAX_QUESTION_BYTES)
         )
-        self.conteo = Conteo(ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)))
+        self.conteo = Conteo(
+            ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0), key=self.wire.key)
+        )
         # Who a nameless student is: this Docencio's run and the connection's number.
         self._run_token = os.urandom(4).hex()
         self._serial = itertools.count(1)
