@@ -38,6 +38,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from ssl import SSLContext, SSLError
 from typing import Any, Final
 
 from protocol import codecs
@@ -68,6 +69,7 @@ from protocol.framing import (
 )
 from protocol.handshake import Handshake, SessionKeys, handshake_timeout
 from protocol.signing import Side, Signer, check_key, check_side, signer_for
+from protocol.tls import failure as tls_failure
 from protocol.transport import Received, Sent
 
 log = logging.getLogger("ayudantia.aio")
@@ -695,13 +697,12 @@ class FrameConnection(asyncio.Protocol):
             self.bytes_sent += len(out)
         if not isinstance(event, SessionKeys):
             return b""
-        assert self.side is not None
-        self._signer = Signer(event.send, side=self.side)
+        self._signer = Signer(event.send, side=hs.side)
         self._decoder = FrameDecoder(
             max_message=self.limits.max_message,
             check_codec=self._registry.accept_checker(self.accept),
             key=event.recv,
-            side=self.side,
+            side=hs.side,
         )
         self._handshake_over(None)
         return hs.trailing()
@@ -932,8 +933,13 @@ async def connect(
     speech: Speech | None = None,
     limits: Limits | None = None,
     connect_timeout: float | None = 10.0,
+    ssl: SSLContext | None = None,
 ) -> FrameConnection:
-    """A client connection with the coroutine API (``await conn.recv()``, ``await conn.send()``)."""
+    """A client connection with the coroutine API (``await conn.recv()``, ``await conn.send()``).
+
+    With ``ssl``, TLS first (the server's name, ``host``, verified), then the keyed
+    handshake when the speech has a key.
+    """
     loop = asyncio.get_running_loop()
 
     def factory() -> FrameConnection:
@@ -942,11 +948,14 @@ async def connect(
         return conn
 
     try:
+        tls: dict[str, Any] = {} if ssl is None else {"ssl": ssl, "server_hostname": host}
         _, conn = await asyncio.wait_for(
-            loop.create_connection(factory, host, port), connect_timeout
+            loop.create_connection(factory, host, port, **tls), connect_timeout
         )
     except TimeoutError as exc:
         raise Timeout(f"connecting to {host}:{port} timed out") from exc
+    except SSLError as exc:
+        raise tls_failure(exc, f"{host}:{port}") from None
     try:
         await conn.wait_ready(connect_timeout)
     except BaseException:

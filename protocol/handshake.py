@@ -189,7 +189,7 @@ class Handshake:
             if self.peer_nonce is None:
                 self._on_hello(body)
             else:
-                self._on_proof(body)
+                self._on_proof(body, self.peer_nonce)
         return self.keys
 
     def _take_record(self) -> bytes | None:
@@ -232,13 +232,13 @@ class Handshake:
         if hmac.compare_digest(nonce, self.nonce):
             raise HandshakeReflected("our own handshake HELLO came back: a mirror, not a peer")
         self.peer_nonce = nonce
-        self._out += record(PROOF_LABEL, proof(self._key, self.side, *self._nonces()))
+        self._out += record(PROOF_LABEL, proof(self._key, self.side, *self._nonces(nonce)))
 
-    def _on_proof(self, body: bytes) -> None:
+    def _on_proof(self, body: bytes, peer_nonce: bytes) -> None:
         label, mac = body[:LABEL_SIZE], body[LABEL_SIZE:]
         if label != PROOF_LABEL:
             raise HandshakeMalformed(f"expected a handshake PROOF, got label {label!r}")
-        client_nonce, server_nonce = self._nonces()
+        client_nonce, server_nonce = self._nonces(peer_nonce)
         expected = proof(self._key, _OTHER[self.side], client_nonce, server_nonce)
         if not hmac.compare_digest(mac, expected):
             raise HandshakeFailed(
@@ -247,11 +247,11 @@ class Handshake:
             )
         self.keys = session_keys(self._key, self.side, client_nonce, server_nonce)
 
-    def _nonces(self) -> tuple[bytes, bytes]:
-        assert self.peer_nonce is not None
+    def _nonces(self, peer_nonce: bytes) -> tuple[bytes, bytes]:
+        """(client's nonce, server's nonce): the order every MAC and key uses."""
         if self.side == "client":
-            return self.nonce, self.peer_nonce
-        return self.peer_nonce, self.nonce
+            return self.nonce, peer_nonce
+        return peer_nonce, self.nonce
 
 
 def handshake_timeout(read_timeout: float | None) -> float:

@@ -159,6 +159,7 @@ class Connection:
         # :meth:`handshake`): frames are signed with that connection's own keys.
         self._handshake = None if raw_key is None else Handshake(raw_key, self.side)  # type: ignore[arg-type]
         self._hs_lock = threading.Lock()
+        self._tls_pending = getattr(sock, "pending", None)
         self.sock = sock
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
@@ -221,10 +222,9 @@ class Connection:
             finally:
                 self.bytes_sent += hs.bytes_out
                 self.bytes_received += hs.bytes_in
-            assert self.side is not None
-            self._signer = Signer(keys.send, side=self.side)
+            self._signer = Signer(keys.send, side=hs.side)
             self._decoder = FrameDecoder(
-                max_message=self.max_message, check_codec=self._check, key=keys.recv, side=self.side
+                max_message=self.max_message, check_codec=self._check, key=keys.recv, side=hs.side
             )
             self._handshake = None
 
@@ -635,7 +635,9 @@ class Connection:
             if limit is None:
                 return self.sock.recv_into(view)
             deadline = time.monotonic() + limit
-            if not in_message:  # between messages the next one is rarely here yet: wait first
+            # Between messages the next one is rarely here yet: wait first (unless TLS holds
+            # decrypted bytes the socket's poll cannot see: protocol.tls.TlsSocket.pending).
+            if not in_message and not (self._tls_pending and self._tls_pending()):
                 self._wait(self._readable, deadline, "receive")
             while True:
                 try:

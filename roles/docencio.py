@@ -74,7 +74,13 @@ class Docencio(Peer):
             self.limits, max_message=min(self.limits.max_message, MAX_QUESTION_BYTES)
         )
         self.conteo = Conteo(
-            ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0), key=self.wire.key)
+            ProfesorClient(
+                profesor,
+                self.wire.codec,
+                timeout=min(timeout, 5.0),
+                key=self.wire.key,
+                tls=self.wire.tls,
+            )
         )
         # Who a nameless student is: this Docencio's run and the connection's number.
         self._run_token = os.urandom(4).hex()

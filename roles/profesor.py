@@ -40,6 +40,7 @@ import requests
 from protocol import codecs
 from protocol.codecs import accept_for
 from protocol.errors import CodecError
+from protocol.tls import TlsSettings
 from roles.clase import PROFESOR_PORT, RESPUESTAS, http_codec, http_decode, http_headers
 from roles.profesor_auth import require_signed, sign_headers
 
@@ -293,11 +294,13 @@ class ProfesorClient:
         *,
         timeout: float = 5.0,
         key: bytes | None = None,
-        verify: str | bool = True,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.key = key  # signs every request (roles.profesor_auth)
-        self.verify = verify  # HTTPS: the CA file to trust (--tls-ca), or the system's
+        self.tls = (
+            tls or TlsSettings()
+        )  # HTTPS: trust --tls-ca (else the system's), show --tls-cert
         self.codec = codec
         self.timeout = timeout
         self.accept = accept_for(codec, warn=False)
@@ -323,7 +326,9 @@ class ProfesorClient:
             data=data,
             headers=headers,
             timeout=(min(2.0, self.timeout), self.timeout),
-            verify=self.verify,
+            # per request: a session's verify loses to REQUESTS_CA_BUNDLE in the environment
+            verify=self.tls.requests_verify,
+            cert=self.tls.requests_cert,
         )
         if response.status_code == 415 and self.codec != "json":
             # a Profesor that refuses our codec still speaks JSON: fall back, loudly, once

@@ -69,7 +69,11 @@ class Tareo(Server):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.profesor = ProfesorClient(
-            profesor, self.wire.codec, timeout=profesor_timeout, key=self.wire.key
+            profesor,
+            self.wire.codec,
+            timeout=profesor_timeout,
+            key=self.wire.key,
+            tls=self.wire.tls,
         )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tareo-profesor")
         self.max_in_flight = max_in_flight

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.aio import Limits, Speech
 from protocol.codecs import DEFAULT_ACCEPT, accept_for
+from protocol.errors import Timeout
 from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.signing import Side
+from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
+from protocol.tls import TlsSettings, wrap_client
 from protocol.transport import Connection
 
 
@@ -26,6 +30,7 @@ class WireSettings:
     key: bytes | None = field(default=None, repr=False)  # HMAC key: sign and require signed
     message_timeout: float | None = 120.0  # a whole message from its first byte (drip feeds)
     send_timeout: float | None = 10.0  # a peer that reads nothing for this long is dropped
+    tls: TlsSettings | None = None  # --tls-cert/--tls-key/--tls-ca (protocol/tls.py)
 
     @classmethod
     def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
@@ -49,6 +54,7 @@ class WireSettings:
                 kwargs[name] = settings[name]
         if settings.get("key"):
             kwargs["key"] = str(settings["key"]).encode("utf-8")
+        kwargs["tls"] = tls_settings(settings)
         return cls.for_codec(settings.get("codec", "json"), **kwargs)
 
     def wrap(self, sock: socket.socket, side: Side = "client") -> Connection:
@@ -85,7 +91,41 @@ class WireSettings:
         values.update(overrides)
         return Limits(**values)
 
+    def server_ssl(self) -> ssl.SSLContext | None:
+        """The context a server listens with: TLS when it has a certificate."""
+        return self.tls.server_context if self.tls is not None and self.tls.serves else None
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """The context a client connects with: TLS when it has a CA or a certificate."""
+        return self.tls.client_context if self.tls is not None and self.tls.connects else None
+
     def connect(self, host: str, port: int, *, connect_timeout: float = 5.0) -> Connection:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
+        try:
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except TimeoutError as exc:
+            raise Timeout(f"connecting to {host}:{port} timed out") from exc
+        ctx = self.client_ssl()
+        if ctx is not None:
+            return self.wrap(wrap_client(sock, ctx, host, connect_timeout))  # type: ignore[arg-type]
         sock.settimeout(None)
         return self.wrap(sock)
+
+
+def tls_server_kwargs(wire: WireSettings) -> dict[str, Any]:
+    """asyncio ``create_server`` arguments for TLS (none without a certificate)."""
+    ctx = wire.server_ssl()
+    return {} if ctx is None else {"ssl": ctx, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+
+
+def tls_client_kwargs(wire: WireSettings, host: str) -> dict[str, Any]:
+    """asyncio ``create_connection`` arguments for TLS: the context and the name to verify."""
+    ctx = wire.client_ssl()
+    if ctx is None:
+        return {}
+    return {"ssl": ctx, "server_hostname": host, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+
+
+def tls_settings(settings: dict[str, Any]) -> TlsSettings | None:
+    """The ``--tls-*`` settings of a command, or None when it has none."""
+    tls = TlsSettings(settings.get("tls_cert"), settings.get("tls_key"), settings.get("tls_ca"))
+    return tls if tls.cert or tls.ca else None

@@ -16,8 +16,10 @@ from ayudantia.config import (
     key_option,
     listen_options,
     log_level_option,
+    tls_options,
 )
 from roles.clase import PROFESOR_PORT
+from roles.wire import tls_settings
 
 NAME = "profesor"
 HELP = "the Profesor: HTTP API (GET /, /respuesta, GET|POST /preguntas), count in SQLite"
@@ -39,6 +41,7 @@ def options() -> list[Option]:
             "PATH",
         ),
         Option("threads", 8, "waitress worker threads", rules.integer(1, 1024), "N"),
+        *tls_options(),
         dataclasses.replace(
             key_option(),
             help="shared HMAC-SHA256 key: every write must be a signed request, else 401 "
@@ -64,6 +67,20 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     db = settings["db"] or default_db_path()
     key = str(settings["key"]).encode("utf-8") if settings.get("key") else None
     app = create_app(db, settings["codec"], key=key, private=args.private)
+    tls = tls_settings(settings)
+    if tls is not None:
+        from roles.profesor_tls import serve_tls
+
+        if not tls.serves:
+            raise ConfigError("HTTPS needs --tls-cert and --tls-key (--tls-ca adds mutual TLS)")
+        return serve_tls(
+            app,
+            settings["host"],
+            settings["port"],
+            tls=tls,
+            threads=settings["threads"],
+            ready=lambda host, port: announce(NAME, f"https://{host}:{port}", settings["codec"]),
+        )
     return serve(
         app,
         settings["host"],

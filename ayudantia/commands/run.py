@@ -57,7 +57,7 @@ def options() -> list[Option]:
             "timeout", 10.0, "the Docencio waits for each Tareo answer", unlimited=False
         ),
         seconds_option("startup_timeout", 30.0, "each role may take to start"),
-        *wire_options(needs_maps=True),
+        *wire_options(needs_maps=True, tls=False),
         Option("report", None, "also write the summary as JSON to FILE", rules.OUTPUT_FILE, "FILE"),
         Option("keep", None, "keep the roles' logs and database in DIR", rules.OUTPUT_DIR, "DIR"),
     ]
