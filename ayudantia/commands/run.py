@@ -31,6 +31,7 @@ from typing import Any
 from ayudantia import rules
 from ayudantia.config import Option, seconds_option, wire_options
 from ayudantia.progress import Progress
+from ayudantia.run_secure import SecureClass
 
 NAME = "run"
 HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students) and check it"
@@ -64,7 +65,12 @@ def options() -> list[Option]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on every hop: a classroom CA and a certificate per role, made for this run "
+        "(with --key: the class closed to outsiders)",
+    )
 
 
 class RunFailed(Exception):
@@ -324,21 +330,23 @@ def format_summary(s: dict[str, Any], settings: dict[str, Any]) -> str:
             f"({s['answered']} answers in {s['window_s']:.2f} s, first question to last answer)",
             f"Profesor      Llevamos: {count} preguntas respondidas; students received "
             f"{s['answered']} answers: {'OK' if count_ok else 'MISMATCH'}",
+            *([f"security      {s['security']}"] if s.get("security") else []),
             f"result        {'OK' if s['ok'] else 'FAILED'}",
         ]
     )
 
 
-def _profesor_count(url: str, deadline: float, want: int) -> int | None:
+def _profesor_count(url: str, deadline: float, want: int, secure: SecureClass) -> int | None:
     """GET /preguntas until it says ``want`` (the Docencio posts in the background) or time's up."""
     import requests
 
-    from roles.profesor import parse_count
+    from protocol.errors import AyudantiaError
 
+    client = secure.profesor(url)
     count: int | None = None
     while True:
-        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
-            count = parse_count(requests.get(url + "/preguntas", timeout=2).json()["texto"])
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError, AyudantiaError):
+            count = client.count()
         if count == want or time.monotonic() > deadline:
             return count
         time.sleep(0.05)
@@ -366,17 +374,31 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     roles: list[Child] = []
     alumnos: list[Child] = []
     barrier = StartBarrier()
+    secure = SecureClass(args.tls, settings.get("key"))  # certificates in a directory it owns
     try:
         t0 = time.monotonic()
         start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
         profesor = Child(
-            "profesor", ["profesor", *base, "--port", "0", "--db", str(db)], logdir, env
+            "profesor",
+            ["profesor", *base, "--port", "0", "--db", str(db), *secure.flags("profesor")],
+            logdir,
+            env,
         )
         roles.append(profesor)
         url = profesor.wait_ready(start_to)
         tareo = Child(
             "tareo",
-            ["tareo", *common, "--port", "0", "--profesor", url, "--stats", str(logdir / "t.json")],
+            [
+                "tareo",
+                *common,
+                *secure.flags("tareo"),
+                "--port",
+                "0",
+                "--profesor",
+                url,
+                "--stats",
+                str(logdir / "t.json"),
+            ],
             logdir,
             env,
         )
@@ -387,6 +409,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             [
                 "docencio",
                 *common,
+                *secure.flags("docencio"),
                 "--port",
                 "0",
                 "--tareo",
@@ -417,6 +440,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                     [
                         "estudiante",
                         *common,
+                        *secure.flags("estudiante"),
                         "--docencio",
                         docencio_at,
                         "--questions",
@@ -461,9 +485,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         answered = sum(r.get("answered", 0) for r in reports)
-        count = _profesor_count(url, time.monotonic() + 15, answered)
+        count = _profesor_count(url, time.monotonic() + 15, answered, secure)
         summary = summarize(reports, count, students, questions)
         summary["barrier_released_at"] = released_at
+        secure.probe(docencio_at)
+        summary["security"] = secure.describe()
         docencio.stop()
         tareo.stop()
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
@@ -487,6 +513,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             child.stop()
         if tmp is not None:
             tmp.cleanup()
+        secure.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
