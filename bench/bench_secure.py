@@ -194,6 +194,7 @@ def test_connect_secure_pair(benchmark, benchmarking, certs, ecos):
     assert all(s["denominator_s"] > 0 for s in done)
 
 
+@pytest.mark.timeout(900)
 def test_class_secure_pair(benchmark, benchmarking, tmp_path):
     """Questions/s of the whole class with --tls --key against the plain class."""
     if not benchmarking:  # two whole classes: tests/test_run_secure.py runs the secured one
