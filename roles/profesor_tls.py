@@ -7,12 +7,21 @@ TLS goes through the standard library's ``ssl`` with a context we give it: the v
 TLS with ``--tls-ca``). Terminating TLS in front (a proxy to waitress) would add a hop, a
 process or a thread per connection to run, and would hide the client's certificate from the
 app; one server that speaks TLS itself is less to get wrong.
+
+One change to cheroot's adapter: cheroot runs ``wrap`` (the TLS handshake) on its one
+accepting thread, so a client that connected and said nothing held every other client off
+for the socket timeout, and one that dripped its hello a byte at a time, indefinitely.
+:class:`DeferredHandshakeAdapter` leaves the handshake to the worker thread's first read
+(:class:`HandshakeFirst` runs it there, under the connection's timeout, and a failed one
+is one log line, not a traceback): a silent client ties up at most one worker, as a silent
+plain-HTTP client does.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from protocol.tls import TlsSettings
@@ -23,19 +32,54 @@ if TYPE_CHECKING:
 log = logging.getLogger("ayudantia.profesor")
 
 
+def _adapter_class() -> type:
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    class DeferredHandshakeAdapter(BuiltinSSLAdapter):  # type: ignore[misc]
+        """cheroot's builtin adapter, with the TLS handshake moved off the accept thread."""
+
+        def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
+            tls = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+            # The handshake has not run yet: no cipher to report; the app needs none.
+            return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+    return DeferredHandshakeAdapter
+
+
+def _connection_class() -> type:
+    from cheroot.server import HTTPConnection
+
+    class HandshakeFirst(HTTPConnection):  # type: ignore[misc]
+        """A connection that completes the deferred TLS handshake before its first request."""
+
+        handshaken = False
+
+        def communicate(self) -> bool:
+            if not self.handshaken:
+                try:
+                    self.socket.do_handshake()
+                except (ssl.SSLError, OSError) as exc:  # no certificate, plain HTTP, a drop
+                    log.info("TLS con un cliente fallido: %s", exc)
+                    return False
+                self.handshaken = True
+            return bool(super().communicate())
+
+    return HandshakeFirst
+
+
 def serve_tls(
     app: Flask, host: str, port: int, *, tls: TlsSettings, threads: int = 8, ready: Any = None
 ) -> int:
     """Serve ``app`` over HTTPS until SIGINT/SIGTERM; ``ready(host, port)`` once it listens."""
     from cheroot import wsgi
-    from cheroot.ssl.builtin import BuiltinSSLAdapter
 
     if tls.cert is None:
         raise ValueError("HTTPS needs --tls-cert and --tls-key")
-    adapter = BuiltinSSLAdapter(tls.cert, tls.key)
+    adapter = _adapter_class()(tls.cert, tls.key)
     adapter.context = tls.server_context  # our policy, not cheroot's default context
     server = wsgi.Server((host, port), app, numthreads=threads, server_name="profesor", timeout=30)
     server.ssl_adapter = adapter
+    server.ConnectionClass = _connection_class()
     server.prepare()  # binds: port 0 is a real port from here on
     bound_host, bound_port = server.bind_addr[:2]
     log.info("Profesor escuchando en https://%s:%s", bound_host, bound_port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import subprocess
 import time
@@ -202,3 +203,34 @@ def test_a_tls_client_to_a_plain_server_is_a_typed_error(pki):
         while not server.dropped and time.monotonic() < deadline:
             time.sleep(0.02)
         assert server.dropped == 1  # the eco saw a TLS hello: not an ayudantia frame
+
+
+@pytest.mark.timeout(60)
+def test_silent_tls_clients_do_not_block_the_https_profesor(pki, procs, tmp_path):
+    """cheroot ran the TLS handshake on its accepting thread: one silent peer held it."""
+    server_side = pki["server"]
+    profesor = procs.start(
+        "profesor",
+        "profesor",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "p.db"),
+        "--tls-cert",
+        server_side.cert,
+        "--tls-key",
+        server_side.key,
+    )
+    host, _, port = profesor.address.removeprefix("https://").rpartition(":")
+    silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+    try:
+        plain = socket.create_connection((host, int(port)), timeout=5)  # plain HTTP: dropped
+        plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert plain.recv(100) == b""
+        plain.close()
+        client = ProfesorClient(profesor.address, tls=TlsSettings(ca=server_side.ca), timeout=5)
+        assert client.count() == 0  # answered while the silent peers still hold their sockets
+    finally:
+        for sock in silent:
+            sock.close()
+    assert "Traceback" not in profesor.stderr() + profesor.stdout()
