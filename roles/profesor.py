@@ -42,7 +42,7 @@ from protocol.codecs import accept_for
 from protocol.errors import CodecError
 from protocol.tls import TlsSettings
 from roles.clase import PROFESOR_PORT, RESPUESTAS, http_codec, http_decode, http_headers
-from roles.profesor_auth import require_signed, sign_headers
+from roles.profesor_auth import require_signed, sign_headers, target
 
 if TYPE_CHECKING:  # flask is imported where the app is built: the clients do not need it
     from flask import Flask
@@ -318,7 +318,8 @@ class ProfesorClient:
         data = None if body is None else codecs.get(self.codec).encode(body)
         headers = self.headers
         if self.key is not None:
-            where = urlsplit(self.url + path).path
+            url = urlsplit(self.url + path)
+            where = target(url.path, url.query)
             headers = {**headers, **sign_headers(self.key, method, where, data or b"")}
         response = self.session.request(
             method,

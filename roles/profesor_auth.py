@@ -7,7 +7,10 @@ tomorrow) must carry::
     X-Ayudantia-Auth: v1 ts=<unix seconds> nonce=<32 hex> sig=<64 hex>
     sig = HMAC-SHA256(key, "ayudantia/1 http" LF METHOD LF path LF ts LF nonce LF body)
 
-``path`` is the request path without the query string, ``body`` the raw body bytes. The
+``path`` is the request target: the path, then ``?`` and the query string exactly as sent
+when there is one (a signed write cannot be replayed or rewritten with other arguments),
+``body`` the raw body bytes. A path with a control character is refused (it could blur the
+line-feed-separated fields). The
 Profesor answers 401 (and counts nothing) when the header is missing or malformed, the
 signature does not verify, ``ts`` is more than ``WINDOW`` seconds off its clock either way,
 or the nonce was already used within the window. Nonces are remembered until their
@@ -36,6 +39,14 @@ WINDOW: Final = 30.0  # seconds either side of the Profesor's clock
 MAX_NONCES: Final = 100_000
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PARSE: Final = re.compile(r"v1 ts=(\d{1,12}) nonce=([0-9a-f]{32}) sig=([0-9a-f]{64})")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def target(path: str, query: str | bytes = "") -> str:
+    """What a signature covers of the URL: ``path``, plus ``?query`` when there is one."""
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    return f"{path}?{query}" if query else path
 
 
 def signature(key: bytes, method: str, path: str, ts: str, nonce: str, body: bytes) -> str:
@@ -97,6 +108,8 @@ class Verifier:
         if match is None:
             return f"malformed {HEADER} header"
         ts, nonce, sig = match.groups()
+        if _CONTROL.search(path):
+            return "the request's path has a control character"
         if not hmac.compare_digest(sig, signature(self._key, method, path, ts, nonce, body)):
             return "the request's signature does not verify (wrong key or altered request)"
         now = self.clock()
@@ -125,7 +138,7 @@ def require_signed(app: Flask, key: bytes, *, private: bool = False) -> Verifier
             return None
         reason = verifier.check(
             request.method,
-            request.path,
+            target(request.path, request.query_string),
             request.headers.get(HEADER),
             request.get_data(cache=True),  # cached: the view reads the same bytes
         )

@@ -133,3 +133,29 @@ def test_verifier_reasons_never_echo_the_key():
     clock[0] = 1031.0
     fresh = sign_headers(KEY.encode(), "POST", "/preguntas", b"{}", now=lambda: 1000.0)
     assert "timestamp" in verifier.check("POST", "/preguntas", fresh[HEADER], b"{}")
+
+
+def test_the_signature_covers_the_query_string(tmp_path):
+    """A write signed for /estado was accepted as /estado?borrar=todo: args were unsigned."""
+    app = create_app(tmp_path / "q.db", key=KEY.encode())
+    seen = []
+
+    @app.route("/estado", methods=["POST"])
+    def estado():  # type: ignore[no-untyped-def]
+        from flask import request
+
+        seen.append(dict(request.args))
+        return {"ok": True}
+
+    client = app.test_client()
+    data = b'{"x":1}'
+    bare = sign_headers(KEY.encode(), "POST", "/estado", data)
+    assert client.post("/estado?borrar=todo", data=data, headers=bare).status_code == 401
+    with_query = sign_headers(KEY.encode(), "POST", "/estado?borrar=todo", data)
+    assert client.post("/estado?borrar=nada", data=data, headers=with_query).status_code == 401
+    assert client.post("/estado?borrar=todo", data=data, headers=with_query).status_code == 200
+    assert client.post("/estado", data=data, headers=bare).status_code == 200
+    lf = sign_headers(KEY.encode(), "POST", "/estado\n1", data)  # %0A decodes to a line feed
+    assert client.post("/estado%0A1", data=data, headers=lf).status_code == 401
+    assert seen == [{"borrar": "todo"}, {}]
+    app.extensions["libro"].close()
