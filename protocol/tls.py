@@ -55,19 +55,33 @@ class TlsSettings:
             raise ValueError("a TLS server needs a certificate (--tls-cert) and its key")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert, self.key)
-        if self.ca is not None:
-            ctx.load_verify_locations(cafile=self.ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS
+        with self._loading():
+            ctx.load_cert_chain(self.cert, self.key)
+            if self.ca is not None:
+                ctx.load_verify_locations(cafile=self.ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS
         return ctx
 
     @functools.cached_property
     def client_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert is not None:
-            ctx.load_cert_chain(self.cert, self.key)
+        with self._loading():
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cert is not None:
+                ctx.load_cert_chain(self.cert, self.key)
         return ctx
+
+    @contextlib.contextmanager
+    def _loading(self) -> Any:
+        """A certificate, key or CA file that does not load: one typed line, not ssl's."""
+        try:
+            yield
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or exc
+            raise TlsFailed(
+                f"cannot load the TLS files (--tls-cert {self.cert}, --tls-key {self.key}, "
+                f"--tls-ca {self.ca}): {reason}"
+            ) from None
 
     @property
     def requests_verify(self) -> str | bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from protocol.aio import Limits, Speech
 from protocol.codecs import DEFAULT_ACCEPT, accept_for
-from protocol.errors import Timeout
+from protocol.errors import Timeout, TlsFailed
 from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.signing import Side
 from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
@@ -92,8 +92,19 @@ class WireSettings:
         return Limits(**values)
 
     def server_ssl(self) -> ssl.SSLContext | None:
-        """The context a server listens with: TLS when it has a certificate."""
-        return self.tls.server_context if self.tls is not None and self.tls.serves else None
+        """The context a server listens with: TLS when it has a certificate.
+
+        A listener given TLS files but no certificate (``--tls-ca`` alone) is refused: it
+        would serve plain TCP while its operator believes the class is closed.
+        """
+        if self.tls is None:
+            return None
+        if not self.tls.serves:
+            raise TlsFailed(
+                "this role listens: --tls-ca alone would serve plain TCP; give it its "
+                "certificate too (--tls-cert and --tls-key)"
+            )
+        return self.tls.server_context
 
     def client_ssl(self) -> ssl.SSLContext | None:
         """The context a client connects with: TLS when it has a CA or a certificate."""
@@ -128,4 +139,6 @@ def tls_client_kwargs(wire: WireSettings, host: str) -> dict[str, Any]:
 def tls_settings(settings: dict[str, Any]) -> TlsSettings | None:
     """The ``--tls-*`` settings of a command, or None when it has none."""
     tls = TlsSettings(settings.get("tls_cert"), settings.get("tls_key"), settings.get("tls_ca"))
+    if tls.key and not tls.cert:  # else it was silently ignored: no TLS at all
+        raise TlsFailed("--tls-key needs --tls-cert, the certificate it is the key of")
     return tls if tls.cert or tls.ca else None

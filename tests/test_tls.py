@@ -21,7 +21,7 @@ from protocol.errors import TlsFailed
 from protocol.tls import TlsSettings
 from roles.eco import Eco
 from roles.profesor import ProfesorClient
-from roles.wire import WireSettings
+from roles.wire import WireSettings, tls_settings
 
 KEY = b"clave"
 QUIJOTE = os.environ.get("AYUDANTIA_QUIJOTE", "/work/shared/data/quijote.txt")
@@ -234,3 +234,17 @@ def test_silent_tls_clients_do_not_block_the_https_profesor(pki, procs, tmp_path
         for sock in silent:
             sock.close()
     assert "Traceback" not in profesor.stderr() + profesor.stdout()
+
+
+@pytest.mark.timeout(30)
+def test_half_given_tls_files_are_refused_not_ignored(pki):
+    """--tls-ca alone made a listener serve plain TCP; --tls-key alone turned TLS off."""
+    listener = Eco("127.0.0.1", 0, wire=WireSettings(tls=TlsSettings(ca=pki["server"].ca)))
+    with pytest.raises(TlsFailed, match="plain TCP"), listener:
+        pass
+    with pytest.raises(TlsFailed, match="--tls-key needs --tls-cert"):
+        tls_settings({"tls_key": pki["server"].key})
+    mismatched = TlsSettings(pki["server"].cert, pki["client"].key)
+    with pytest.raises(TlsFailed, match="cannot load"):
+        mismatched.server_context  # noqa: B018
+    assert tls_settings({"tls_ca": pki["server"].ca}) == TlsSettings(ca=pki["server"].ca)
