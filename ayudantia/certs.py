@@ -45,19 +45,25 @@ def _name(common: str) -> x509.Name:
     )
 
 
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` with ``mode``; never through a symlink, never over an existing file
+    (``O_TRUNC`` kept an old file's mode: a new private key could land world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     data = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+    _write_new(path, data, 0o600)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_new(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _builder(
@@ -146,7 +152,18 @@ def make_role(
 def make_class(
     directory: Path, roles: tuple[str, ...] = ROLES, days: int = DEFAULT_DAYS
 ) -> dict[str, RoleFiles]:
-    """A new CA in ``directory`` and a certificate for each role; each role's files."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """A new CA in ``directory`` and a certificate for each role; each role's files.
+
+    Raises :class:`FileExistsError` before writing anything when one of the files is
+    already there: replacing a class's CA silently would orphan every certificate it made.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    names = ["ca.pem", "ca-key.pem", *(f"{r}{end}" for r in roles for end in (".pem", "-key.pem"))]
+    taken = [name for name in names if os.path.lexists(directory / name)]
+    if taken:
+        raise FileExistsError(
+            f"{directory} already holds {', '.join(taken)}: not overwriting a class's "
+            "certificates (choose an empty directory)"
+        )
     ca = make_ca(directory, days)
     return {role: make_role(directory, role, ca, days) for role in roles}

@@ -15,6 +15,7 @@ import requests
 import trustme
 from procs import ayudantia_cmd, running
 
+from ayudantia.certs import make_class
 from protocol import aio
 from protocol.aio import Speech
 from protocol.errors import TlsFailed
@@ -248,3 +249,23 @@ def test_half_given_tls_files_are_refused_not_ignored(pki):
     with pytest.raises(TlsFailed, match="cannot load"):
         mismatched.server_context  # noqa: B018
     assert tls_settings({"tls_ca": pki["server"].ca}) == TlsSettings(ca=pki["server"].ca)
+
+
+@pytest.mark.timeout(60)
+def test_certs_never_overwrites_nor_follows_a_symlink(tmp_path):
+    """A second `certs DIR` replaced the CA; an old 0644 key file kept its mode; a symlinked
+    key name was written through."""
+    d = tmp_path / "class"
+    make_class(d, roles=("eco",))
+    ca = (d / "ca.pem").read_bytes()
+    again = subprocess.run(
+        ayudantia_cmd("certs", str(d)), capture_output=True, text=True, timeout=30
+    )
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert "not overwriting" in again.stderr and (d / "ca.pem").read_bytes() == ca
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "eco-key.pem").symlink_to(tmp_path / "victim")
+    with pytest.raises(FileExistsError):
+        make_class(other, roles=("eco",))
+    assert not (tmp_path / "victim").exists() and not (other / "ca.pem").exists()

@@ -33,7 +33,12 @@ def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     from ayudantia.certs import make_class
 
-    made = make_class(Path(args.dir), days=settings["days"])
+    try:
+        made = make_class(Path(args.dir), days=settings["days"])
+    except FileExistsError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the certificates in {args.dir}: {exc.strerror}") from None
     for role, files in made.items():
         print(f"{role:<11} {' '.join(files.flags())}")
     print(f"CA {Path(args.dir) / 'ca.pem'} (its key, ca-key.pem, mints certificates: keep it)")
