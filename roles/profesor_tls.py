@@ -24,6 +24,7 @@ import signal
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from protocol.tls import TlsSettings
 
 if TYPE_CHECKING:
@@ -56,11 +57,14 @@ def _connection_class() -> type:
 
         def communicate(self) -> bool:
             if not self.handshaken:
-                try:
+                timeout = self.socket.gettimeout()
+                try:  # CPython's do_handshake takes the timeout as one deadline for it all
+                    self.socket.settimeout(TLS_HANDSHAKE_TIMEOUT)
                     self.socket.do_handshake()
                 except (ssl.SSLError, OSError) as exc:  # no certificate, plain HTTP, a drop
                     log.info("TLS con un cliente fallido: %s", exc)
                     return False
+                self.socket.settimeout(timeout)
                 self.handshaken = True
             return bool(super().communicate())
 
