@@ -4,8 +4,9 @@ Signed frames alone (:mod:`protocol.signing`) bind a frame to its direction and 
 in the connection, but not to the connection: both counters restart at 0, so a recorded
 signed session replayed into a new connection verified frame for frame. The handshake is
 ``multiprocessing.connection``'s challenge made symmetric: on connect each side sends a
-fresh random nonce (HELLO); on the peer's HELLO it answers that nonce (PROOF); every later
-frame is signed with a key derived from the shared key and both nonces, one per direction::
+fresh random nonce (HELLO); the client answers the server's nonce (PROOF) on its HELLO,
+and the server answers the client's only once that PROOF verified; every later frame is
+signed with a key derived from the shared key and both nonces, one per direction::
 
     HELLO  = header || b"AYHELLO1" || nonce                       (50 bytes)
     PROOF  = header || b"AYPROOF1" || HMAC-SHA256(K, b"ayudantia/1 proof " || dir
@@ -19,7 +20,10 @@ and a peer with a key that gets a plain frame instead refuses it (:class:`Handsh
 A recorded session replayed later meets a new nonce, so its PROOF fails
 (:class:`HandshakeFailed`), and so would each frame: the keys differ per connection.
 A PROOF is an HMAC over a nonce of the prover's own choosing too, so it tells a peer
-without the key nothing it could reuse. See docs/protocol.md, "Keyed handshake".
+without the key nothing it could reuse; and the server sends none to a client that has not
+proved first, since a PROOF over known bytes lets anyone who gets one try guesses of a
+weak key offline (a keyless client with a HELLO got exactly that). See docs/protocol.md,
+"Keyed handshake".
 """
 
 from __future__ import annotations
@@ -232,7 +236,8 @@ class Handshake:
         if hmac.compare_digest(nonce, self.nonce):
             raise HandshakeReflected("our own handshake HELLO came back: a mirror, not a peer")
         self.peer_nonce = nonce
-        self._out += record(PROOF_LABEL, proof(self._key, self.side, *self._nonces(nonce)))
+        if self.side == "client":  # the server proves only once the client has
+            self._out += record(PROOF_LABEL, proof(self._key, self.side, *self._nonces(nonce)))
 
     def _on_proof(self, body: bytes, peer_nonce: bytes) -> None:
         label, mac = body[:LABEL_SIZE], body[LABEL_SIZE:]
@@ -245,6 +250,8 @@ class Handshake:
                 "the peer's handshake proof does not verify: the two ends do not share the "
                 "key (or a recorded handshake was replayed)"
             )
+        if self.side == "server":
+            self._out += record(PROOF_LABEL, proof(self._key, "server", client_nonce, server_nonce))
         self.keys = session_keys(self._key, self.side, client_nonce, server_nonce)
 
     def _nonces(self, peer_nonce: bytes) -> tuple[bytes, bytes]:

@@ -27,7 +27,14 @@ from protocol.errors import (
     Timeout,
 )
 from protocol.framing import NEED_DATA, FrameDecoder, Message, encode_message
-from protocol.handshake import RECORD_SIZE, Handshake, SessionKeys, hkdf_sha256
+from protocol.handshake import (
+    HELLO_LABEL,
+    RECORD_SIZE,
+    Handshake,
+    SessionKeys,
+    hkdf_sha256,
+    record,
+)
 from protocol.signing import Signer
 from protocol.transport import Connection
 from roles.base import Server, WireSettings
@@ -42,8 +49,9 @@ def exchange(client: Handshake, server: Handshake) -> tuple[SessionKeys, Session
     """Run two sans-IO handshakes against each other in memory."""
     for _ in range(3):
         to_server, to_client = client.data_to_send(), server.data_to_send()
-        server.receive_data(to_server)
-        client.receive_data(to_client)
+        for end, data in ((server, to_server), (client, to_client)):
+            if data:  # b"" would mean "closed"
+                end.receive_data(data)
         got_c, got_s = client.next_event(), server.next_event()
         if isinstance(got_c, SessionKeys) and isinstance(got_s, SessionKeys):
             return got_c, got_s
@@ -103,15 +111,17 @@ def test_doc_vector_is_what_the_code_sends():
     server.receive_data(v["client HELLO"])
     assert client.next_event() is NEED_DATA and server.next_event() is NEED_DATA
     assert client.data_to_send() == v["client PROOF"]
+    assert server.data_to_send() == b""  # the server proves only after the client has
+    server.receive_data(v["client PROOF"])
+    keys_s = server.next_event()
     assert server.data_to_send() == v["server PROOF"]
     client.receive_data(v["server PROOF"])
-    server.receive_data(v["client PROOF"])
-    keys_c, keys_s = client.next_event(), server.next_event()
+    keys_c = client.next_event()
     assert (keys_c.send, keys_c.recv) == (v["k_C"], v["k_S"])
     assert (keys_s.send, keys_s.recv) == (v["k_S"], v["k_C"])
     assert encode_message(1, b"{}", signer=Signer(v["k_C"], side="client")) == v["client frame"]
-    for record in ("client HELLO", "server HELLO", "client PROOF", "server PROOF"):
-        assert len(v[record]) == RECORD_SIZE
+    for name in ("client HELLO", "server HELLO", "client PROOF", "server PROOF"):
+        assert len(v[name]) == RECORD_SIZE
 
 
 def test_hkdf_is_rfc5869_as_cryptography_computes_it():
@@ -262,10 +272,29 @@ def _valid_stream(side: str) -> bytes:
     client, server = Handshake(KEY, "client"), Handshake(KEY, "server")
     hello_c, hello_s = client.data_to_send(), server.data_to_send()
     client.receive_data(hello_s)
-    server.receive_data(hello_c)
     client.next_event()
+    proof_c = client.data_to_send()
+    server.receive_data(hello_c + proof_c)
     server.next_event()
-    return hello_s + server.data_to_send() if side == "client" else hello_c + client.data_to_send()
+    proof_s = server.data_to_send()
+    return hello_s + proof_s if side == "client" else hello_c + proof_c
+
+
+def test_a_server_proves_nothing_to_a_client_that_has_not_proved():
+    """A server that answered every HELLO with its PROOF gave a keyless client an HMAC of
+    known bytes: a weak key ("secreto") fell to an offline dictionary."""
+    server = Handshake(KEY, "server")
+    server.data_to_send()
+    stranger = Handshake(b"otra clave", "client")
+    server.receive_data(stranger.data_to_send())
+    assert server.next_event() is NEED_DATA and server.data_to_send() == b""
+    stranger.receive_data(record(HELLO_LABEL, server.nonce))
+    stranger.next_event()
+    server.receive_data(stranger.data_to_send())  # a wrong PROOF
+    with pytest.raises(HandshakeFailed):
+        server.next_event()
+    assert server.data_to_send() == b""
+    assert len(_valid_stream("client")) == len(_valid_stream("server")) == 2 * RECORD_SIZE
 
 
 @settings(max_examples=300, deadline=None)
