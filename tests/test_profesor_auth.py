@@ -157,5 +157,7 @@ def test_the_signature_covers_the_query_string(tmp_path):
     assert client.post("/estado", data=data, headers=bare).status_code == 200
     lf = sign_headers(KEY.encode(), "POST", "/estado\n1", data)  # %0A decodes to a line feed
     assert client.post("/estado%0A1", data=data, headers=lf).status_code == 401
+    qmark = sign_headers(KEY.encode(), "POST", "/estado?x", data)  # %3F decodes to "?"
+    assert client.post("/estado%3Fx", data=data, headers=qmark).status_code == 401
     assert seen == [{"borrar": "todo"}, {}]
     app.extensions["libro"].close()
