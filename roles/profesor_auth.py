@@ -20,8 +20,8 @@ request's window ends, so the memory is bounded by the requests one window can h
 
 from __future__ import annotations
 
-import collections
 import hashlib
+import heapq
 import hmac
 import re
 import secrets
@@ -69,7 +69,9 @@ class NonceBook:
 
     def __init__(self, limit: int = MAX_NONCES) -> None:
         self.limit = limit
-        self._expiry: collections.deque[tuple[float, str]] = collections.deque()
+        # A heap, not a queue: each expiry is the client's ts + window, so they arrive in
+        # any order (a deque kept every expired nonce behind one stamped 30 s ahead).
+        self._expiry: list[tuple[float, str]] = []
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
@@ -80,13 +82,13 @@ class NonceBook:
         """Record ``nonce``; why not (reused, or the book is full), or None when fresh."""
         with self._lock:
             while self._expiry and self._expiry[0][0] < now:
-                self._seen.discard(self._expiry.popleft()[1])
+                self._seen.discard(heapq.heappop(self._expiry)[1])
             if nonce in self._seen:
                 return "reused"
             if len(self._seen) >= self.limit:
                 return "full"
             self._seen.add(nonce)
-            self._expiry.append((until, nonce))  # windows are equal: expiries stay in order
+            heapq.heappush(self._expiry, (until, nonce))
             return None
 
 

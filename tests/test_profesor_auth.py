@@ -161,3 +161,15 @@ def test_the_signature_covers_the_query_string(tmp_path):
     assert client.post("/estado%3Fx", data=data, headers=qmark).status_code == 401
     assert seen == [{"borrar": "todo"}, {}]
     app.extensions["libro"].close()
+
+
+def test_nonces_expire_in_their_own_order():
+    """Expiries are each client's ts + window, not arrival order: an early-expiring nonce
+    behind one stamped 30 s ahead stayed, and the book filled (429) with expired nonces."""
+    book = NonceBook(limit=3)
+    assert book.claim("late", until=160.0, now=100.0) is None
+    assert book.claim("early", until=101.0, now=100.0) is None
+    assert book.claim("x", until=132.0, now=102.0) is None
+    assert len(book) == 2  # "early" forgotten
+    assert book.claim("y", until=132.0, now=102.0) is None
+    assert book.claim("late", until=160.0, now=150.0) == "reused"
