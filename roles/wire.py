@@ -106,6 +106,11 @@ class WireSettings:
             )
         return self.tls.server_context
 
+    @property
+    def tls_on(self) -> bool:
+        """Whether this side connects with TLS (for messages that say which settings failed)."""
+        return self.tls is not None and self.tls.connects
+
     def client_ssl(self) -> ssl.SSLContext | None:
         """The context a client connects with: TLS when it has a CA or a certificate."""
         return self.tls.client_context if self.tls is not None and self.tls.connects else None

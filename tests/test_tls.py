@@ -193,6 +193,15 @@ def test_certs_command_then_eco_and_quijote_over_tls(tmp_path):
         )
         assert refused.returncode == 1
         assert refused.stderr.count("\n") == 1 and "TlsFailed" in refused.stderr
+        plain = subprocess.run(  # no TLS at all: one line that names what is missing
+            ayudantia_cmd("quijote", "--to", f"127.0.0.1:{server.port}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+        )
+        assert plain.returncode == 1 and plain.stderr.count("\n") == 1
+        assert "no TLS: a TLS server needs --tls-ca" in plain.stderr
 
 
 @pytest.mark.timeout(30)
