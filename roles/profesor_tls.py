@@ -19,9 +19,14 @@ plain-HTTP client does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 import ssl
+import threading
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
 log = logging.getLogger("ayudantia.profesor")
+REQUEST_DEADLINE = 10.0  # seconds a client has for its TLS handshake, then for each request
 
 
 def _adapter_class() -> type:
@@ -47,15 +53,65 @@ def _adapter_class() -> type:
     return DeferredHandshakeAdapter
 
 
-def _connection_class() -> type:
+class Deadlines:
+    """Shuts the socket of a request (its TLS handshake included) not over by its deadline.
+
+    cheroot reads a request on a worker thread, and its timeout restarts with every byte:
+    as many clients as workers, each dripping a header line, held the HTTPS Profesor
+    (waitress, for plain HTTP, reads on its event loop and has no such problem). One
+    thread, one check per ``tick``; a request the Profesor answers takes milliseconds.
+    """
+
+    def __init__(self, limit: float = REQUEST_DEADLINE, tick: float = 0.5) -> None:
+        self.limit = limit
+        self.tick = tick
+        self._due: dict[object, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="profesor-deadlines", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def watch(self, sock: Any) -> Iterator[None]:
+        token = object()
+        with self._lock:
+            self._due[token] = (time.monotonic() + self.limit, sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._due.pop(token, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick):
+            now = time.monotonic()
+            with self._lock:
+                late = [token for token, (due, _) in self._due.items() if due < now]
+                socks = [self._due.pop(token)[1] for token in late]
+            for sock in socks:
+                log.info("cliente sin terminar su pedido en %g s: desconectado", self.limit)
+                with contextlib.suppress(OSError):  # the plain socket's: no TLS alert to send
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+def _connection_class(deadlines: Deadlines) -> type:
     from cheroot.server import HTTPConnection
 
     class HandshakeFirst(HTTPConnection):  # type: ignore[misc]
-        """A connection that completes the deferred TLS handshake before its first request."""
+        """A connection that completes the deferred TLS handshake before its first request,
+        and has each request (the handshake included) over by a deadline."""
 
         handshaken = False
 
         def communicate(self) -> bool:
+            with deadlines.watch(self.socket):
+                return self._communicate()
+
+        def _communicate(self) -> bool:
             if not self.handshaken:
                 timeout = self.socket.gettimeout()
                 try:  # CPython's do_handshake takes the timeout as one deadline for it all
@@ -83,7 +139,8 @@ def serve_tls(
     adapter.context = tls.server_context  # our policy, not cheroot's default context
     server = wsgi.Server((host, port), app, numthreads=threads, server_name="profesor", timeout=30)
     server.ssl_adapter = adapter
-    server.ConnectionClass = _connection_class()
+    deadlines = Deadlines()
+    server.ConnectionClass = _connection_class(deadlines)
     server.prepare()  # binds: port 0 is a real port from here on
     bound_host, bound_port = server.bind_addr[:2]
     log.info("Profesor escuchando en https://%s:%s", bound_host, bound_port)
@@ -102,6 +159,7 @@ def serve_tls(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.stop()
+        deadlines.close()
         libro = app.extensions.get("libro")
         if libro is not None:
             libro.close()

@@ -22,6 +22,7 @@ from protocol.errors import TlsFailed
 from protocol.tls import TlsSettings
 from roles.eco import Eco
 from roles.profesor import ProfesorClient
+from roles.profesor_tls import Deadlines
 from roles.wire import WireSettings, tls_settings
 
 KEY = b"clave"
@@ -278,3 +279,21 @@ def test_certs_never_overwrites_nor_follows_a_symlink(tmp_path):
     with pytest.raises(FileExistsError):
         make_class(other, roles=("eco",))
     assert not (tmp_path / "victim").exists() and not (other / "ca.pem").exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_request_not_over_by_its_deadline_is_cut():
+    """cheroot's timeout restarts with every byte: as many drippers as workers held the
+    HTTPS Profesor. Deadlines shuts a request's socket once its time is up."""
+    a, b = socket.socketpair()
+    deadlines = Deadlines(limit=0.2, tick=0.05)
+    try:
+        with a, b, deadlines.watch(a):
+            a.settimeout(20)  # what a dripping client would keep restarting
+            b.sendall(b"G")
+            assert a.recv(1) == b"G"
+            assert a.recv(1) == b""  # cut: not a 20 s wait
+        with deadlines.watch(b"not a socket"):  # done in time: never touched
+            pass
+    finally:
+        deadlines.close()
