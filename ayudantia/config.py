@@ -106,7 +106,7 @@ def codec_option(*, needs_maps: bool = False) -> Option:
 
 
 def wire_options(
-    port: int | None = None, *, needs_maps: bool = False, keyed: bool = True
+    port: int | None = None, *, needs_maps: bool = False, keyed: bool = True, tls: bool = True
 ) -> list[Option]:
     """The options the framed roles and tools share: where to listen and how to speak."""
     opts = [
@@ -135,6 +135,8 @@ def wire_options(
     ]
     if keyed:
         opts.insert(3, key_option())
+    if tls:
+        opts[4 if keyed else 3 : 4 if keyed else 3] = tls_options()
     if port is not None:
         opts[:0] = listen_options(port)
     return opts
@@ -171,6 +173,28 @@ def key_option() -> Option:
         "SECRET",
         secret=True,
     )
+
+
+def tls_options() -> list[Option]:
+    """``--tls-cert``, ``--tls-key``, ``--tls-ca`` (PEM files; see protocol/tls.py)."""
+    return [
+        Option(
+            "tls_cert",
+            None,
+            "PEM certificate: a server serves TLS with it; a client shows it (mutual TLS)",
+            rules.INPUT_FILE,
+            "FILE",
+        ),
+        Option("tls_key", None, "PEM private key of --tls-cert", rules.INPUT_FILE, "FILE"),
+        Option(
+            "tls_ca",
+            None,
+            "PEM CA: a client verifies servers against it (TLS on); a server requires "
+            "client certificates signed by it (mutual TLS)",
+            rules.INPUT_FILE,
+            "FILE",
+        ),
+    ]
 
 
 def listen_options(port: int) -> list[Option]:

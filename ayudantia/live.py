@@ -235,6 +235,7 @@ def summary_rows(s: dict[str, Any], settings: dict[str, Any]) -> tuple[str, list
             f"Llevamos: {count} preguntas respondidas; students received "
             f"{s['answered']} answers: {verdict}",
         ),
+        *([("security", s["security"])] if s.get("security") else []),
         ("result", "OK" if s["ok"] else "FAILED"),
     ]
     return title, rows

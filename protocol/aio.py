@@ -38,6 +38,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from ssl import SSLContext, SSLError
 from types import EllipsisType
 from typing import Any, Final
 
@@ -68,7 +69,9 @@ from protocol.framing import (
     pack_header,
     refusal_frame,
 )
-from protocol.signing import Side, check_key, check_side, signer_for
+from protocol.handshake import Handshake, SessionKeys, handshake_timeout
+from protocol.signing import Side, Signer, check_key, check_side, signer_for
+from protocol.tls import failure as tls_failure
 from protocol.transport import Received, Sent
 
 log = logging.getLogger("ayudantia.aio")
@@ -199,6 +202,12 @@ class FrameConnection(asyncio.Protocol):
             key=key,
             side=self.side or "server",
         )
+        # With a key, the keyed handshake comes first (protocol/handshake.py): no frame is
+        # decoded or sent before it, and frames are signed with this connection's keys.
+        self._handshake = None if key is None else Handshake(key, self.side)  # type: ignore[arg-type]
+        self._hs_timer: asyncio.TimerHandle | None = None
+        self._hs_error: BaseException | None = None
+        self._ready: asyncio.Future[None] | None = None
         self._stream_pred = handler.stream
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -254,6 +263,8 @@ class FrameConnection(asyncio.Protocol):
             self.peer = f"{peername[0]}:{peername[1]}"
         self._last_rx = self._loop.time()
         self._arm(self._last_rx)
+        if self._handshake is not None:
+            self._start_handshake()
         try:
             self.handler.connection_made(self)
         except Exception as exc:  # a handler bug drops this peer only
@@ -270,6 +281,10 @@ class FrameConnection(asyncio.Protocol):
         self.bytes_received += len(data)
         assert self._loop is not None
         self._last_rx = self._loop.time()
+        if self._handshake is not None:
+            data = self._handshake_data(data)
+            if not data:
+                return
         try:
             self._decoder.receive_data(data)
         except AyudantiaError as exc:
@@ -278,6 +293,9 @@ class FrameConnection(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool:
+        if self._handshake is not None:
+            self._handshake_data(b"")  # closed midway: Truncated (or the peer's refusal)
+            return False
         self._eof = True
         with contextlib.suppress(AyudantiaError):
             self._decoder.receive_data(b"")
@@ -289,6 +307,8 @@ class FrameConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._handshake is not None:
+            self._handshake_over(self.error or exc or ConnectionClosed("closed in the handshake"))
         self._settle_receipts(flushed=exc is None and not self._aborted)
         if self._timer is not None:
             self._timer.cancel()
@@ -613,6 +633,8 @@ class FrameConnection(asyncio.Protocol):
     def _live_transport(self) -> asyncio.Transport:
         if self.transport is None or self._closing or self.transport.is_closing():
             raise ConnectionClosed(f"{self.name}: connection is closed")
+        if self._handshake is not None:
+            raise ConnectionClosed(f"{self.name}: the keyed handshake is not complete yet")
         return self.transport
 
     async def drain(self) -> None:
@@ -662,6 +684,79 @@ class FrameConnection(asyncio.Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    # -- the keyed handshake ------------------------------------------------------------
+
+    def _start_handshake(self) -> None:
+        """Send our HELLO and give the peer a bounded time to complete the handshake."""
+        assert self._handshake is not None and self._loop is not None
+        hello = self._handshake.data_to_send()
+        self.transport.write(hello)  # type: ignore[union-attr]
+        self.bytes_sent += len(hello)
+        timeout = handshake_timeout(self.limits.read_timeout)
+        self._hs_timer = self._loop.call_later(timeout, self._handshake_expired, timeout)
+
+    def _handshake_expired(self, timeout: float) -> None:
+        self._hs_timer = None
+        if self._handshake is not None and not self._closing:
+            self._abort(Timeout(f"no keyed handshake within {timeout:g} s"))
+
+    def _handshake_data(self, data: bytes) -> bytes:
+        """Feed the handshake; the bytes after it once it is done (the peer's first frames)."""
+        hs = self._handshake
+        assert hs is not None
+        hs.receive_data(data)
+        try:
+            event = hs.next_event()
+        except AyudantiaError as exc:
+            self._handshake_over(exc)
+            self._abort(exc)
+            return b""
+        out = hs.data_to_send()
+        if out:
+            self.transport.write(out)  # type: ignore[union-attr]
+            self.bytes_sent += len(out)
+        if not isinstance(event, SessionKeys):
+            return b""
+        self._signer = Signer(event.send, side=hs.side)
+        self._decoder = FrameDecoder(
+            max_message=self.limits.max_message,
+            check_codec=self._registry.accept_checker(self.accept),
+            key=event.recv,
+            side=hs.side,
+        )
+        self._handshake_over(None)
+        return hs.trailing()
+
+    def _handshake_over(self, error: BaseException | None) -> None:
+        """The handshake ended (``error`` None: it succeeded); wake :meth:`wait_ready`."""
+        if error is None:
+            self._handshake = None
+        elif self._hs_error is None:
+            self._hs_error = error
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        ready = self._ready
+        if ready is not None and not ready.done():
+            if error is None:
+                ready.set_result(None)
+            else:
+                ready.set_exception(error)
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Return once the keyed handshake is done (at once without a key); raise its error."""
+        if self._hs_error is not None:
+            raise self._hs_error
+        if self._handshake is None:
+            return
+        assert self._loop is not None
+        if self._ready is None:
+            self._ready = self._loop.create_future()
+        try:
+            await asyncio.wait_for(self._ready, timeout)
+        except TimeoutError as exc:
+            raise Timeout(f"{self.name}: the keyed handshake did not complete in time") from exc
 
     # -- deadlines ----------------------------------------------------------------------
 
@@ -859,8 +954,13 @@ async def connect(
     speech: Speech | None = None,
     limits: Limits | None = None,
     connect_timeout: float | None = 10.0,
+    ssl: SSLContext | None = None,
 ) -> FrameConnection:
-    """A client connection with the coroutine API (``await conn.recv()``, ``await conn.send()``)."""
+    """A client connection with the coroutine API (``await conn.recv()``, ``await conn.send()``).
+
+    With ``ssl``, TLS first (the server's name, ``host``, verified), then the keyed
+    handshake when the speech has a key.
+    """
     loop = asyncio.get_running_loop()
 
     def factory() -> FrameConnection:
@@ -869,11 +969,19 @@ async def connect(
         return conn
 
     try:
+        tls: dict[str, Any] = {} if ssl is None else {"ssl": ssl, "server_hostname": host}
         _, conn = await asyncio.wait_for(
-            loop.create_connection(factory, host, port), connect_timeout
+            loop.create_connection(factory, host, port, **tls), connect_timeout
         )
     except TimeoutError as exc:
         raise Timeout(f"connecting to {host}:{port} timed out") from exc
+    except SSLError as exc:
+        raise tls_failure(exc, f"{host}:{port}") from None
+    try:
+        await conn.wait_ready(connect_timeout)
+    except BaseException:
+        conn.abort()
+        raise
     return conn
 
 

@@ -238,3 +238,34 @@ class Refused(ProtocolError):
         self.text = text
         self.permanent = self.reason in PERMANENT_REFUSALS
         super().__init__(f"refused by peer ({self.reason}): {text}")
+
+
+# --- keyed handshake and TLS --------------------------------------------------------------
+
+
+class HandshakeError(ProtocolError):
+    """The keyed handshake (protocol/handshake.py) failed: no frame was decoded."""
+
+
+class HandshakeMissing(HandshakeError, SignatureMissing):
+    """A keyed peer expected the handshake and got something else (a peer with no key)."""
+
+
+class HandshakeMalformed(HandshakeError, BadFlags):
+    """A handshake record that breaks its fixed layout."""
+
+
+class HandshakeFailed(HandshakeError, BadSignature):
+    """The peer's proof does not verify: the ends do not share the key, or it is a replay."""
+
+
+class HandshakeReflected(HandshakeFailed, ReflectedFrame):
+    """Our own hello came back: the peer is a mirror, not a holder of the key."""
+
+
+class TlsFailed(TransportError):
+    """TLS could not be set up: unknown CA, name mismatch, missing client certificate...
+
+    Not an OSError on purpose: retrying with the same certificates never helps, so a
+    client that retries on socket errors stops at once and says why.
+    """

@@ -59,7 +59,8 @@ from protocol.framing import (
     pack_header,
     refusal_frame,
 )
-from protocol.signing import Side, check_key, check_side, signer_for
+from protocol.handshake import Handshake, handshake_timeout, run_blocking
+from protocol.signing import Side, Signer, check_key, check_side, signer_for
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
 # ...and bytes per call: a stream's frames are batched into few system calls, while the
@@ -159,6 +160,11 @@ class Connection:
         self._decoder = FrameDecoder(
             max_message=max_message, check_codec=self._check, key=raw_key, side=side or "server"
         )
+        # With a key, the keyed handshake runs before the first frame either way (see
+        # :meth:`handshake`): frames are signed with that connection's own keys.
+        self._handshake = None if raw_key is None else Handshake(raw_key, self.side)  # type: ignore[arg-type]
+        self._hs_lock = threading.Lock()
+        self._tls_pending = getattr(sock, "pending", None)
         self.sock = sock
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
@@ -197,6 +203,36 @@ class Connection:
         kwargs.setdefault("side", "client")
         return cls(sock, **kwargs)
 
+    # -- the keyed handshake -------------------------------------------------------------
+
+    def handshake(self) -> None:
+        """Run the keyed handshake now; it otherwise runs at the first send or receive.
+
+        A no-op without a key or once done. Both ends must run it at once (a peer in
+        another thread or process). Its failure is typed (see :mod:`protocol.handshake`)
+        and fails the connection.
+        """
+        if self._handshake is None:
+            return
+        with self._hs_lock:
+            hs = self._handshake
+            if hs is None:
+                return
+            self._check_usable()
+            try:
+                keys = run_blocking(self.sock, hs, handshake_timeout(self.read_timeout))
+            except AyudantiaError as exc:
+                self._fail(f"keyed handshake: {exc}")
+                raise
+            finally:
+                self.bytes_sent += hs.bytes_out
+                self.bytes_received += hs.bytes_in
+            self._signer = Signer(keys.send, side=hs.side)
+            self._decoder = FrameDecoder(
+                max_message=self.max_message, check_codec=self._check, key=keys.recv, side=hs.side
+            )
+            self._handshake = None
+
     # -- sending -------------------------------------------------------------------------
 
     def send(
@@ -222,6 +258,8 @@ class Connection:
 
         ``compression`` overrides the connection's for this message (None: identity).
         """
+        if self._handshake is not None:
+            self.handshake()
         size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         compress = self.compression if compression is ... else compression
         if isinstance(payload, memoryview) and payload.format != "B":
@@ -261,6 +299,8 @@ class Connection:
         :class:`Truncated`; every later call here raises :class:`ConnectionFailed`) and the
         source's exception propagates. Its frames never join the next message.
         """
+        if self._handshake is not None:
+            self.handshake()
         size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         size = size or DEFAULT_STREAM_CHUNK
         pieces = _file_chunks(source, size) if hasattr(source, "read") else _split(source, size)
@@ -299,6 +339,8 @@ class Connection:
         Leaving it with an exception after a frame has left fails the connection, as
         :meth:`send_stream` does: half a message never splices into the next one.
         """
+        if self._handshake is not None:
+            self.handshake()
         with self._sending():
             writer = StreamWriter(self, codec_id)
             try:
@@ -572,6 +614,8 @@ class Connection:
                 self._fail("a streamed message was abandoned before its last frame")
 
     def _next_event(self, *, stream: Any) -> Message | Chunk:
+        if self._handshake is not None:
+            self.handshake()
         self._check_usable()
         with self._recv_lock:
             decoder = self._decoder
@@ -609,7 +653,9 @@ class Connection:
             if limit is None:
                 return self.sock.recv_into(view)
             deadline = time.monotonic() + limit
-            if not in_message:  # between messages the next one is rarely here yet: wait first
+            # Between messages the next one is rarely here yet: wait first (unless TLS holds
+            # decrypted bytes the socket's poll cannot see: protocol.tls.TlsSocket.pending).
+            if not in_message and not (self._tls_pending and self._tls_pending()):
                 self._wait(self._readable, deadline, "receive")
             while True:
                 try:

@@ -35,7 +35,7 @@ from protocol.errors import AyudantiaError, ConnectionClosed, EncodeError, Refus
 from protocol.transport import Received
 from roles.client import Client, Unreachable, backoff_delays
 from roles.signals import handle_signals
-from roles.wire import WireSettings
+from roles.wire import WireSettings, tls_client_kwargs, tls_server_kwargs
 
 __all__ = ["Client", "Link", "Peer", "Server", "Unreachable", "WireSettings", "new_event_loop"]
 
@@ -225,6 +225,7 @@ class Server(Handler):
                 self.port,
                 reuse_address=True,
                 backlog=min(4096, max(128, self.max_clients)),
+                **tls_server_kwargs(self.wire),
             )
         except BaseException:
             await self.on_stop()
@@ -568,11 +569,21 @@ class Link:
             )
 
         transport, conn = await asyncio.wait_for(
-            loop.create_connection(factory, self.host, self.port), self.connect_timeout
+            loop.create_connection(
+                factory, self.host, self.port, **tls_client_kwargs(self.wire, self.host)
+            ),
+            self.connect_timeout,
         )
         if self._closing:  # close() won while we connected: this connection never goes live
             transport.abort()
             raise ConnectionClosed("link closed while connecting")
+        try:  # with a key: the handshake first; its failure closes conn, and says why there
+            await conn.wait_ready(self.connect_timeout)
+        except Timeout:
+            conn.abort()
+            raise
+        except AyudantiaError:
+            pass
         return conn
 
     def _drop_connection(self) -> None:

@@ -121,7 +121,9 @@ class Client:
                 f"{self.where} closed the connection {self.failures} times in a row before "
                 f"answering ({exc}); it probably refuses these settings (codec "
                 f"{self.wire.codec}, max message {self.wire.max_message} B, "
-                f"{'a' if self.wire.key else 'no'} key): see its log"
+                f"{'a' if self.wire.key else 'no'} key, "
+                f"{'TLS' if self.wire.tls_on else 'no TLS: a TLS server needs --tls-ca'}): "
+                "see its log"
             )
         self._closing.wait(jittered(min(self.backoff * 2**self.failures, self.max_backoff)))
 

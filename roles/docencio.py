@@ -84,7 +84,13 @@ class Docencio(Peer):
         )
         # No path: the default one, named after the port we get (opened in start()).
         self.outbox = Outbox(
-            ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)),
+            ProfesorClient(
+                profesor,
+                self.wire.codec,
+                timeout=min(timeout, 5.0),
+                key=self.wire.key,
+                tls=self.wire.tls,
+            ),
             outbox,
             sync=outbox_sync,
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported by the thread that posts: ``ayudantia run`` only needs the maths
-    import requests
+    from protocol.tls import TlsSettings
 
 REPORT_EVERY = 0.5  # seconds between two reports of one role
 DOWN_AFTER = 1.25  # a role silent this long is down: two reports missed, shown within 2 s
@@ -37,6 +38,7 @@ SAMPLE_EVERY = 0.5  # seconds between two points of the history
 LATENCY_WINDOW = 5.0  # the latency percentiles cover the answers of the last 5 s
 REPORTING_ROLES = ("docencio", "tareo")
 MAX_REPORT_BYTES = 16 * 1024
+JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_LATENCY = 86_400.0  # seconds: a latency the charts draw; beyond it is a gap, not a point
 _MAX_KEYS = 48
 _MAX_TEXT = 120
@@ -181,7 +183,14 @@ class Informante:
         *,
         every: float = REPORT_EVERY,
         timeout: float = 0.4,
+        key: bytes | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
+        from roles.profesor import ProfesorClient
+
+        # Signed with the class's key and over TLS like the count's posts: a keyed
+        # Profesor refuses unsigned writes, and /estado is a write.
+        self.client = ProfesorClient(profesor, "json", timeout=timeout, key=key, tls=tls)
         self.url = profesor.rstrip("/") + "/estado"
         self.role = role
         self.snapshot = snapshot
@@ -197,9 +206,6 @@ class Informante:
         return self
 
     def _run(self) -> None:
-        import requests
-
-        session = requests.Session()
         next_at = time.monotonic()
         try:
             while not self._stop.wait(max(0.0, next_at - time.monotonic())):
@@ -209,16 +215,17 @@ class Informante:
                 except Exception:  # a counter read mid-change: skip this one, never die
                     log.debug("informe de %s omitido", self.role, exc_info=True)
                     continue
-                self._post(session, {"role": self.role, "pid": os.getpid(), "report": report})
-            self._post(session, {"role": self.role, "pid": os.getpid(), "bye": True})
+                self._post({"role": self.role, "pid": os.getpid(), "report": report})
+            self._post({"role": self.role, "pid": os.getpid(), "bye": True})
         finally:
-            session.close()
+            self.client.close()
 
-    def _post(self, session: requests.Session, body: dict[str, Any]) -> None:
+    def _post(self, body: dict[str, Any]) -> None:
         import requests
 
+        data = json.dumps(body).encode("utf-8")
         try:
-            response = session.post(self.url, json=body, timeout=(self.timeout, self.timeout))
+            response = self.client.send("POST", "/estado", data, JSON_HEADERS)
             if response.status_code >= 400:
                 log.debug("el Profesor rechazó el informe: %s", response.text[:200])
                 self.dropped += 1

@@ -33,13 +33,16 @@ import time
 from pathlib import Path
 from random import SystemRandom
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 
 from protocol import codecs
 from protocol.codecs import accept_for
 from protocol.errors import CodecError
+from protocol.tls import TlsSettings
 from roles.clase import PROFESOR_PORT, RESPUESTAS, http_codec, http_decode, http_headers
+from roles.profesor_auth import require_signed, sign_headers, target
 
 if TYPE_CHECKING:  # flask is imported where the app is built: the clients do not need it
     from flask import Flask
@@ -138,9 +141,18 @@ class BadBody(Exception):
 
 
 def create_app(
-    db_path: str | Path | None = None, codec: str = "json", *, max_body: int = MAX_BODY
+    db_path: str | Path | None = None,
+    codec: str = "json",
+    *,
+    max_body: int = MAX_BODY,
+    key: bytes | None = None,
+    private: bool = False,
 ) -> Flask:
-    """The Profesor's Flask app; ``codec`` is this Profesor's ``--codec`` (pickle opts in)."""
+    """The Profesor's Flask app; ``codec`` is this Profesor's ``--codec`` (pickle opts in).
+
+    With a ``key`` every write must be a signed request (reads too when ``private``): see
+    :mod:`roles.profesor_auth`.
+    """
     from flask import Flask, Response, request
 
     if max_body < 1:
@@ -153,6 +165,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["JSON_AS_ASCII"] = False
     app.extensions["libro"] = libro
+    if key is not None:
+        require_signed(app, key, private=private)
 
     def reply(obj: dict[str, Any], status: int = 200) -> Response:
         chosen = codecs.get("json")
@@ -282,8 +296,20 @@ def parse_count(texto: str) -> int:
 class ProfesorClient:
     """The Profesor's API over HTTP, in this role's codec, with a timeout on every call."""
 
-    def __init__(self, url: str, codec: str = "json", *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        codec: str = "json",
+        *,
+        timeout: float = 5.0,
+        key: bytes | None = None,
+        tls: TlsSettings | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
+        self.key = key  # signs every request (roles.profesor_auth)
+        self.tls = (
+            tls or TlsSettings()
+        )  # HTTPS: trust --tls-ca (else the system's), show --tls-cert
         self.codec = codec
         self.timeout = timeout
         self.accept = accept_for(codec, warn=False)
@@ -297,15 +323,29 @@ class ProfesorClient:
             session = self._local.session = requests.Session()
         return session
 
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        data = None if body is None else codecs.get(self.codec).encode(body)
-        response = self.session.request(
+    def send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> requests.Response:
+        """One request as every role makes it: signed with the key, over TLS when told,
+        with both timeouts. The response is not decoded (see :meth:`_call`)."""
+        if self.key is not None:
+            url = urlsplit(self.url + path)
+            where = target(url.path, url.query)
+            headers = {**headers, **sign_headers(self.key, method, where, data or b"")}
+        return self.session.request(
             method,
             self.url + path,
             data=data,
-            headers=self.headers,
+            headers=headers,
             timeout=(min(2.0, self.timeout), self.timeout),
+            # per request: a session's verify loses to REQUESTS_CA_BUNDLE in the environment
+            verify=self.tls.requests_verify,
+            cert=self.tls.requests_cert,
         )
+
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        data = None if body is None else codecs.get(self.codec).encode(body)
+        response = self.send(method, path, data, self.headers)
         if response.status_code == 415 and self.codec != "json":
             # a Profesor that refuses our codec still speaks JSON: fall back, loudly, once
             log.warning("el Profesor rechaza %s; usando json", self.codec)

@@ -68,7 +68,13 @@ class Tareo(Server):
         super().__init__(host, port, **kwargs)
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        self.profesor = ProfesorClient(profesor, self.wire.codec, timeout=profesor_timeout)
+        self.profesor = ProfesorClient(
+            profesor,
+            self.wire.codec,
+            timeout=profesor_timeout,
+            key=self.wire.key,
+            tls=self.wire.tls,
+        )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tareo-profesor")
         self.max_in_flight = max_in_flight
         self.queue_timeout = 2 * profesor_timeout if queue_timeout is None else queue_timeout

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.aio import Limits, Speech
 from protocol.codecs import DEFAULT_ACCEPT, accept_for
 from protocol.encodings import Compression, compression_for
+from protocol.errors import Timeout, TlsFailed
 from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.signing import Side
+from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
+from protocol.tls import TlsSettings, wrap_client
 from protocol.transport import Connection
 
 
@@ -34,6 +38,8 @@ class WireSettings:
     def compression(self) -> Compression | None:
         """What frames sent are compressed with (None: identity)."""
         return compression_for(self.compress, self.compress_level)
+
+    tls: TlsSettings | None = None  # --tls-cert/--tls-key/--tls-ca (protocol/tls.py)
 
     @classmethod
     def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
@@ -61,6 +67,7 @@ class WireSettings:
                 kwargs[name] = settings[name]
         if settings.get("key"):
             kwargs["key"] = str(settings["key"]).encode("utf-8")
+        kwargs["tls"] = tls_settings(settings)
         return cls.for_codec(settings.get("codec", "json"), **kwargs)
 
     def wrap(self, sock: socket.socket, side: Side = "client") -> Connection:
@@ -102,7 +109,59 @@ class WireSettings:
         values.update(overrides)
         return Limits(**values)
 
+    def server_ssl(self) -> ssl.SSLContext | None:
+        """The context a server listens with: TLS when it has a certificate.
+
+        A listener given TLS files but no certificate (``--tls-ca`` alone) is refused: it
+        would serve plain TCP while its operator believes the class is closed.
+        """
+        if self.tls is None:
+            return None
+        if not self.tls.serves:
+            raise TlsFailed(
+                "this role listens: --tls-ca alone would serve plain TCP; give it its "
+                "certificate too (--tls-cert and --tls-key)"
+            )
+        return self.tls.server_context
+
+    @property
+    def tls_on(self) -> bool:
+        """Whether this side connects with TLS (for messages that say which settings failed)."""
+        return self.tls is not None and self.tls.connects
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """The context a client connects with: TLS when it has a CA or a certificate."""
+        return self.tls.client_context if self.tls is not None and self.tls.connects else None
+
     def connect(self, host: str, port: int, *, connect_timeout: float = 5.0) -> Connection:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
+        try:
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except TimeoutError as exc:
+            raise Timeout(f"connecting to {host}:{port} timed out") from exc
+        ctx = self.client_ssl()
+        if ctx is not None:
+            return self.wrap(wrap_client(sock, ctx, host, connect_timeout))  # type: ignore[arg-type]
         sock.settimeout(None)
         return self.wrap(sock)
+
+
+def tls_server_kwargs(wire: WireSettings) -> dict[str, Any]:
+    """asyncio ``create_server`` arguments for TLS (none without a certificate)."""
+    ctx = wire.server_ssl()
+    return {} if ctx is None else {"ssl": ctx, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+
+
+def tls_client_kwargs(wire: WireSettings, host: str) -> dict[str, Any]:
+    """asyncio ``create_connection`` arguments for TLS: the context and the name to verify."""
+    ctx = wire.client_ssl()
+    if ctx is None:
+        return {}
+    return {"ssl": ctx, "server_hostname": host, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+
+
+def tls_settings(settings: dict[str, Any]) -> TlsSettings | None:
+    """The ``--tls-*`` settings of a command, or None when it has none."""
+    tls = TlsSettings(settings.get("tls_cert"), settings.get("tls_key"), settings.get("tls_ca"))
+    if tls.key and not tls.cert:  # else it was silently ignored: no TLS at all
+        raise TlsFailed("--tls-key needs --tls-cert, the certificate it is the key of")
+    return tls if tls.cert or tls.ca else None

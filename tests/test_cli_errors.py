@@ -118,7 +118,8 @@ CASES = [
     Case(("eco", "--chunk-size", "1.5M"), "--chunk-size 1.5M: not a size"),
     Case(("eco", "--codec", "yaml"), "--codec yaml: unknown codec 'yaml'; expected one of"),
     # flags a command cannot honour
-    Case(("profesor", "--key", "abc"), "--key ***: the Profesor's HTTP API is not signed"),
+    Case(("profesor", "--key", "abc", "--port", "99999"), "--port 99999"),
+    Case(("profesor", "--private"), "--private needs a key"),
     Case(("profesor", "--chunk-size", "4096"), "profesor does not take --chunk-size"),
     Case(("estudiante", "--host", "0.0.0.0"), "estudiante does not take --host"),
 ]

@@ -220,3 +220,30 @@ def test_every_text_of_the_page_is_in_the_panel_catalog(client):
     assert client.get("/panel/panel.js").content_type.startswith("text/javascript")
     assert client.get("/panel/secret.py").status_code == 404
     assert "cdn" not in (page + script).lower() and "https://" not in page + script
+
+
+@pytest.mark.timeout(30)
+def test_a_keyed_profesor_takes_the_reporters_signed_reports_and_refuses_others(procs):
+    """With the class's key, POST /estado is a signed write: the roles' reporter signs it."""
+    key = "clave-de-la-clase"
+    profesor = procs.start(
+        "profesor",
+        "profesor",
+        *("--port", "0", "--db", str(procs.logdir / "p")),
+        env={"AYUDANTIA_KEY": key},
+    )
+    url = profesor.address
+    signed = Informante(
+        url, "tareo", lambda: {"stats": {"answered": 1}}, every=0.05, key=key.encode()
+    )
+    with signed:
+        assert wait_for(lambda: signed.sent >= 3, 10)
+        assert wait_for(
+            lambda: requests.get(url + "/estado", timeout=5).json()["roles"]["tareo"]["up"], 5
+        )
+    assert signed.dropped == 0
+    unsigned = Informante(url, "docencio", lambda: {"stats": {}}, every=0.05)
+    with unsigned:
+        assert wait_for(lambda: unsigned.dropped >= 3, 10)
+    assert unsigned.sent == 0
+    assert not requests.get(url + "/estado", timeout=5).json()["roles"]["docencio"]["up"]

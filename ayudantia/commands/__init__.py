@@ -1,6 +1,7 @@
 """Subcommands: each module has NAME, HELP, options(), add_arguments() and main()."""
 
 from ayudantia.commands import (
+    certs,
     docencio,
     eco,
     estudiante,
@@ -12,4 +13,4 @@ from ayudantia.commands import (
     tareo,
 )
 
-COMMANDS = (run, profesor, tareo, docencio, estudiante, eco, quijote, lesson, proxy)
+COMMANDS = (run, profesor, tareo, docencio, estudiante, eco, quijote, lesson, proxy, certs)

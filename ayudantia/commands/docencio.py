@@ -71,7 +71,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         server.log.warning("el Tareo (%s) aún no responde; sigo intentando", server.upstream.where)
     from roles.estado import Informante, docencio_report
 
-    with Informante(
-        settings["profesor"], NAME, lambda: docencio_report(server)
-    ):  # the panel's numbers
+    with Informante(  # the panel's numbers, signed and over TLS like the count's posts
+        settings["profesor"],
+        NAME,
+        lambda: docencio_report(server),
+        key=server.wire.key,
+        tls=server.wire.tls,
+    ):
         return serve_announced(NAME, server, settings, server.stats)

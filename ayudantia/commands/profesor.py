@@ -9,22 +9,17 @@ from typing import Any
 from ayudantia import rules
 from ayudantia.commands._roles import announce
 from ayudantia.config import (
+    ConfigError,
     Option,
     codec_option,
     config_option,
+    key_option,
     listen_options,
     log_level_option,
+    tls_options,
 )
-from ayudantia.rules import Rule
 from roles.clase import PROFESOR_PORT
-
-NOT_SIGNED = Rule(
-    "",
-    rules.refuse(
-        "the Profesor's HTTP API is not signed yet (signed Profesor requests come with the "
-        "outsiders issue); run it without --key"
-    ),
-)
+from roles.wire import tls_settings
 
 NAME = "profesor"
 HELP = "the Profesor: HTTP API (GET /, /respuesta, GET|POST /preguntas), count in SQLite"
@@ -46,19 +41,46 @@ def options() -> list[Option]:
             "PATH",
         ),
         Option("threads", 8, "waitress worker threads", rules.integer(1, 1024), "N"),
-        Option("key", None, "", NOT_SIGNED, toml=False, secret=True, hidden=True),
+        *tls_options(),
+        dataclasses.replace(
+            key_option(),
+            help="shared HMAC-SHA256 key: every write must be a signed request, else 401 "
+            "(prefer the environment variable: a flag shows in ps)",
+        ),
     ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--private", action="store_true", help="with a key: reads must be signed too"
+    )
+
+
+def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.private and not settings.get("key"):
+        raise ConfigError("--private needs a key (--key or AYUDANTIA_KEY) to check requests with")
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     from roles.profesor import create_app, default_db_path, serve
 
     db = settings["db"] or default_db_path()
-    app = create_app(db, settings["codec"])
+    key = str(settings["key"]).encode("utf-8") if settings.get("key") else None
+    app = create_app(db, settings["codec"], key=key, private=args.private)
+    tls = tls_settings(settings)
+    if tls is not None:
+        from roles.profesor_tls import serve_tls
+
+        if not tls.serves:
+            raise ConfigError("HTTPS needs --tls-cert and --tls-key (--tls-ca adds mutual TLS)")
+        return serve_tls(
+            app,
+            settings["host"],
+            settings["port"],
+            tls=tls,
+            threads=settings["threads"],
+            ready=lambda host, port: announce(NAME, f"https://{host}:{port}", settings["codec"]),
+        )
     return serve(
         app,
         settings["host"],

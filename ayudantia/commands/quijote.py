@@ -213,7 +213,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             raise TransportError(
                 f"the eco at {host}:{port} closed the connection without answering ({exc}); "
                 f"it probably refuses these settings (codec {wire.codec}, "
-                f"max message {wire.max_message} B, {'a' if wire.key else 'no'} key): see its log"
+                f"max message {wire.max_message} B, {'a' if wire.key else 'no'} key, "
+                f"{'TLS' if wire.tls_on else 'no TLS: a TLS server needs --tls-ca'}): see its log"
             ) from None
     print(result.report(), flush=True)
     return 0 if result.verified else 1

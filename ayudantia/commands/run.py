@@ -38,6 +38,7 @@ from roles.estado import percentile
 
 if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
     from rich.console import Console
+from ayudantia.run_secure import SecureClass
 
 NAME = "run"
 HELP = "the main job: run the whole class (Profesor, Tareo, Docencio, N students) and check it"
@@ -70,7 +71,7 @@ def options() -> list[Option]:
             "timeout", 10.0, "the Docencio waits for each Tareo answer", unlimited=False
         ),
         seconds_option("startup_timeout", 30.0, "each role may take to start"),
-        *wire_options(needs_maps=True),
+        *wire_options(needs_maps=True, tls=False),
         Option("report", None, "also write the summary as JSON to FILE", rules.OUTPUT_FILE, "FILE"),
         Option("keep", None, "keep the roles' logs and database in DIR", rules.OUTPUT_DIR, "DIR"),
         Option(
@@ -95,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--panel", action="store_true", help="print the live panel's URL")
     parser.add_argument(
         "--open", action="store_true", help="open the live panel in a browser (implies --panel)"
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on every hop: a classroom CA and a certificate per role, made for this run "
+        "(with --key: the class closed to outsiders)",
     )
 
 
@@ -330,16 +337,17 @@ def question_window(reports: list[dict[str, Any]]) -> float:
     return max(max(lasts) - min(firsts), 0.0)
 
 
-def _profesor_count(url: str, deadline: float, want: int) -> int | None:
+def _profesor_count(url: str, deadline: float, want: int, secure: SecureClass) -> int | None:
     """GET /preguntas until it says ``want`` (the Docencio posts in the background) or time's up."""
     import requests
 
-    from roles.profesor import parse_count
+    from protocol.errors import AyudantiaError
 
+    client = secure.profesor(url)
     count: int | None = None
     while True:
-        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
-            count = parse_count(requests.get(url + "/preguntas", timeout=2).json()["texto"])
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError, AyudantiaError):
+            count = client.count()
         if (count is not None and count >= want) or time.monotonic() > deadline:
             return count
         time.sleep(0.05)
@@ -371,17 +379,31 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     alumnos: list[Child] = []
     barrier = StartBarrier()
     hops = netem.Hops(settings.get("network"))
+    secure = SecureClass(args.tls, settings.get("key"))  # certificates in a directory it owns
     try:
         t0 = time.monotonic()
         start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
         profesor = Child(
-            "profesor", ["profesor", *base, "--port", "0", "--db", str(db)], logdir, env
+            "profesor",
+            ["profesor", *base, "--port", "0", "--db", str(db), *secure.flags("profesor")],
+            logdir,
+            env,
         )
         roles.append(profesor)
         url = profesor.wait_ready(start_to)
         tareo = Child(
             "tareo",
-            ["tareo", *common, "--port", "0", "--profesor", url, "--stats", str(logdir / "t.json")],
+            [
+                "tareo",
+                *common,
+                *secure.flags("tareo"),
+                "--port",
+                "0",
+                "--profesor",
+                url,
+                "--stats",
+                str(logdir / "t.json"),
+            ],
             logdir,
             env,
         )
@@ -392,6 +414,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             [
                 "docencio",
                 *common,
+                *secure.flags("docencio"),
                 "--port",
                 "0",
                 "--tareo",
@@ -429,6 +452,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                     [
                         "estudiante",
                         *common,
+                        *secure.flags("estudiante"),
                         "--docencio",
                         docencio_at,
                         "--questions",
@@ -479,12 +503,14 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         answered = sum(r.get("answered", 0) for r in reports)
-        count = _profesor_count(url, time.monotonic() + 15, answered)
+        count = _profesor_count(url, time.monotonic() + 15, answered, secure)
         summary = summarize(reports, count, students, questions)
         summary["barrier_released_at"] = released_at
         if faults is not None:
             summary["faults"] = chaos.as_report(faults)
             summary["ok"] = chaos.verdict(summary)
+        secure.probe(docencio_at)
+        summary["security"] = secure.describe()
         docencio.stop()
         tareo.stop()
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
@@ -519,6 +545,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         hops.close()
         if tmp is not None:
             tmp.cleanup()
+        secure.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -51,7 +51,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server.start()
     from roles.estado import Informante, tareo_report
 
-    with Informante(
-        settings["profesor"], NAME, lambda: tareo_report(server)
-    ):  # the panel's numbers
+    with Informante(  # the panel's numbers, signed and over TLS like the count's posts
+        settings["profesor"],
+        NAME,
+        lambda: tareo_report(server),
+        key=server.wire.key,
+        tls=server.wire.tls,
+    ):
         return serve_announced(NAME, server, settings, server.stats)

@@ -209,8 +209,8 @@ def send_and_wait(
 ) -> Any:
     """Connect, send one message, read the answer or the close; wait for the server's verdict."""
     with Connection.connect(*server.address, key=key, read_timeout=5.0, idle_timeout=5.0) as conn:
-        conn.send_payload(codec_id, payload)
-        try:
+        try:  # with a key, the handshake comes first, and a wrong key fails it here
+            conn.send_payload(codec_id, payload)
             answer = conn.recv()
         except (ConnectionClosed, AyudantiaError) as exc:
             answer = f"connection closed by the server ({type(exc).__name__})"

@@ -1,0 +1,167 @@
+"""The Profesor over HTTPS: the same Flask app, served by cheroot with the class's TLS policy.
+
+Why cheroot: waitress (the plain-HTTP server) has no TLS, by design. cheroot is CherryPy's
+WSGI server, maintained, pure Python, with a worker thread pool like waitress's, and its
+TLS goes through the standard library's ``ssl`` with a context we give it: the very
+:meth:`~protocol.tls.TlsSettings.server_context` every framed role uses (TLS >= 1.2, mutual
+TLS with ``--tls-ca``). Terminating TLS in front (a proxy to waitress) would add a hop, a
+process or a thread per connection to run, and would hide the client's certificate from the
+app; one server that speaks TLS itself is less to get wrong.
+
+One change to cheroot's adapter: cheroot runs ``wrap`` (the TLS handshake) on its one
+accepting thread, so a client that connected and said nothing held every other client off
+for the socket timeout, and one that dripped its hello a byte at a time, indefinitely.
+:class:`DeferredHandshakeAdapter` leaves the handshake to the worker thread's first read
+(:class:`HandshakeFirst` runs it there, under the connection's timeout, and a failed one
+is one log line, not a traceback): a silent client ties up at most one worker, as a silent
+plain-HTTP client does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
+from protocol.tls import TlsSettings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger("ayudantia.profesor")
+REQUEST_DEADLINE = 10.0  # seconds a client has for its TLS handshake, then for each request
+
+
+def _adapter_class() -> type:
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    class DeferredHandshakeAdapter(BuiltinSSLAdapter):  # type: ignore[misc]
+        """cheroot's builtin adapter, with the TLS handshake moved off the accept thread."""
+
+        def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
+            tls = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+            # The handshake has not run yet: no cipher to report; the app needs none.
+            return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+    return DeferredHandshakeAdapter
+
+
+class Deadlines:
+    """Shuts the socket of a request (its TLS handshake included) not over by its deadline.
+
+    cheroot reads a request on a worker thread, and its timeout restarts with every byte:
+    as many clients as workers, each dripping a header line, held the HTTPS Profesor
+    (waitress, for plain HTTP, reads on its event loop and has no such problem). One
+    thread, one check per ``tick``; a request the Profesor answers takes milliseconds.
+    """
+
+    def __init__(self, limit: float = REQUEST_DEADLINE, tick: float = 0.5) -> None:
+        self.limit = limit
+        self.tick = tick
+        self._due: dict[object, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="profesor-deadlines", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def watch(self, sock: Any) -> Iterator[None]:
+        token = object()
+        with self._lock:
+            self._due[token] = (time.monotonic() + self.limit, sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._due.pop(token, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick):
+            now = time.monotonic()
+            with self._lock:
+                late = [token for token, (due, _) in self._due.items() if due < now]
+                socks = [self._due.pop(token)[1] for token in late]
+            for sock in socks:
+                log.info("cliente sin terminar su pedido en %g s: desconectado", self.limit)
+                with contextlib.suppress(OSError):  # the plain socket's: no TLS alert to send
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+def _connection_class(deadlines: Deadlines) -> type:
+    from cheroot.server import HTTPConnection
+
+    class HandshakeFirst(HTTPConnection):  # type: ignore[misc]
+        """A connection that completes the deferred TLS handshake before its first request,
+        and has each request (the handshake included) over by a deadline."""
+
+        handshaken = False
+
+        def communicate(self) -> bool:
+            with deadlines.watch(self.socket):
+                return self._communicate()
+
+        def _communicate(self) -> bool:
+            if not self.handshaken:
+                timeout = self.socket.gettimeout()
+                try:  # CPython's do_handshake takes the timeout as one deadline for it all
+                    self.socket.settimeout(TLS_HANDSHAKE_TIMEOUT)
+                    self.socket.do_handshake()
+                except (ssl.SSLError, OSError) as exc:  # no certificate, plain HTTP, a drop
+                    log.info("TLS con un cliente fallido: %s", exc)
+                    return False
+                self.socket.settimeout(timeout)
+                self.handshaken = True
+            return bool(super().communicate())
+
+    return HandshakeFirst
+
+
+def serve_tls(
+    app: Flask, host: str, port: int, *, tls: TlsSettings, threads: int = 8, ready: Any = None
+) -> int:
+    """Serve ``app`` over HTTPS until SIGINT/SIGTERM; ``ready(host, port)`` once it listens."""
+    from cheroot import wsgi
+
+    if tls.cert is None:
+        raise ValueError("HTTPS needs --tls-cert and --tls-key")
+    adapter = _adapter_class()(tls.cert, tls.key)
+    adapter.context = tls.server_context  # our policy, not cheroot's default context
+    server = wsgi.Server((host, port), app, numthreads=threads, server_name="profesor", timeout=30)
+    server.ssl_adapter = adapter
+    deadlines = Deadlines()
+    server.ConnectionClass = _connection_class(deadlines)
+    server.prepare()  # binds: port 0 is a real port from here on
+    bound_host, bound_port = server.bind_addr[:2]
+    log.info("Profesor escuchando en https://%s:%s", bound_host, bound_port)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if ready is not None:
+            ready(bound_host, bound_port)
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()
+        deadlines.close()
+        libro = app.extensions.get("libro")
+        if libro is not None:
+            libro.close()
+        log.info("Profesor detenido")
+    return 0
