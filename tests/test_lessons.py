@@ -212,6 +212,8 @@ def test_lesson_measures_defect_and_fix_in_both_languages(name):
     assert es[0].startswith(f"Lección {name}:") and en[0].startswith(f"Lesson {name}:")
     for row in outcome.rows:  # every label reads in Spanish
         assert i18n.translator("es")(row.label) != row.label or row.label.isupper()
+    for english in ("no error", "connection closed by the server"):  # the lesson's own words
+        assert english not in "\n".join(es)
 
 
 @pytest.mark.timeout(30)

@@ -213,7 +213,7 @@ def send_and_wait(
         try:
             answer = conn.recv()
         except (ConnectionClosed, AyudantiaError) as exc:
-            answer = f"connection closed by the server ({type(exc).__name__})"
+            answer = T("connection closed by the server ({error})", error=type(exc).__name__)
     server.done.wait(5.0)
     return answer
 
@@ -230,9 +230,10 @@ def _err(server: LessonServer) -> BaseException | None:
     return server.errors[-1] if server.errors else None
 
 
-def _name(exc: BaseException | None) -> str:
+def _name(exc: BaseException | None) -> str | Text:
+    """The error as the lesson prints it: its type and message (the project's, in English)."""
     if exc is None:
-        return "no error"
+        return T("no error")
     cause = exc.__cause__
     more = f" (from {type(cause).__name__}: {cause})" if cause is not None else ""
     return f"{type(exc).__name__}: {exc}{more}"
@@ -282,7 +283,7 @@ def step2(tmp: Path) -> tuple[bool, list[Text]]:
             "{answer}; payload decoded: {decoded}; marker file exists: {exists}",
             accept=str(sorted(wire.accept)),
             error=_name(exc),
-            answer=str(answer),
+            answer=answer,
             decoded=server.decoded_calls > 0,
             exists=marker.exists(),
         )
