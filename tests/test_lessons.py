@@ -8,7 +8,9 @@ defect it never measured would fail here.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,13 @@ from babel.messages.extract import extract_from_dir
 from ayudantia import i18n
 from ayudantia.lessons import BY_NAME, LESSONS
 from ayudantia.lessons import _loopback as lo
+from ayudantia.lessons import pickle as lp
 from ayudantia.lessons._runner import TMP_PREFIX, Context, Outcome, render, run_lesson
+from protocol import codecs
+from protocol.errors import ConnectionClosed
+from protocol.framing import encode_message
+from protocol.transport import Connection
+from roles.base import WireSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -241,6 +249,47 @@ def test_cleanup_wakes_the_lessons_threads_before_joining_them():
         run_lesson(SimpleNamespace(run=run), ctx)
     assert len(ctx._threads) == 2
     assert not [t.name for t in ctx._threads if t.is_alive()]
+
+
+@pytest.mark.timeout(30)
+def test_the_insecure_step_reads_only_the_lessons_own_client(tmp_path):
+    """Step 1's listener is open to every local user: another process that connects first
+    is closed unread, and pickle.loads gets the lesson's own connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        address = listener.getsockname()[:2]
+        with (
+            socket.create_connection(address) as intruder,
+            socket.create_connection(address) as own,
+        ):
+            intruder.sendall(
+                encode_message(lp.PICKLE_ID, pickle.dumps(lp.TouchMarker(tmp_path / "x")))
+            )
+            accepted = lp.accept_own(listener, own)
+            with accepted:
+                assert "{}:{}".format(*accepted.getpeername()[:2]) == lp.own_address(own)
+            intruder.settimeout(10)
+            try:  # closed, never read: unread bytes make the close a reset
+                got = intruder.recv(1)
+            except ConnectionResetError:
+                got = b""
+            assert got == b""
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.timeout(30)
+def test_the_module_wide_step_decodes_only_the_lessons_own_clients(tmp_path):
+    wire = WireSettings(accept=codecs.DEFAULT_ACCEPT | {"pickle"})
+    modules = frozenset({"builtins"})
+    attack = pickle.dumps(lp.EvalMarker(tmp_path / "intruder"), protocol=4)
+    with lp.lesson_server(wire, lambda p: lp.module_wide_loads(p, modules)) as server:
+        with Connection.connect(*server.address, idle_timeout=10) as intruder:
+            intruder.send_payload(lp.PICKLE_ID, attack)  # not one of the lesson's clients
+            with pytest.raises(ConnectionClosed):
+                intruder.recv()
+        assert server.decoded_calls == 0 and not (tmp_path / "intruder").exists()
+        lp.send_and_wait(server, pickle.dumps(lp.EvalMarker(tmp_path / "own"), protocol=4))
+    assert server.decoded_calls == 1 and (tmp_path / "own").exists()  # the lesson's own attack
 
 
 def test_every_sentence_is_in_the_catalogs():
