@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 from babel.messages.extract import extract_from_dir
 
-from ayudantia import i18n
+from ayudantia import cli, i18n
 from ayudantia.lessons import BY_NAME, LESSONS
 from ayudantia.lessons import _loopback as lo
 from ayudantia.lessons import pickle as lp
@@ -326,17 +326,37 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
     )
 
 
+def _listed(monkeypatch, capsys, *args: str, **env: str) -> str:
+    """``ayudantia lesson [args]`` in this process (the lessons are imported already)."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert cli.main(["lesson", *args]) == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.timeout(60)
-def test_the_list_follows_the_locale():
-    es = _cli(env={"LANG": "es_CL.UTF-8"})
-    en = _cli(env={"LANG": "C.UTF-8"})
-    assert es.returncode == en.returncode == 0
-    assert [line.split()[0] for line in es.stdout.splitlines()] == list(BY_NAME)
-    assert len(en.stdout.splitlines()) == len(LESSONS)
-    assert "un solo recv(4096) tomado como la respuesta completa" in es.stdout
-    assert "one recv(4096) taken as the whole reply" in en.stdout
-    forced = _cli("--lang", "en", env={"LANG": "es_CL.UTF-8"})
-    assert forced.stdout == en.stdout
+def test_the_list_follows_the_locale(monkeypatch, capsys):
+    es = _listed(monkeypatch, capsys, LANG="es_CL.UTF-8")
+    en = _listed(monkeypatch, capsys, LANG="C.UTF-8")
+    assert [line.split()[0] for line in es.splitlines()] == list(BY_NAME)
+    assert len(en.splitlines()) == len(LESSONS)
+    assert "un solo recv(4096) tomado como la respuesta completa" in es
+    assert "one recv(4096) taken as the whole reply" in en
+    assert _listed(monkeypatch, capsys, "--lang", "en", LANG="es_CL.UTF-8") == en
+    # LC_ALL, then LC_MESSAGES, then LANG: the first one set decides
+    assert _listed(monkeypatch, capsys, LC_ALL="en_US.UTF-8", LANG="es_CL.UTF-8") == en
+    assert _listed(monkeypatch, capsys, LC_MESSAGES="es_ES", LANG="en_US") == es
+
+
+def test_a_bad_lang_is_one_clear_line(capsys):
+    assert cli.main(["lesson", "--lang", "fr"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "ayudantia lesson: --lang fr: expected one of en, es (any case)"
+    ]
 
 
 @pytest.mark.timeout(120)
