@@ -8,7 +8,9 @@ defect it never measured would fail here.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,10 +23,16 @@ from types import SimpleNamespace
 import pytest
 from babel.messages.extract import extract_from_dir
 
-from ayudantia import i18n
+from ayudantia import cli, i18n
 from ayudantia.lessons import BY_NAME, LESSONS
 from ayudantia.lessons import _loopback as lo
+from ayudantia.lessons import pickle as lp
 from ayudantia.lessons._runner import TMP_PREFIX, Context, Outcome, render, run_lesson
+from protocol import codecs
+from protocol.errors import ConnectionClosed
+from protocol.framing import encode_message
+from protocol.transport import Connection
+from roles.base import WireSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,7 +177,7 @@ def check_copies(o: Outcome) -> None:
     size = _value(o, "size", "defect")
     assert _value(o, "size", "fix") == size
     assert _value(o, "copied", "defect") > 20 * size  # the square law of bytes +=
-    assert _value(o, "rate", "fix") > _value(o, "rate", "defect")
+    assert _value(o, "equal", "defect") is _value(o, "equal", "fix") is True
 
 
 def check_compression(o: Outcome) -> None:
@@ -219,6 +227,8 @@ def test_lesson_measures_defect_and_fix_in_both_languages(name):
     assert es[0].startswith(f"Lección {name}:") and en[0].startswith(f"Lesson {name}:")
     for row in outcome.rows:  # every label reads in Spanish
         assert i18n.translator("es")(row.label) != row.label or row.label.isupper()
+    for english in ("no error", "connection closed by the server"):  # the lesson's own words
+        assert english not in "\n".join(es)
 
 
 @pytest.mark.timeout(30)
@@ -246,6 +256,47 @@ def test_cleanup_wakes_the_lessons_threads_before_joining_them():
         run_lesson(SimpleNamespace(run=run), ctx)
     assert len(ctx._threads) == 2
     assert not [t.name for t in ctx._threads if t.is_alive()]
+
+
+@pytest.mark.timeout(30)
+def test_the_insecure_step_reads_only_the_lessons_own_client(tmp_path):
+    """Step 1's listener is open to every local user: another process that connects first
+    is closed unread, and pickle.loads gets the lesson's own connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        address = listener.getsockname()[:2]
+        with (
+            socket.create_connection(address) as intruder,
+            socket.create_connection(address) as own,
+        ):
+            intruder.sendall(
+                encode_message(lp.PICKLE_ID, pickle.dumps(lp.TouchMarker(tmp_path / "x")))
+            )
+            accepted = lp.accept_own(listener, own)
+            with accepted:
+                assert "{}:{}".format(*accepted.getpeername()[:2]) == lp.own_address(own)
+            intruder.settimeout(10)
+            try:  # closed, never read: unread bytes make the close a reset
+                got = intruder.recv(1)
+            except ConnectionResetError:
+                got = b""
+            assert got == b""
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.timeout(30)
+def test_the_module_wide_step_decodes_only_the_lessons_own_clients(tmp_path):
+    wire = WireSettings(accept=codecs.DEFAULT_ACCEPT | {"pickle"})
+    modules = frozenset({"builtins"})
+    attack = pickle.dumps(lp.EvalMarker(tmp_path / "intruder"), protocol=4)
+    with lp.lesson_server(wire, lambda p: lp.module_wide_loads(p, modules)) as server:
+        with Connection.connect(*server.address, idle_timeout=10) as intruder:
+            intruder.send_payload(lp.PICKLE_ID, attack)  # not one of the lesson's clients
+            with pytest.raises(ConnectionClosed):
+                intruder.recv()
+        assert server.decoded_calls == 0 and not (tmp_path / "intruder").exists()
+        lp.send_and_wait(server, pickle.dumps(lp.EvalMarker(tmp_path / "own"), protocol=4))
+    assert server.decoded_calls == 1 and (tmp_path / "own").exists()  # the lesson's own attack
 
 
 def test_every_sentence_is_in_the_catalogs():
@@ -282,17 +333,37 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
     )
 
 
+def _listed(monkeypatch, capsys, *args: str, **env: str) -> str:
+    """``ayudantia lesson [args]`` in this process (the lessons are imported already)."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert cli.main(["lesson", *args]) == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.timeout(60)
-def test_the_list_follows_the_locale():
-    es = _cli(env={"LANG": "es_CL.UTF-8"})
-    en = _cli(env={"LANG": "C.UTF-8"})
-    assert es.returncode == en.returncode == 0
-    assert [line.split()[0] for line in es.stdout.splitlines()] == list(BY_NAME)
-    assert len(en.stdout.splitlines()) == len(LESSONS)
-    assert "un solo recv(4096) tomado como la respuesta completa" in es.stdout
-    assert "one recv(4096) taken as the whole reply" in en.stdout
-    forced = _cli("--lang", "en", env={"LANG": "es_CL.UTF-8"})
-    assert forced.stdout == en.stdout
+def test_the_list_follows_the_locale(monkeypatch, capsys):
+    es = _listed(monkeypatch, capsys, LANG="es_CL.UTF-8")
+    en = _listed(monkeypatch, capsys, LANG="C.UTF-8")
+    assert [line.split()[0] for line in es.splitlines()] == list(BY_NAME)
+    assert len(en.splitlines()) == len(LESSONS)
+    assert "un solo recv(4096) tomado como la respuesta completa" in es
+    assert "one recv(4096) taken as the whole reply" in en
+    assert _listed(monkeypatch, capsys, "--lang", "en", LANG="es_CL.UTF-8") == en
+    # LC_ALL, then LC_MESSAGES, then LANG: the first one set decides
+    assert _listed(monkeypatch, capsys, LC_ALL="en_US.UTF-8", LANG="es_CL.UTF-8") == en
+    assert _listed(monkeypatch, capsys, LC_MESSAGES="es_ES", LANG="en_US") == es
+
+
+def test_a_bad_lang_is_one_clear_line(capsys):
+    assert cli.main(["lesson", "--lang", "fr"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "ayudantia lesson: --lang fr: expected one of en, es (any case)"
+    ]
 
 
 @pytest.mark.timeout(120)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import flask  # noqa: F401  create_app imports it on first call: not inside a lesson's run
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from ayudantia.lessons._runner import Context, quiet_logger
+from roles.profesor import create_app  # imported with the lesson, not timed inside it
 
 
 class Served:
@@ -46,8 +48,6 @@ class Served:
 
 def real_profesor(ctx: Context, port: int = 0, db_name: str = "profesor.sqlite3") -> Served:
     """The project's Profesor with its gradebook in the lesson's temporary directory."""
-    from roles.profesor import create_app
-
     app = create_app(ctx.tmp / db_name)
     ctx.stack.callback(app.extensions["libro"].close)  # after the server stops (LIFO)
     return Served(ctx, app, port)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from ayudantia.lessons import _loopback as lo
 from ayudantia.lessons._runner import N_, Context, Outcome, Q, Row
@@ -37,7 +39,10 @@ FIX_AT = (
     "protocol/transport.py Connection._recv_into"
 )
 HEADLINE = "rate"
+T_ = TypeVar("T_")
 FASTER = 2  # the margin the fix must beat (it is ~20x on an idle machine)
+ROUNDS = (3, 5)  # each side's best of up to these many reads (quick, full), within a third
+# of the budget each: a preempted read on a loaded machine is not the code's speed
 
 
 def _send_and_close(server: socket.socket, data: bytes) -> None:
@@ -50,7 +55,7 @@ def _send_framed(server: socket.socket, data: bytes) -> None:
         conn.send_payload(0, data)  # codec 0: raw bytes
 
 
-def _notebook_read(ctx: Context, data: bytes) -> tuple[int, int, float]:
+def _notebook_read(ctx: Context, data: bytes) -> tuple[int, int, float, bool]:
     server = lo.listener(ctx)
     ctx.thread(_send_and_close, server, data, name="copies-send")
     sock = lo.connect(ctx, server.getsockname(), timeout=ctx.budget)
@@ -62,7 +67,7 @@ def _notebook_read(ctx: Context, data: bytes) -> tuple[int, int, float]:
             break
         respuesta += data_in  # the notebook's line
         copied += len(respuesta)
-    return len(respuesta), copied, time.perf_counter() - start
+    return len(respuesta), copied, time.perf_counter() - start, respuesta == data
 
 
 def _framed_read(ctx: Context, data: bytes) -> tuple[int, float, bool]:
@@ -76,19 +81,32 @@ def _framed_read(ctx: Context, data: bytes) -> tuple[int, float, bool]:
     return len(received.payload), took, received.payload == data
 
 
+def _repeat(read: Callable[[], T_], rounds: int, until: float) -> list[T_]:
+    """``read()`` up to ``rounds`` times, at least once, not starting one after ``until``."""
+    done = [read()]
+    while len(done) < rounds and time.monotonic() < until:
+        done.append(read())
+    return done
+
+
 def run(ctx: Context) -> Outcome:
     text, _real = lo.book_text()
     data = text.encode("utf-8")
-    got, copied, slow = _notebook_read(ctx, data)
-    size, fast, same = _framed_read(ctx, data)
+    rounds = ctx.pick(*ROUNDS)
+    notebook = _repeat(lambda: _notebook_read(ctx, data), rounds, ctx.deadline(ctx.budget / 3))
+    framed = _repeat(lambda: _framed_read(ctx, data), rounds, ctx.deadline(ctx.budget / 3))
+    got, copied, slow, whole = min(notebook, key=lambda r: r[2])
+    size, fast, same = min(framed, key=lambda r: r[1])
+    same = same and all(r[2] for r in framed)
     rows = [
         Row("size", N_("bytes received"), Q(got, "B"), Q(size, "B")),
+        Row("equal", N_("equal to what was sent"), whole, same),
         Row("copied", N_("bytes copied by the reader's code"), Q(copied, "B"), None),
-        Row("time", N_("time to receive"), Q(slow, "s"), Q(fast, "s")),
+        Row("time", N_("time to receive (best read)"), Q(slow, "s"), Q(fast, "s")),
         Row("rate", N_("receive rate"), Q(got / slow, "B/s"), Q(size / fast, "B/s")),
     ]
     return Outcome(
         rows,
-        defect_showed=got == len(data) and copied > 20 * len(data),
+        defect_showed=whole and copied > 20 * len(data),
         fix_held=same and fast * FASTER < slow,
     )

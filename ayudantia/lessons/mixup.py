@@ -67,13 +67,11 @@ def _procesar_pregunta(
     except (OSError, threading.BrokenBarrierError):
         response = b""
     got = _QID.findall(response)
+    mine = _student_of(qid)  # the notebook forwards the whole read to this thread's student
     with out["lock"]:
-        if not got:
-            out["none"] += 1
-        elif _student_of(got[0]) != _student_of(qid):  # the notebook forwards it to its asker
-            out["misrouted"] += 1
-        if len(got) > 1:
-            out["glued"] += 1
+        out["misrouted"] += sum(_student_of(q) != mine for q in got)
+        out["right"] += sum(_student_of(q) == mine for q in got)
+        out["glued"] += len(got) > 1
 
 
 def _defect(ctx: Context, students: int, questions: int) -> dict[str, Any]:
@@ -82,7 +80,7 @@ def _defect(ctx: Context, students: int, questions: int) -> dict[str, Any]:
         lo.serve_notebook, server, ctx.deadline(ctx.budget / 2), _tareo_reply, name="mixup-tareo"
     )
     tareo = lo.connect(ctx, server.getsockname(), timeout=ctx.pick(0.5, 2.0))
-    out: dict[str, Any] = {"lock": threading.Lock(), "none": 0, "misrouted": 0, "glued": 0}
+    out: dict[str, Any] = {"lock": threading.Lock(), "right": 0, "misrouted": 0, "glued": 0}
     start = threading.Barrier(students * questions, timeout=ctx.budget / 3)
     threads = [
         threading.Thread(
@@ -96,6 +94,7 @@ def _defect(ctx: Context, students: int, questions: int) -> dict[str, Any]:
     for t in threads:
         t.join(ctx.budget / 2)
     tareo.close()
+    out["none"] = students * questions - out["right"]  # their asker never read the answer
     return out
 
 
@@ -138,7 +137,7 @@ def _fix(ctx: Context, students: int, questions: int) -> dict[str, Any]:
     return {
         "misrouted": misrouted,
         "right": right,
-        "none": students * questions - right - misrouted,
+        "none": students * questions - right,
     }
 
 
@@ -155,12 +154,17 @@ def run(ctx: Context) -> Outcome:
             bad["misrouted"],
             good["misrouted"],
         ),
-        Row("none", N_("questions left without an answer"), bad["none"], good["none"]),
+        Row(
+            "none",
+            N_("questions whose student never got the answer"),
+            bad["none"],
+            good["none"],
+        ),
         Row("glued", N_("reads holding two answers or more"), bad["glued"], None),
         Row(
             "right",
             N_("answers to the right student"),
-            Q(total - bad["misrouted"] - bad["none"]),
+            Q(bad["right"]),
             Q(good["right"]),
         ),
     ]

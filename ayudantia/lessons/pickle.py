@@ -115,17 +115,14 @@ def module_wide_loads(data: bytes | bytearray, modules: frozenset[str]) -> Any:
 # --- step 1: the deliberately insecure server ----------------------------------------------
 
 
-def insecure_pickle_server(listener: socket.socket, outcome: dict[str, Any]) -> None:
-    """Accept one client, read one framed message and ``pickle.loads`` it.
+def insecure_pickle_server(sock: socket.socket, outcome: dict[str, Any]) -> None:
+    """Read one framed message from ``sock`` and ``pickle.loads`` it.
 
     !!! DELIBERATELY INSECURE: the only plain pickle.loads on network bytes in this project.
     !!! It exists so the lesson can show what it does. Never copy it.
+    It is handed the lesson's own connection (:func:`accept_own`): a port on loopback is open
+    to every local user, and no one else's bytes may reach this function.
     """
-    try:
-        sock, _ = listener.accept()
-    except OSError as exc:
-        outcome["error"] = exc
-        return
     with sock:
         sock.settimeout(5.0)
         decoder = FrameDecoder()
@@ -139,6 +136,23 @@ def insecure_pickle_server(listener: socket.socket, outcome: dict[str, Any]) -> 
             sock.sendall(encode_message(codecs.get("json").id, b'"unpickled"'))
         except Exception as exc:
             outcome["error"] = exc
+
+
+def own_address(sock: socket.socket) -> str:
+    """``host:port`` of our end of a connection, as the server sees its peer."""
+    return "{}:{}".format(*sock.getsockname()[:2])
+
+
+def accept_own(listener: socket.socket, client: socket.socket) -> socket.socket:
+    """Accept the connection ``client`` opened; close any other local process's first.
+
+    Bounded by the listener's timeout (TimeoutError when the lesson's client never shows).
+    """
+    while True:
+        sock, peer = listener.accept()
+        if "{}:{}".format(*peer[:2]) == own_address(client):
+            return sock
+        sock.close()
 
 
 # --- steps 2-5: project servers that record what their decoder did ------------------------
@@ -165,11 +179,15 @@ class LessonServer(Server):
         self.results: list[Any] = []
         self.done = threading.Event()
         self._parts: dict[FrameConnection, bytearray] = {}
+        self.own: set[str] = set()  # our clients' addresses: steps 1 and 3 decode unsafely
 
     def stream(self, codec_id: int) -> bool:
         return True
 
     def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
+        if conn.peer not in self.own:  # another local process found the port: not decoded
+            conn.abort()
+            return
         payload = self._parts.setdefault(conn, bytearray())
         payload += chunk.data
         if not chunk.last:
@@ -209,17 +227,19 @@ def send_and_wait(
 ) -> Any:
     """Connect, send one message, read the answer or the close; wait for the server's verdict."""
     with Connection.connect(*server.address, key=key, read_timeout=5.0, idle_timeout=5.0) as conn:
+        server.own.add(own_address(conn.sock))
         try:  # with a key, the handshake comes first, and a wrong key fails it here
             conn.send_payload(codec_id, payload)
             answer = conn.recv()
         except (ConnectionClosed, AyudantiaError) as exc:
-            answer = f"connection closed by the server ({type(exc).__name__})"
+            answer = T("connection closed by the server ({error})", error=type(exc).__name__)
     server.done.wait(5.0)
     return answer
 
 
 def send_raw_and_wait(server: LessonServer, wire_bytes: bytes) -> None:
     with socket.create_connection(server.address, timeout=5.0) as sock:
+        server.own.add(own_address(sock))
         sock.sendall(wire_bytes)
         with contextlib.suppress(OSError):
             sock.recv(1024)  # the server closes on us
@@ -230,9 +250,10 @@ def _err(server: LessonServer) -> BaseException | None:
     return server.errors[-1] if server.errors else None
 
 
-def _name(exc: BaseException | None) -> str:
+def _name(exc: BaseException | None) -> str | Text:
+    """The error as the lesson prints it: its type and message (the project's, in English)."""
     if exc is None:
-        return "no error"
+        return T("no error")
     cause = exc.__cause__
     more = f" (from {type(cause).__name__}: {cause})" if cause is not None else ""
     return f"{type(exc).__name__}: {exc}{more}"
@@ -246,11 +267,14 @@ def step1(tmp: Path) -> tuple[bool, list[Text]]:
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5.0)
     outcome: dict[str, Any] = {}
-    thread = threading.Thread(target=insecure_pickle_server, args=(listener, outcome), daemon=True)
-    thread.start()
     payload = pickle.dumps(TouchMarker(marker), protocol=pickle.HIGHEST_PROTOCOL)
     try:
         with socket.create_connection(listener.getsockname()[:2], timeout=5.0) as sock:
+            own = accept_own(listener, sock)
+            thread = threading.Thread(
+                target=insecure_pickle_server, args=(own, outcome), daemon=True
+            )
+            thread.start()
             sock.sendall(encode_message(PICKLE_ID, payload))
             with contextlib.suppress(OSError):
                 sock.recv(1024)
@@ -282,7 +306,7 @@ def step2(tmp: Path) -> tuple[bool, list[Text]]:
             "{answer}; payload decoded: {decoded}; marker file exists: {exists}",
             accept=str(sorted(wire.accept)),
             error=_name(exc),
-            answer=str(answer),
+            answer=answer,
             decoded=server.decoded_calls > 0,
             exists=marker.exists(),
         )
