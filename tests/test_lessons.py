@@ -186,6 +186,14 @@ def check_compression(o: Outcome) -> None:
     assert _value(o, "link", "fix") < _value(o, "link", "defect")  # pays at 100 Mbit/s
 
 
+def check_replay(o: Outcome) -> None:
+    assert _value(o, "replayed", "defect") == 2  # the old signing: both questions again
+    assert _value(o, "replayed", "fix") == 0  # the handshake: refused before decoding
+    assert _value(o, "readable", "defect") is True  # the question's text, in clear
+    assert _value(o, "readable", "fix") is False  # under TLS
+    assert _value(o, "observed", "fix") > 0
+
+
 CHECKS: dict[str, Callable[[Outcome], None]] = {
     "mixup": check_mixup,
     "threads": check_threads,
@@ -200,6 +208,7 @@ CHECKS: dict[str, Callable[[Outcome], None]] = {
     "spin": check_spin,
     "pickle": check_pickle,
     "compression": check_compression,
+    "replay": check_replay,
 }
 
 

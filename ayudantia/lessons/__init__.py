@@ -29,6 +29,7 @@ NAMES: tuple[str, ...] = (
     "copies",
     "pickle",
     "compression",
+    "replay",
 )
 
 
