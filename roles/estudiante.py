@@ -46,6 +46,9 @@ BARRIER_TIMEOUT = 60.0
 # (``questions=0``): a sample of its latencies, the first error texts, and counters.
 MAX_LATENCIES = 100_000
 MAX_ERROR_TEXTS = 100
+# Unanswered questions a student lets pile up before it waits for answers: a Docencio that
+# reads but never answers must not make an endless student (interval 0) grow forever.
+MAX_IN_FLIGHT = 10_000
 
 
 @dataclass
@@ -173,6 +176,8 @@ class Estudiante(Client):
         try:
             numbers = range(1, self.questions + 1) if self.questions else itertools.count(1)
             for n in numbers:
+                while len(self._asked) >= MAX_IN_FLIGHT and not self._stop.is_set():
+                    self._stop.wait(0.01)
                 if self._stop.is_set():
                     break
                 tipo = self.rng.choice(TIPOS)

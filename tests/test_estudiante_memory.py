@@ -117,3 +117,27 @@ def test_a_stopped_student_tells_overdue_questions_from_those_in_flight():
     informe = alumno.informe
     assert informe.answered == 0 and informe.unanswered == informe.questions
     assert informe.overdue >= first_ones
+
+
+@pytest.mark.timeout(30)
+def test_an_endless_student_waits_when_too_many_questions_go_unanswered(monkeypatch):
+    monkeypatch.setattr(estudiante, "MAX_IN_FLIGHT", 40)
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    threading.Thread(target=silent_docencio, args=(server, done), daemon=True).start()
+    alumno = Estudiante(
+        "127.0.0.1", server.getsockname()[1], questions=0, interval=0, quiet=True, timeout=5
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=alumno.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        assert wait_for(lambda: alumno.informe.questions >= 40, 10)
+        time.sleep(0.3)  # asking as fast as it can, it would be far past 40 by now
+        assert alumno.informe.questions == 40
+    finally:
+        stop.set()
+        worker.join(10)
+        done.set()
+        server.close()
+    assert not worker.is_alive()
