@@ -117,6 +117,15 @@ def test_a_bad_report_is_refused_and_moves_nothing(client, body):
     assert parse_count(client.get("/preguntas").get_json()["texto"]) == 1
 
 
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_report_that_a_web_page_could_send_cross_origin_is_refused(client, ctype):
+    """text/plain and form bodies need no CORS preflight: any page could post them."""
+    body = b'{"role": "tareo", "pid": 1, "report": {"a": 1}}'
+    response = client.post("/estado", data=body, content_type=ctype)
+    assert response.status_code == 415
+    assert json.loads(client.get("/estado").data)["roles"]["tareo"]["report"] is None
+
+
 def test_an_oversized_report_is_refused(client):
     body = json.dumps({"role": "tareo", "report": {"a": "x" * 100}}).encode() + b" " * 17_000
     response = client.post("/estado", data=body, content_type="application/json")

@@ -91,6 +91,10 @@ def add_routes(app: Flask, count: Callable[[], int]) -> Estado:
 
     @app.route("/estado", methods=["POST"], endpoint="estado_post")
     def estado_post() -> Response:
+        # JSON only: a text/plain or form POST is what any web page may send to loopback
+        # cross-origin without a CORS preflight; application/json needs one, never granted.
+        if request.mimetype != "application/json":
+            return error(415, "a report is sent as Content-Type: application/json")
         if (request.content_length or 0) > MAX_REPORT_BYTES:
             return error(413, f"a report is at most {MAX_REPORT_BYTES} bytes")
         data = request.get_data(cache=False)
