@@ -36,6 +36,7 @@ HISTORY_SECONDS = 60.0  # the charts' minute
 SAMPLE_EVERY = 0.5  # seconds between two points of the history
 LATENCY_WINDOW = 5.0  # the latency percentiles cover the answers of the last 5 s
 REPORTING_ROLES = ("docencio", "tareo")
+ANSWERERS = ("Docencio", "Tareo", "Profesor")  # who may answer; any other "por" is "otro"
 MAX_REPORT_BYTES = 16 * 1024
 MAX_LATENCY = 86_400.0  # seconds: a latency the charts draw; beyond it is a gap, not a point
 _MAX_KEYS = 48
@@ -128,7 +129,8 @@ class Cronometro:
                 self.errors += 1
                 return
             self.answers += 1
-            self.by_por[str(reply.get("por", "?"))] += 1
+            por = reply.get("por")
+            self.by_por[por if por in ANSWERERS else "otro"] += 1  # the Tareo's text: bounded
             if started is not None:
                 self.by_kind[started[1]] += 1
                 self._samples.append((now, now - started[0]))

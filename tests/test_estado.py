@@ -9,7 +9,7 @@ import pytest
 import requests
 from roles_helpers import ask, connect, profesor_count, recv_all, wait_for
 
-from roles.estado import DOWN_AFTER, Estado, Informante, percentiles
+from roles.estado import DOWN_AFTER, Cronometro, Estado, Informante, percentiles
 from roles.profesor import create_app, parse_count
 
 
@@ -229,3 +229,20 @@ def test_every_text_of_the_page_is_in_the_panel_catalog(client):
     assert client.get("/panel/panel.js").content_type.startswith("text/javascript")
     assert client.get("/panel/secret.py").status_code == 404
     assert "cdn" not in (page + script).lower() and "https://" not in page + script
+
+
+def test_answers_by_who_stay_a_few_names_whatever_the_tareo_says():
+    """A Tareo answering with a new "por" each time grew by_por without bound, until the
+    Profesor refused every report of the Docencio (shown down for the rest of the class)."""
+
+    class Conn:
+        bytes_sent = bytes_received = 0
+
+    crono, conn = Cronometro(), Conn()
+    for i, por in enumerate([*(f"Tareo-{n}" for n in range(100)), "Tareo", ["x"], None]):
+        crono.start(conn, {"id": i, "tipo": "Tarea"})
+        crono.stop(conn, {"id": i, "respuesta": "x", "por": por})
+    numbers = crono.report()
+    numbers.pop("closed_bytes")  # as docencio_report does
+    assert numbers["by_por"] == {"otro": 102, "Tareo": 1}
+    Estado().accept({"role": "docencio", "report": numbers}, 0)
