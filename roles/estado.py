@@ -191,6 +191,7 @@ class Informante:
         self.timeout = timeout
         self.sent = 0
         self.dropped = 0
+        self.refused = 0  # of the dropped: those the Profesor answered with an error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"informante-{role}", daemon=True)
 
@@ -222,7 +223,11 @@ class Informante:
         try:
             response = session.post(self.url, json=body, timeout=(self.timeout, self.timeout))
             if response.status_code >= 400:
-                log.debug("el Profesor rechazó el informe: %s", response.text[:200])
+                # Once at warning: a role whose every report is refused shows as down on
+                # the panel, and nobody would know why. Then quiet: no line every 500 ms.
+                level = logging.DEBUG if self.refused else logging.WARNING
+                log.log(level, "el Profesor rechazó el informe: %s", response.text[:200])
+                self.refused += 1
                 self.dropped += 1
             else:
                 self.sent += 1

@@ -246,3 +246,15 @@ def test_answers_by_who_stay_a_few_names_whatever_the_tareo_says():
     numbers.pop("closed_bytes")  # as docencio_report does
     assert numbers["by_por"] == {"otro": 102, "Tareo": 1}
     Estado().accept({"role": "docencio", "report": numbers}, 0)
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_report_is_said_once_not_every_time(procs, caplog):
+    profesor = procs.start("profesor", "profesor", "--port", "0", "--db", str(procs.logdir / "p"))
+    caplog.set_level("DEBUG", logger="ayudantia.estado")
+    informante = Informante(profesor.address, "tareo", lambda: {"x" * 50: 1}, every=0.05)
+    with informante:
+        assert wait_for(lambda: informante.refused >= 4, 10)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "longer than 40" in warnings[0].getMessage()
+    assert informante.sent == 1, "only the goodbye was taken"
