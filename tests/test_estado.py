@@ -221,6 +221,9 @@ def test_every_text_of_the_page_is_in_the_panel_catalog(client):
     used = set(re.findall(r"\{\{(.+?)\}\}", page)) | set(re.findall(r'\bt\("([^"]+)"\)', script))
     assert len(used) > 20
     assert used <= set(catalog_ids("en", "panel")), used - set(catalog_ids("en", "panel"))
+    spanish_ids = catalog_ids("es", "panel")  # a missing one would show in English
+    assert set(spanish_ids) == set(catalog_ids("en", "panel"))
+    assert all(spanish_ids.values()), [k for k, v in spanish_ids.items() if not v]
     spanish = client.get("/panel").get_data(as_text=True)
     assert "{{" not in spanish and "__TEXTS__" not in spanish and 'lang="es"' in spanish
     assert "Llevamos:" in spanish and "preguntas respondidas" in spanish
