@@ -3,7 +3,11 @@ honestly: exact counts, duplicates told from strangers, a uniform sample of its 
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -144,3 +148,32 @@ def test_an_endless_student_waits_when_too_many_questions_go_unanswered(monkeypa
         done.set()
         server.close()
     assert not worker.is_alive()
+
+
+@pytest.mark.timeout(30)
+def test_an_endless_student_sums_up_what_it_asked_on_ctrl_c(tmp_path):
+    """It said "N/0 respondidas": out of the questions it asked, not out of zero."""
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=fake_docencio, args=(server,), daemon=True).start()
+    out = tmp_path / "out.txt"
+    docencio = f"127.0.0.1:{server.getsockname()[1]}"
+    with out.open("w") as sink:
+        alumno = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "ayudantia", "estudiante", "--questions", "0"),
+                *("--docencio", docencio, "--interval", "0.01", "--name", "Ana"),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert wait_for(lambda: "Respuesta recibida" in out.read_text(), 15), out.read_text()
+        alumno.send_signal(signal.SIGINT)
+        assert alumno.wait(15) == 130, out.read_text()
+    finally:
+        if alumno.poll() is None:
+            alumno.kill()
+            alumno.wait()
+        server.close()
+    m = re.search(r"^Ana: (\d+)/(\d+) respondidas", out.read_text(), re.M)
+    assert m and int(m.group(2)) > 0 and int(m.group(1)) <= int(m.group(2)), out.read_text()
