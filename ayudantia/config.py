@@ -27,7 +27,7 @@ from typing import Any
 
 from ayudantia import rules
 from ayudantia.rules import Invalid, Rule
-from protocol import codecs
+from protocol import codecs, encodings
 from protocol.framing import DEFAULT_MAX_MESSAGE
 
 ENV_PREFIX = "AYUDANTIA_"
@@ -118,6 +118,7 @@ def wire_options(
             rules.CHUNK_SIZE,
             "B",
         ),
+        *compress_options(),
         Option(
             "max_message",
             f"{DEFAULT_MAX_MESSAGE // 1024**2}M",
@@ -137,6 +138,27 @@ def wire_options(
     if port is not None:
         opts[:0] = listen_options(port)
     return opts
+
+
+def compress_options() -> list[Option]:
+    """``--compress`` and ``--compress-level``: the content encoding of frames sent."""
+    names = encodings.REGISTRY.choices()
+    return [
+        Option(
+            "compress",
+            "none",
+            "compress each frame sent (receivers accept identity, zstd and lz4)",
+            rules.choice(names, case=str.lower),
+            "{" + ",".join(names) + "}",
+        ),
+        Option(
+            "compress_level",
+            None,
+            "compression level (zstd -7..22, lz4 0..16; default: the encoding's own)",
+            rules.integer(-7, 22),
+            "N",
+        ),
+    ]
 
 
 def key_option() -> Option:

@@ -47,12 +47,15 @@ def class_figure(codec: str, students: int, questions: int) -> str:
     return f"class.{codec}.{students}x{questions}"
 
 
-def run_class(codec: str, students: int, questions: int, report: Path) -> dict[str, Any]:
+def run_class(
+    codec: str, students: int, questions: int, report: Path, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """One whole class; its ``--report`` summary, with the exit status and output on failure."""
     argv = [
         *(sys.executable, "-m", "ayudantia", "run"),
         *("--students", str(students), "--questions", str(questions)),
         *("--interval", "0", "--codec", codec, "--report", str(report)),
+        *extra,
     ]
     report.unlink(missing_ok=True)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=110)

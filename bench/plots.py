@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import report as rp
 from bench import targets as tg
+from bench.network_report import plot_network
 from bench.targets import Figure
 
 
@@ -215,4 +216,6 @@ def make_plots(
             written.append(img_dir / name)
     if plot_pairs(res, figs, img_dir / "pairs.png", plt):
         written.append(img_dir / "pairs.png")
+    if plot_network(res, img_dir / "network.png", plt):
+        written.append(img_dir / "network.png")
     return written, None

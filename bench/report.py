@@ -746,6 +746,16 @@ def render(
     ]
     if res.of("class"):
         parts += ["## The class", "", class_section(res, figs), ""]
+    if res.of("network"):
+        from bench.network_report import network_section
+
+        parts += [
+            "## Network",
+            "",
+            img("network.png", "round trip per link"),
+            network_section(res),
+            "",
+        ]
     if skipped:
         parts += [f"_Plots were skipped: {skipped}._", ""]
     if notes:

@@ -237,6 +237,22 @@ TARGETS: Sequence[Target] = (
         required=False,
     ),
     Target(
+        "the class with its outbox on disk >= 4,000 questions/s",
+        "outbox.disk.questions-per-s",
+        4000.0,
+        AT_LEAST,
+        unit="/s",
+        required=False,
+    ),
+    Target(
+        "the outbox on disk adds < 2 ms to the class's p50 latency (vs /dev/shm)",
+        "outbox.p50-growth-s",
+        0.002,
+        AT_MOST,
+        unit="s",
+        required=False,
+    ),
+    Target(
         "connect-ask-read-close >= 3,000/s",
         "servers.connect-ask-close-per-s",
         3000.0,

@@ -38,10 +38,12 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any, Final
 
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
+from protocol.encodings import Compression
 from protocol.errors import (
     REFUSAL_CODES,
     AyudantiaError,
@@ -60,11 +62,11 @@ from protocol.framing import (
     Message,
     check_chunk_size,
     encode_refusal,
+    frame_buffers,
     frame_count,
     iter_frame_buffers,
     pack_header,
     refusal_frame,
-    signed_frame_buffers,
 )
 from protocol.signing import Side, check_key, check_side, signer_for
 from protocol.transport import Received, Sent
@@ -135,6 +137,7 @@ class Speech:
     accept: frozenset[str] = field(default_factory=lambda: DEFAULT_ACCEPT)
     key: bytes | None = field(default=None, repr=False)
     registry: Registry | None = None
+    compression: Compression | None = None  # what every frame sent is compressed with
 
 
 class Handler:
@@ -183,6 +186,7 @@ class FrameConnection(asyncio.Protocol):
         self._registry = speech.registry or codecs.REGISTRY
         self.codec: Codec = self._registry.get(speech.codec)
         self.chunk_size = check_chunk_size(speech.chunk_size)
+        self.compression = speech.compression
         self.accept = frozenset(speech.accept)
         key = check_key(speech.key) if speech.key is not None else None
         # With a key, ``side`` is required ("server" for accepted peers, "client" for
@@ -376,7 +380,13 @@ class FrameConnection(asyncio.Protocol):
             self.handler.decode_failed(self, exc)
             return
         received = Received(
-            codec, obj, event.payload, event.frames, event.chunk_size, event.wire_bytes
+            codec,
+            obj,
+            event.payload,
+            event.frames,
+            event.chunk_size,
+            event.wire_bytes,
+            event.encoding_id,
         )
         self.handler.message_received(self, received)
 
@@ -524,12 +534,17 @@ class FrameConnection(asyncio.Protocol):
         payload: bytes | bytearray | memoryview,
         *,
         chunk_size: int | None = None,
+        compression: Compression | EllipsisType | None = ...,
     ) -> Sent:
-        """Queue already-encoded bytes as one message; :class:`ConnectionClosed` if gone."""
+        """Queue already-encoded bytes as one message; :class:`ConnectionClosed` if gone.
+
+        ``compression`` overrides the connection's for this message (None: identity).
+        """
         size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
+        compress = self.compression if compression is ... else compression
         transport = self._live_transport()
         length = len(payload)
-        if self._signer is None and (size <= 0 or length <= size):
+        if self._signer is None and compress is None and (size <= 0 or length <= size):
             header = pack_header(codec_id, length)
             if length < _JOIN_BELOW:
                 transport.write(header + bytes(payload))
@@ -540,22 +555,28 @@ class FrameConnection(asyncio.Protocol):
             wire = len(header) + length
         else:
             frames = frame_count(length, size)
-            wire = self._write_all(
-                transport, iter_frame_buffers(codec_id, payload, size, signer=self._signer)
+            buffers = iter_frame_buffers(
+                codec_id, payload, size, signer=self._signer, compression=compress
             )
+            wire = self._write_all(transport, buffers)
         self.frames_sent += frames
         self.bytes_sent += wire
         return Sent(frames, wire)
 
-    def send_frame(self, codec_id: int, data: bytes | bytearray | memoryview, *, more: bool) -> int:
+    def send_frame(
+        self,
+        codec_id: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        more: bool,
+        compression: Compression | EllipsisType | None = ...,
+    ) -> int:
         """Queue one frame of a streamed message (the caller keeps messages from interleaving)."""
         transport = self._live_transport()
-        if self._signer is not None:
-            buffers: list[bytes | memoryview] | list[bytes] = signed_frame_buffers(
-                codec_id, data, self._signer, more=more
-            )
-        else:
-            buffers = [pack_header(codec_id, len(data), more=more), data]
+        compress = self.compression if compression is ... else compression
+        buffers = frame_buffers(
+            codec_id, data, more=more, signer=self._signer, compression=compress
+        )
         wire = self._write_all(transport, buffers)
         self._out_open = more  # a refusal must never land inside our own message
         self.frames_sent += 1

@@ -106,6 +106,56 @@ class CodecChanged(ProtocolError):
     """A continuation frame names a different codec than the message's first frame."""
 
 
+class EncodingError(ProtocolError):
+    """A frame's content encoding (header byte 5) is unusable here, or its data is."""
+
+
+class UnknownEncoding(EncodingError, BadHeader, LookupError):
+    """No content encoding is registered under that id or name (refused at the header)."""
+
+    def __init__(self, key: str | int, known: list[str]) -> None:
+        self.key = key
+        self.known = known
+        what = f"id {key}" if isinstance(key, int) else repr(key)
+        super().__init__(f"unknown content encoding {what}; available: {', '.join(known)}")
+
+
+class EncodingDisallowed(EncodingError, BadHeader):
+    """A frame arrived in an encoding outside this receiver's accept-list."""
+
+    def __init__(self, encoding: str, accepted: frozenset[str] | set[str]) -> None:
+        self.encoding = encoding
+        self.accepted = frozenset(accepted)
+        super().__init__(f"refusing {encoding!r} frames (accepted: {', '.join(sorted(accepted))})")
+
+
+class EncodingChanged(EncodingError, CodecChanged):
+    """A continuation frame names a different encoding than the message's first frame."""
+
+
+class BadCompressedFrame(EncodingError):
+    """A compressed frame's data is not a valid frame of its encoding."""
+
+    def __init__(self, encoding: str, reason: str) -> None:
+        self.encoding = encoding
+        super().__init__(f"{encoding}: bad compressed frame: {reason}")
+
+
+class UndeclaredSize(BadCompressedFrame):
+    """A compressed frame does not declare its decompressed size: it is not inflated."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(encoding, "no declared content size (required, to refuse bombs)")
+
+
+class SizeMismatch(BadCompressedFrame):
+    """A compressed frame inflates to another size than it declared (or fails to inflate)."""
+
+    def __init__(self, encoding: str, declared: int, reason: str) -> None:
+        self.declared = declared
+        super().__init__(encoding, f"declared {declared} bytes; {reason}")
+
+
 class Truncated(ProtocolError):
     """The stream ended inside a frame or between the frames of one message."""
 

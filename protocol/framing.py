@@ -10,11 +10,15 @@ Every frame is a 10-byte header and a payload::
                 (the payload ends with a 32-byte HMAC-SHA256 tag, see protocol/signing.py;
                 accepted only by a decoder that has a key); bit 2 REFUSAL (a refusal frame:
                 codec 0, no other flag, 1-512 bytes of reason code and text); other bits 0
-    5      1    reserved = 0
+    5      1    content encoding (0 identity, 1 zstd, 2 lz4 frame, 64-255 plug-ins; see
+                protocol/encodings.py): every frame of a message carries the same one, and
+                each frame's data is compressed on its own
     6      4    payload length, unsigned big-endian
     10     n    payload
 
 A message is one frame, or several frames of one codec where all but the last set MORE.
+With an encoding, a frame's payload is its data compressed (and then, when signed, the tag
+over those compressed bytes as sent); the decoder verifies, then inflates, frame by frame.
 
 :class:`FrameDecoder` is a state machine in the style of h11: feed it bytes with
 :meth:`~FrameDecoder.receive_data`, or let the caller write into its buffers with
@@ -38,6 +42,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from protocol.encodings import IDENTITY_ID, Compression, Encoding
+from protocol.encodings import REGISTRY as ENCODINGS
 from protocol.errors import (
     REFUSAL_CODES,
     AyudantiaError,
@@ -46,12 +52,15 @@ from protocol.errors import (
     BadSignature,
     CodecChanged,
     ContentDisallowed,
+    EncodingChanged,
+    EncodingDisallowed,
     MessageTooLarge,
     Refused,
     SignatureMissing,
     SignatureUnexpected,
     Truncated,
     UnknownCodec,
+    UnknownEncoding,
     UnsupportedVersion,
 )
 from protocol.signing import TAG_SIZE, Side, Signer, Verifier
@@ -86,12 +95,14 @@ ALLOCATION_SLACK: Final = _FIRST_BLOCK + _STAGE_SIZE
 # --- encoding -------------------------------------------------------------------------------
 
 
-def pack_header(codec_id: int, length: int, *, more: bool = False, signed: bool = False) -> bytes:
+def pack_header(
+    codec_id: int, length: int, *, more: bool = False, signed: bool = False, encoding: int = 0
+) -> bytes:
     """The 10 header bytes of one frame (``length`` counts a signed frame's tag)."""
     if not 0 <= length <= MAX_FRAME_PAYLOAD:
         raise MessageTooLarge(length, MAX_FRAME_PAYLOAD)
     flags = (FLAG_MORE if more else 0) | (FLAG_SIGNED if signed else 0)
-    return HEADER.pack(MAGIC, VERSION, codec_id, flags, 0, length)
+    return HEADER.pack(MAGIC, VERSION, codec_id, flags, encoding, length)
 
 
 def check_chunk_size(chunk_size: int) -> int:
@@ -131,6 +142,7 @@ def iter_frame_buffers(
     chunk_size: int = 0,
     *,
     signer: Signer | None = None,
+    compression: Compression | None = None,
 ) -> Iterator[bytes | memoryview]:
     """Header, payload, header, payload...: the buffers of one message, without copying.
 
@@ -138,9 +150,13 @@ def iter_frame_buffers(
     in one system call: two small writes would meet Nagle's algorithm and delayed ACKs.
     With a ``signer`` every frame is signed: header, data, tag (see :mod:`protocol.signing`).
     A negative ``chunk_size`` raises ValueError here, before any buffer is produced.
+    With a ``compression`` each chunk is compressed on its own (``chunk_size`` counts the
+    data before compression) and every header names the encoding.
     """
     check_chunk_size(chunk_size)
     view = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
+    if compression is not None:
+        return _iter_compressed(codec_id, view, chunk_size, signer, compression)
     if signer is not None:
         return _iter_signed(codec_id, view, chunk_size, signer)
     return _iter_plain(codec_id, view, chunk_size)
@@ -159,11 +175,57 @@ def _iter_plain(codec_id: int, view: memoryview, chunk_size: int) -> Iterator[by
         yield part
 
 
-def signed_frame_buffers(
-    codec_id: int, data: bytes | bytearray | memoryview, signer: Signer, *, more: bool = False
+def _iter_compressed(
+    codec_id: int,
+    view: memoryview,
+    chunk_size: int,
+    signer: Signer | None,
+    compression: Compression,
+) -> Iterator[bytes | memoryview]:
+    total = len(view)
+    step = chunk_size if chunk_size and total > chunk_size else max(total, 1)
+    for offset in range(0, max(total, 1), step):
+        more = offset + step < total
+        yield from frame_buffers(
+            codec_id,
+            view[offset : offset + step],
+            more=more,
+            signer=signer,
+            compression=compression,
+        )
+
+
+def frame_buffers(
+    codec_id: int,
+    data: bytes | bytearray | memoryview,
+    *,
+    more: bool,
+    signer: Signer | None = None,
+    compression: Compression | None = None,
 ) -> list[bytes | memoryview]:
-    """One signed frame: its header (flag bit 1, length counting the tag), data and tag."""
-    header = pack_header(codec_id, len(data) + TAG_SIZE, more=more, signed=True)
+    """One frame's buffers: header and data (compressed when asked), plus a signer's tag."""
+    encoding = 0
+    if compression is not None:
+        data, encoding = compression.apply(data), compression.id
+    if signer is not None:
+        return signed_frame_buffers(codec_id, data, signer, more=more, encoding=encoding)
+    header = pack_header(codec_id, len(data), more=more, encoding=encoding)
+    return [header, data] if len(data) else [header]
+
+
+def signed_frame_buffers(
+    codec_id: int,
+    data: bytes | bytearray | memoryview,
+    signer: Signer,
+    *,
+    more: bool = False,
+    encoding: int = 0,
+) -> list[bytes | memoryview]:
+    """One signed frame: its header (flag bit 1, length counting the tag), data and tag.
+
+    The tag covers the data as sent: compressed, when the header names an encoding.
+    """
+    header = pack_header(codec_id, len(data) + TAG_SIZE, more=more, signed=True, encoding=encoding)
     tag = signer.tag(header, data)
     return [header, data, tag] if len(data) else [header, tag]
 
@@ -186,9 +248,13 @@ def encode_message(
     chunk_size: int = 0,
     *,
     signer: Signer | None = None,
+    compression: Compression | None = None,
 ) -> bytes:
     """One message's frames as a single bytes object (signed when given a ``signer``)."""
-    return b"".join(iter_frame_buffers(codec_id, payload, chunk_size, signer=signer))
+    frames = iter_frame_buffers(
+        codec_id, payload, chunk_size, signer=signer, compression=compression
+    )
+    return b"".join(frames)
 
 
 # --- refusal frames ---------------------------------------------------------------------
@@ -233,6 +299,12 @@ def refusal_for(exc: AyudantiaError) -> tuple[int, str] | None:
     if isinstance(exc, ContentDisallowed):
         accepted = ", ".join(sorted(exc.accepted))
         return _CODE["codec"], f"this server accepts {accepted}; not {exc.codec}"
+    if isinstance(exc, UnknownEncoding):
+        known = ", ".join(exc.known)
+        return _CODE["codec"], f"this server has no content encoding {exc.key}; it has {known}"
+    if isinstance(exc, EncodingDisallowed):
+        accepted = ", ".join(sorted(exc.accepted))
+        return _CODE["codec"], f"this server accepts encodings {accepted}; not {exc.encoding}"
     if isinstance(exc, UnknownCodec):
         known = ", ".join(exc.known)
         return _CODE["codec"], f"this server has no codec with {_key_text(exc.key)}; it has {known}"
@@ -296,6 +368,7 @@ class Message:
     frames: int
     chunk_size: int  # payload size of the first frame when chunked, else 0
     wire_bytes: int
+    encoding_id: int = 0  # the content encoding it travelled in (payload is inflated)
 
 
 @dataclass(eq=False, slots=True)
@@ -306,6 +379,7 @@ class Chunk:
     data: bytearray
     index: int
     last: bool
+    encoding_id: int = 0  # the encoding this frame travelled in (data is inflated)
 
 
 Event = Message | Chunk | _Sentinel
@@ -343,11 +417,17 @@ class FrameDecoder:
         check_codec: Callable[[int], Any] | None = None,
         key: bytes | None = None,
         side: Side = "server",
+        check_encoding: Callable[[int], Encoding] | None = None,
     ) -> None:
         if max_message <= 0:
             raise ValueError("max_message must be positive")
         self.max_message = max_message
         self._check_codec = check_codec
+        # Receivers accept identity, zstd and lz4 unless told otherwise.
+        self._check_encoding = check_encoding or _DEFAULT_ENCODINGS
+        self._encoding: Encoding | None = None  # the current message's, None for identity
+        self._encoding_id = 0
+        self._first_data = 0  # the first frame's data size (inflated), for chunk_size
         self._verifier = Verifier(key, side=side) if key is not None else None
         self._header = b""  # the current frame's header, kept only when verifying
         self._frame_off = 0  # where the current frame's data starts in self._buf
@@ -364,7 +444,7 @@ class FrameDecoder:
         self._codec_id = 0
         self._frames = 0
         self._total = 0  # payload bytes declared so far in this message
-        self._first_len = 0
+        self._frame_encoding: Encoding | None = None  # the frame being received's
         # the frame being received; _remaining is None while waiting for a header
         self._remaining: int | None = None
         self._more = False
@@ -589,11 +669,16 @@ class FrameDecoder:
             )
         if flags & ~KNOWN_FLAGS:
             raise BadFlags(f"unsupported flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
-        if reserved:
-            raise BadFlags(f"reserved byte is 0x{reserved:02x}, must be 0")
         if flags & FLAG_REFUSAL:
+            if reserved:
+                raise BadFlags(f"a refusal frame's encoding byte is 0x{reserved:02x}, must be 0")
             self._refusal(codec_id, flags, length)  # raises Refused, or returns for more data
             return -1, flags, length
+        if reserved:  # before any payload byte: an unknown encoding costs ten bytes
+            encoding = self._check_encoding(reserved)
+            self._frame_encoding = None if encoding.id == IDENTITY_ID else encoding
+        else:
+            self._frame_encoding = None
         if self._verifier is None:
             if flags & FLAG_SIGNED:
                 raise SignatureUnexpected("this frame is signed and this receiver has no key")
@@ -634,14 +719,20 @@ class FrameDecoder:
             self._in_message = True
             self._stream = stream(codec_id) if callable(stream) else bool(stream)
             self._codec_id = codec_id
+            self._encoding = self._frame_encoding
+            self._encoding_id = self._encoding.id if self._encoding is not None else 0
             self._frames = 0
             self._total = 0
-            self._first_len = length
             self._buf = bytearray()
             self._filled = 0
         elif codec_id != self._codec_id:
             raise CodecChanged(
                 f"codec id changed from {self._codec_id} to {codec_id} inside a message"
+            )
+        elif self._frame_encoding is not self._encoding:
+            new = self._frame_encoding.id if self._frame_encoding is not None else 0
+            raise EncodingChanged(
+                f"content encoding changed from {self._encoding_id} to {new} inside a message"
             )
         # Checked before a byte of payload is buffered: a lying header costs ten bytes.
         if self._stream:
@@ -703,8 +794,14 @@ class FrameDecoder:
             del self._buf[self._filled :]  # spare capacity stays while more frames come
         if self._verifier is not None:
             self._verify_and_strip(self._verifier)
+        if self._encoding is not None:
+            self._inflate(self._encoding)
+        if self._frames == 1:
+            self._first_data = self._filled - self._frame_off
         if self._stream:
-            chunk = Chunk(self._codec_id, self._buf, self._frames - 1, last=not self._more)
+            chunk = Chunk(
+                self._codec_id, self._buf, self._frames - 1, not self._more, self._encoding_id
+            )
             self._buf = bytearray()
             self._filled = 0
             if not self._more:
@@ -718,11 +815,26 @@ class FrameDecoder:
             codec_id=self._codec_id,
             payload=payload,
             frames=self._frames,
-            chunk_size=(self._first_len - (TAG_SIZE if self._verifier else 0))
-            if self._frames > 1
-            else 0,
+            chunk_size=self._first_data if self._frames > 1 else 0,
             wire_bytes=self._frames * HEADER_SIZE + self._total,
+            encoding_id=self._encoding_id,
         )
+
+    def _inflate(self, encoding: Encoding) -> None:
+        """Replace the frame just completed by its inflated data, checked before allocating.
+
+        A streamed frame may inflate to ``max_message``; a whole message's frames together.
+        """
+        start = self._frame_off
+        room = self.max_message - (0 if self._stream else start)
+        with memoryview(self._buf) as whole, whole[start : self._filled] as data:
+            out = encoding.decompress(data, room, self.max_message)
+        if start == 0:
+            self._buf = bytearray(out)
+        else:
+            del self._buf[start:]
+            self._buf += out
+        self._filled = len(self._buf)
 
     def _verify_and_strip(self, verifier: Verifier) -> None:
         """Check the frame just completed against its tag, then drop the tag from the data."""
@@ -750,3 +862,6 @@ class FrameDecoder:
                 return f"connection closed after {pending} of {HEADER_SIZE} header bytes"
             return f"connection closed after frame {self._frames} of a message that announced more"
         return f"connection closed with {self._remaining} payload bytes of a frame missing"
+
+
+_DEFAULT_ENCODINGS: Final = ENCODINGS.accept_checker()

@@ -28,10 +28,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import IO, Any, Final
 
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
+from protocol.encodings import Compression
 from protocol.errors import (
     AyudantiaError,
     ConnectionClosed,
@@ -51,11 +53,11 @@ from protocol.framing import (
     Message,
     check_chunk_size,
     echo_chunk_size,
+    frame_buffers,
     frame_count,
     iter_frame_buffers,
     pack_header,
     refusal_frame,
-    signed_frame_buffers,
 )
 from protocol.signing import Side, check_key, check_side, signer_for
 
@@ -91,6 +93,7 @@ class Received:
     frames: int
     chunk_size: int  # the first frame's data size when chunked, else 0 (see Message)
     wire_bytes: int
+    encoding_id: int = 0  # the content encoding it travelled in (0: identity)
 
     @property
     def echo_chunk_size(self) -> int:
@@ -138,8 +141,10 @@ class Connection:
         message_timeout: float | None = None,
         send_timeout: float | None = None,
         side: Side | None = None,
+        compression: Compression | None = None,
     ) -> None:
         self._registry = registry or codecs.REGISTRY
+        self.compression = compression  # what every frame sent is compressed with
         self.codec = codec if isinstance(codec, Codec) else self._registry.get(codec)
         self.chunk_size = check_chunk_size(chunk_size)
         self.max_message = max_message
@@ -211,13 +216,18 @@ class Connection:
         payload: bytes | bytearray | memoryview,
         *,
         chunk_size: int | None = None,
+        compression: Compression | EllipsisType | None = ...,
     ) -> Sent:
-        """Send already-encoded bytes as one message under ``codec_id``."""
+        """Send already-encoded bytes as one message under ``codec_id``.
+
+        ``compression`` overrides the connection's for this message (None: identity).
+        """
         size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
+        compress = self.compression if compression is ... else compression
         if isinstance(payload, memoryview) and payload.format != "B":
             payload = payload.cast("B")
         length = len(payload)
-        if self._signer is None and (size == 0 or length <= size):
+        if self._signer is None and compress is None and (size == 0 or length <= size):
             # The common case, one unsigned frame: header and payload in one sendmsg, with
             # no generator, batching or context manager in between (small messages are
             # dominated by per-call overhead).
@@ -233,9 +243,10 @@ class Connection:
             return Sent(1, wire)
         frames = frame_count(length, size)
         with self._sending():
-            return self._write(
-                iter_frame_buffers(codec_id, payload, size, signer=self._signer), frames
+            buffers = iter_frame_buffers(
+                codec_id, payload, size, signer=self._signer, compression=compress
             )
+            return self._write(buffers, frames)
 
     def send_stream(
         self, source: Iterable[bytes] | IO[bytes], *, chunk_size: int | None = None
@@ -275,11 +286,10 @@ class Connection:
     def _frame_buffers(
         self, codec_id: int, data: bytes | bytearray | memoryview, *, more: bool
     ) -> list[bytes | memoryview]:
-        """One frame's buffers: header and data, plus the tag when this side signs."""
-        if self._signer is not None:
-            return signed_frame_buffers(codec_id, data, self._signer, more=more)
-        header = pack_header(codec_id, len(data), more=more)
-        return [header, data] if len(data) else [header]
+        """One frame's buffers: header and data (compressed), plus the tag when this side signs."""
+        return frame_buffers(
+            codec_id, data, more=more, signer=self._signer, compression=self.compression
+        )
 
     @contextlib.contextmanager
     def open_stream(self, codec_id: int) -> Iterator[StreamWriter]:
@@ -505,7 +515,15 @@ class Connection:
     def _decoded(self, event: Message) -> Received:
         codec = self._check(event.codec_id)  # cached: the decoder already accepted this id
         obj = codec.decode(event.payload, max_message=self.max_message)
-        return Received(codec, obj, event.payload, event.frames, event.chunk_size, event.wire_bytes)
+        return Received(
+            codec,
+            obj,
+            event.payload,
+            event.frames,
+            event.chunk_size,
+            event.wire_bytes,
+            event.encoding_id,
+        )
 
     def recv_stream(self) -> Iterator[bytes]:
         """The next message, chunk by chunk as its frames arrive (memory bounded by a frame)."""

@@ -8,9 +8,11 @@ What it decides:
   order answers come back; a Tareo that is down or late gives an error answer (same id);
 * any other kind, or a malformed question (a name or id too long, or not valid text): an
   error answer, never silence;
-* after delivering each answer (its own or the Tareo's or the Profesor's) it queues the
-  question's count key for the Profesor (:class:`~roles.profesor.Conteo`), which posts in
-  batches and retries until the Profesor has it. Error answers are not counted.
+* before an answer (its own or the Tareo's or the Profesor's) goes, the question's count
+  key is committed to a durable outbox (:class:`~roles.outbox.Outbox`, SQLite), posted to
+  the Profesor in batches until acknowledged, so a crash cannot lose a count (see
+  docs/counting.md). An outbox that cannot be written turns the answer into an error
+  answer: never an uncounted answer. Error answers are not counted.
 
 Fairness: every student's forwarded questions are held against that student's connection;
 while a student has too many unanswered, or does not read its answers, the Docencio stops
@@ -24,9 +26,12 @@ Profesor outage killed the handler thread.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 import itertools
 import os
+from pathlib import Path
 from typing import Any
 
 from protocol.aio import FrameConnection
@@ -47,7 +52,8 @@ from roles.clase import (
     send_answer,
 )
 from roles.estado import Cronometro
-from roles.profesor import Conteo, ProfesorClient
+from roles.outbox import Outbox, default_outbox_path
+from roles.profesor import ProfesorClient
 
 # A question is a few dozen bytes; a forwarded one waits whole until its answer comes.
 MAX_QUESTION_BYTES = 16 * 1024
@@ -66,6 +72,8 @@ class Docencio(Peer):
         tareo: tuple[str, int] = ("127.0.0.1", 4445),
         profesor: str = "http://127.0.0.1:4444",
         timeout: float = 10.0,
+        outbox: str | Path | None = None,
+        outbox_sync: str = "full",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("max_held", MAX_FORWARDED)
@@ -74,7 +82,14 @@ class Docencio(Peer):
         self.limits = dataclasses.replace(
             self.limits, max_message=min(self.limits.max_message, MAX_QUESTION_BYTES)
         )
-        self.conteo = Conteo(ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)))
+        # No path: the default one, named after the port we get (opened in start()).
+        self.outbox = Outbox(
+            ProfesorClient(profesor, self.wire.codec, timeout=min(timeout, 5.0)),
+            outbox,
+            sync=outbox_sync,
+        )
+        # Per student, the keys of its counted answers sent but not yet out, in send order.
+        self._awaiting: dict[FrameConnection, collections.deque[str]] = {}
         # Who a nameless student is: this Docencio's run and the connection's number.
         self._run_token = os.urandom(4).hex()
         self._serial = itertools.count(1)
@@ -88,6 +103,7 @@ class Docencio(Peer):
         super().connection_made(conn)
         if conn in self.clients:
             self._identity[conn] = f"{self._run_token}:{next(self._serial)}"
+            self._awaiting[conn] = collections.deque()
             self.log.info("Docencio: nuevo estudiante conectado")
 
     def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
@@ -95,6 +111,8 @@ class Docencio(Peer):
         self._identity.pop(conn, None)
         self.cronometro.forget(conn)
         self.undeliverable += conn.undelivered  # queued for it, never left: not counted
+        for key in self._awaiting.pop(conn, ()):
+            self.outbox.undelivered(key)
 
     def message_received(self, conn: FrameConnection, received: Received) -> None:
         try:
@@ -137,37 +155,90 @@ class Docencio(Peer):
         conn.release()
 
     def deliver(self, conn: FrameConnection, pregunta: dict[str, Any] | None, reply: dict) -> None:
-        """Send ``reply`` to the student on ``conn``; count it once it is delivered.
+        """Send ``reply`` to the student on ``conn``, its count key committed first.
 
-        Delivered means its last byte left this process: an answer still queued for a
-        student who is then cut off (it stopped reading) or who left is never counted.
+        A counted answer (not an error, to a well-formed question) waits for its key's
+        group commit in the outbox, then goes; if the outbox cannot be written the student
+        gets an error answer instead. The key counts once its answer is delivered (its last
+        byte left this process); one queued for a student who is then cut off or leaves is
+        withdrawn. After a crash the next run counts every committed key (docs/counting.md).
         """
         if "respuesta" not in reply and "error" not in reply:
             reply = error(reply.get("id"), f"respuesta sin 'respuesta' ni 'error': {reply!r}")
-        counted = "error" not in reply and pregunta is not None
-        key = count_key(pregunta, self._identity.get(conn, "")) if counted else None  # type: ignore[arg-type]
-        try:
-            sent = send_answer(
-                conn, reply, on_delivered=(lambda: self._delivered(key)) if counted else None
+        if "error" in reply or pregunta is None:
+            self._send(conn, reply)
+            return
+        key = count_key(pregunta, self._identity.get(conn, ""))
+        conn.hold()  # waiting for the disk is this student's pending work too
+        self.outbox.commit(key, lambda failed: self._committed(conn, key, reply, failed))
+
+    def _committed(self, conn: FrameConnection, key: str, reply: dict, failed: str | None) -> None:
+        """On the loop, once the key's group was written (``failed``: why it was not)."""
+        if failed is not None:
+            self._send(
+                conn,
+                error(
+                    reply.get("id"),
+                    f"el Docencio no puede registrar la respuesta para el conteo ({failed}); "
+                    "no responde sin contar: pregunta más tarde",
+                ),
             )
+        else:
+            self._send_counted(conn, key, reply)
+        conn.release()
+
+    def _send_counted(self, conn: FrameConnection, key: str, reply: dict) -> None:
+        awaiting = self._awaiting.get(conn)
+        if awaiting is None:  # the student left while its key was written
+            self.undeliverable += 1
+            self.outbox.undelivered(key)
+            return
+        awaiting.append(key)  # before sending: the receipt may come at once
+        sent = self._send(conn, reply, on_delivered=lambda: self._delivered(conn))
+        if sent is not None and sent is not reply:  # an error answer went in its place
+            awaiting.pop()
+            self.outbox.undelivered(key)
+        # sent None: the connection is going; connection_lost withdraws what is awaiting
+
+    def _send(self, conn: FrameConnection, reply: dict, on_delivered: Any = None) -> dict | None:
+        try:
+            sent = send_answer(conn, reply, on_delivered=on_delivered)
         except AyudantiaError as exc:  # the student left: nothing to deliver, nothing to count
             self.undeliverable += 1
             self.log.debug("estudiante ausente, respuesta %r descartada: %s", reply.get("id"), exc)
-            return
+            return None
         self.cronometro.stop(conn, sent)
         if "error" in sent:
             self.errors += 1
+        return sent
 
-    def _delivered(self, key: str | None) -> None:
-        self.delivered += 1
-        if key is not None:
-            self.conteo.add(key)
+    def _delivered(self, conn: FrameConnection) -> None:
+        awaiting = self._awaiting.get(conn)
+        if awaiting:  # receipts come in send order, as the keys were appended
+            self.delivered += 1
+            self.outbox.delivered(awaiting.popleft())
+
+    def start(self) -> tuple[str, int]:
+        address = super().start()
+        if self.outbox.path is None:
+            self.outbox.open(default_outbox_path(self.port))
+        return address
+
+    async def on_start(self) -> None:
+        self.outbox.bind(asyncio.get_running_loop())
+        await super().on_start()
 
     async def on_stop(self) -> None:
         await super().on_stop()  # the link first: its waiting questions get error answers
-        loop = self.loop
-        assert loop is not None
-        await loop.run_in_executor(None, self.conteo.close, 5.0)
+        loop = asyncio.get_running_loop()
+        # Questions whose keys are being written get their answers before the peers close.
+        await loop.run_in_executor(None, self.outbox.wait_idle, 5.0)
+        await asyncio.sleep(0)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        # After the peers closed: their last receipts are in; post what we can, keep the rest.
+        self.outbox.close(5.0)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -177,8 +248,9 @@ class Docencio(Peer):
             "tareo_bytes_sent": self.upstream.bytes_sent,
             "tareo_bytes_received": self.upstream.bytes_received,
             "tareo_late": self.upstream.late,
-            "conteo_posted": self.conteo.posted,
-            "conteo_backlog": self.conteo.backlog,
-            "conteo_lost": self.conteo.lost,
-            "conteo_rejected": self.conteo.rejected,
+            "conteo_posted": self.outbox.poster.posted,
+            "conteo_backlog": self.outbox.poster.backlog,
+            "conteo_lost": self.outbox.poster.lost,
+            "conteo_rejected": self.outbox.poster.rejected,
+            **self.outbox.stats(),
         }

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from protocol.errors import AyudantiaError, DecodeError, Refused
+from protocol.transport import Connection
 from roles.clase import TIPOS
 from roles.client import Client, Unreachable
 from roles.estado import ANSWERERS
@@ -43,6 +44,12 @@ from roles.signals import SignalEvent
 
 # A student never waits longer than this for the start barrier; then it starts anyway.
 BARRIER_TIMEOUT = 60.0
+# A question asked again after a reconnect may already be counted (its answer was committed,
+# or even sent, by a Docencio that died before the student saw it): an error answer to it is
+# not taken as final but asked again, up to this many times, INSIST_DELAY s apart, doubling.
+INSIST_TRIES = 20
+INSIST_DELAY = 0.1
+INSIST_MAX_DELAY = 1.0
 # What a student keeps of its answered questions is bounded, however long it asks
 # (``questions=0``): a sample of its latencies, the first error texts, and counters.
 MAX_LATENCIES = 100_000
@@ -58,6 +65,8 @@ class _Asked:
 
     tipo: str
     sent: float
+    reasked: bool = False  # asked again after a reconnect: it may be counted already
+    tries: int = 0  # error answers to it not taken as final (see INSIST_TRIES)
 
 
 @dataclass
@@ -150,6 +159,8 @@ class Estudiante(Client):
         self._all_done = threading.Event()
         self._stop: threading.Event | SignalEvent = threading.Event()
         self._conn_lock = threading.Lock()
+        self._live: Connection | None = None  # where new questions go (see _listen)
+        self._insist: dict[str, float] = {}  # re-asked ids an error answered: when to ask again
         self._bytes = [0, 0]
         self.informe = Informe(self.name)
 
@@ -166,7 +177,7 @@ class Estudiante(Client):
             self._stop = stop
         informe = self.informe
         informe.started = time.time()
-        self.connect()
+        self._live = self.connect()
         informe.connected_at = time.time()
         self.say(f"Cliente conectado exitosamente al servidor ({self.where}).")
         if self.start_fd is not None:
@@ -184,15 +195,18 @@ class Estudiante(Client):
                 tipo = self.rng.choice(TIPOS)
                 qid = f"{self._prefix}{n}"
                 question = {"id": qid, "tipo": tipo, "de": self.name}
-                with self._lock:
-                    self._asked[qid] = _Asked(tipo, time.perf_counter())
-                    self._last_n = n
-                    informe.questions += 1
-                    informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
+                with self._conn_lock:  # asked and sent on one connection, never two
+                    with self._lock:
+                        self._asked[qid] = _Asked(tipo, time.perf_counter())
+                        self._last_n = n
+                        informe.questions += 1
+                        informe.by_kind[tipo] = informe.by_kind.get(tipo, 0) + 1
+                    conn = self._live
                 self.say(f"Alumno pregunta: {tipo}")
                 if n == 1:
                     informe.first_question_at = time.time()
-                self._send(question)
+                self._send(conn, question)
+                self._ask_again()
                 if self.interval > 0 and (n < self.questions or not self.questions):
                     self._stop.wait(self.interval * (1 + 5 * self.rng.random()))
             deadline = time.monotonic() + self.timeout
@@ -204,6 +218,7 @@ class Estudiante(Client):
                     if self._pending_count() == 0:
                         break
                 self._all_done.wait(min(left, 0.1))
+                self._ask_again()
         finally:
             self.close()
             listener.join(5.0)
@@ -221,12 +236,11 @@ class Estudiante(Client):
             return False
         return 1 <= int(number) <= self._last_n
 
-    def _send(self, question: dict[str, Any]) -> None:
-        conn = self.conn
+    def _send(self, conn: Connection | None, question: dict[str, Any]) -> None:
         if conn is None:
             return
         # On failure the listener sees the broken link, reconnects and asks again.
-        with contextlib.suppress(AyudantiaError):
+        with contextlib.suppress(AyudantiaError, OSError):
             conn.send(question)
 
     def _listen(self) -> None:
@@ -257,19 +271,25 @@ class Estudiante(Client):
                 self._stop.set()
                 return
             self.informe.reconnects += 1
-            with self._lock:
-                again = [
-                    {"id": qid, "tipo": a.tipo, "de": self.name} for qid, a in self._asked.items()
-                ]
+            # What went unanswered is asked again (same ids: counted once), each question
+            # exactly once: one asked from now on goes on the new connection, by the asker.
+            with self._conn_lock:
+                with self._lock:
+                    again = []
+                    for qid, a in self._asked.items():  # every one still unanswered
+                        a.reasked = True
+                        again.append({"id": qid, "tipo": a.tipo, "de": self.name})
+                    self._insist.clear()  # all in ``again``: asked once on the new connection
+                live = self._live = self.conn
             for question in again:
-                self._send(question)
+                self._send(live, question)
 
     def _take(self, reply: Any) -> None:
         now = time.perf_counter()
         informe = self.informe
         qid = reply.get("id") if isinstance(reply, dict) else None
         with self._lock:
-            asked = self._asked.pop(qid, None) if isinstance(qid, str) else None
+            asked = self._asked.get(qid) if isinstance(qid, str) else None
             if asked is None:
                 if isinstance(qid, str) and self._was_asked(qid):  # ours, answered already
                     informe.duplicates += 1
@@ -277,7 +297,10 @@ class Estudiante(Client):
                 else:
                     informe.misrouted += 1
                     text = f"Respuesta ajena recibida: {reply!r}"
+            elif self._insisting(qid, asked, reply):
+                text = f"Error recibido (se vuelve a preguntar): {reply.get('error')}"
             else:
+                del self._asked[qid]
                 if isinstance(reply.get("respuesta"), str):
                     por = reply.get("por")
                     self._por[por if por in ANSWERERS else "otro"] += 1  # a few names, ever
@@ -294,6 +317,43 @@ class Estudiante(Client):
                 if self.questions and informe.answered + informe.errors >= self.questions:
                     self._all_done.set()
         self.say(text)
+
+    def _insisting(self, qid: str, asked: _Asked, reply: dict) -> bool:
+        """An error answer to a re-asked question, to be asked again (with the lock held).
+
+        Why: a Docencio killed after committing (or sending) that question's answer posts
+        its key on the next run; if the student, who never saw that answer, took the error
+        answer to its re-ask as final, the Profesor would count an answer nobody received.
+        Errors from a restarting class are passing (a Tareo not up yet), so ask again.
+        """
+        if (
+            isinstance(reply.get("respuesta"), str)
+            or not asked.reasked
+            or asked.tries >= INSIST_TRIES
+        ):
+            return False
+        asked.tries += 1
+        delay = min(INSIST_DELAY * 2 ** (asked.tries - 1), INSIST_MAX_DELAY)
+        self._insist[qid] = time.monotonic() + delay
+        return True
+
+    def _ask_again(self) -> None:
+        """Send the re-asked questions whose error-answer delay is over, on the live
+        connection (a reconnect in between asks them itself and clears the list)."""
+        if not self._insist:
+            return
+        now = time.monotonic()
+        with self._conn_lock:
+            with self._lock:
+                due = [qid for qid, at in self._insist.items() if at <= now and qid in self._asked]
+                for qid in due:
+                    del self._insist[qid]
+                questions = [
+                    {"id": qid, "tipo": self._asked[qid].tipo, "de": self.name} for qid in due
+                ]
+            conn = self._live
+        for question in questions:
+            self._send(conn, question)
 
     def _collect(self) -> None:
         informe = self.informe

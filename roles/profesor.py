@@ -84,9 +84,15 @@ class Libro:
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            # check_same_thread=False only so close() can run on the thread that stops the
+            # server; each connection is still used by the one thread that opened it.
+            db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a 200 means the count survives a power cut too (the Docencio then deletes
+            # the keys from its outbox); NORMAL in WAL mode survives only a process crash.
+            db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
             with self._lock:
                 self._all.append(db)
@@ -394,6 +400,7 @@ class Conteo:
                 if 400 <= status < 500 and status not in (408, 429):
                     log.error("el Profesor rechazó %d claves (%s); no se reintentan", len(ids), exc)
                     self.rejected += len(ids)
+                    self._acknowledged(ids)
                     ids = self._next_batch()
                     continue
                 delay = self._wait_retry(exc, delay)
@@ -409,6 +416,7 @@ class Conteo:
                 continue
             delay = 0.05
             self.posted += len(ids)
+            self._acknowledged(ids)
             log.debug("Contador de preguntas actualizado: %s", self.last_count)
             ids = self._next_batch()
 
@@ -420,6 +428,9 @@ class Conteo:
                 return None
             self._cond.wait(delay)
         return min(delay * 2, 2.0)
+
+    def _acknowledged(self, ids: list[str]) -> None:
+        """The Profesor has ``ids`` (or refused them for good): a hook for a durable queue."""
 
     def _put_back(self, ids: list[str]) -> None:
         with self._cond:

@@ -8,6 +8,7 @@ from typing import Any
 
 from protocol.aio import Limits, Speech
 from protocol.codecs import DEFAULT_ACCEPT, accept_for
+from protocol.encodings import Compression, compression_for
 from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.signing import Side
 from protocol.transport import Connection
@@ -26,6 +27,13 @@ class WireSettings:
     key: bytes | None = field(default=None, repr=False)  # HMAC key: sign and require signed
     message_timeout: float | None = 120.0  # a whole message from its first byte (drip feeds)
     send_timeout: float | None = 10.0  # a peer that reads nothing for this long is dropped
+    compress: str = "none"  # content encoding of frames sent (--compress)
+    compress_level: int | None = None  # None: the encoding's default level
+
+    @property
+    def compression(self) -> Compression | None:
+        """What frames sent are compressed with (None: identity)."""
+        return compression_for(self.compress, self.compress_level)
 
     @classmethod
     def for_codec(cls, codec: str = "json", **kwargs: object) -> WireSettings:
@@ -44,8 +52,12 @@ class WireSettings:
             "read_timeout",
             "message_timeout",
             "send_timeout",
+            "compress",
+            "compress_level",
         ):
-            if name in settings and (settings[name] is not None or name.endswith("_timeout")):
+            if name in settings and (
+                settings[name] is not None or name.endswith("_timeout") or name == "compress_level"
+            ):
                 kwargs[name] = settings[name]
         if settings.get("key"):
             kwargs["key"] = str(settings["key"]).encode("utf-8")
@@ -65,12 +77,17 @@ class WireSettings:
             message_timeout=self.message_timeout,
             send_timeout=self.send_timeout,
             side=side,
+            compression=self.compression,
         )
 
     def speech(self) -> Speech:
         """What the event-loop front-end needs to speak like this."""
         return Speech(
-            codec=self.codec, chunk_size=self.chunk_size, accept=self.accept, key=self.key
+            codec=self.codec,
+            chunk_size=self.chunk_size,
+            accept=self.accept,
+            key=self.key,
+            compression=self.compression,
         )
 
     def limits(self, **overrides: Any) -> Limits:

@@ -42,3 +42,16 @@ def procs(tmp_path: Path):
         yield manager
     finally:
         manager.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The roles' default files (the Docencio's outbox, the Profesor's gradebook) go to a
+    directory of this session, never the user's: tests leave nothing behind."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved

@@ -16,15 +16,18 @@ from hypothesis import strategies as st
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, REGISTRY
 from protocol.errors import (
+    BadCompressedFrame,
     BadFlags,
     BadMagic,
     CodecChanged,
     ContentDisallowed,
+    EncodingChanged,
     MessageTooLarge,
     ProtocolError,
     SignatureUnexpected,
     Truncated,
     UnknownCodec,
+    UnknownEncoding,
     UnsupportedVersion,
 )
 from protocol.framing import (
@@ -429,8 +432,11 @@ GOOD = encode_message(1, b"{}")
         (header(1, 2, flags=0x08) + b"{}", BadFlags),
         (header(1, 2, flags=0x80) + b"{}", BadFlags),
         (header(1, 2, flags=0xFF) + b"{}", BadFlags),
-        (header(1, 2, reserved=1) + b"{}", BadFlags),
-        (header(1, 2, reserved=0x80) + b"{}", BadFlags),
+        (header(1, 2, reserved=1) + b"{}", BadCompressedFrame),  # byte 5 = 1: zstd, and not
+        (header(1, 2, reserved=3) + b"{}", UnknownEncoding),  # 3-63: reserved encodings
+        (header(1, 2, reserved=0x80) + b"{}", UnknownEncoding),
+        (header(0, 2, flags=0x04, reserved=1) + b"\x01x", BadFlags),  # a refusal: identity
+        (header(1, 1, flags=1) + b"{" + header(1, 1, reserved=2) + b"}", EncodingChanged),
         (header(1, 1, flags=1) + b"{" + header(0, 1) + b"}", CodecChanged),
         (header(1, 1, flags=1) + b"{" + header(3, 1) + b"}", CodecChanged),
     ],

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ayudantia.lesson_pickle import TouchMarker
+from ayudantia.lessons.pickle import TouchMarker
 from protocol.framing import HEADER, MAGIC, VERSION, encode_message
 from protocol.signing import Signer
 from protocol.transport import Connection

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ayudantia.lesson_pickle import TouchMarker
+from ayudantia.lessons.pickle import TouchMarker
 from protocol.framing import HEADER, MAGIC, VERSION, encode_message
 from protocol.transport import Connection
 from tests.procs import running

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from protocol import codecs
+from protocol.encodings import Compression, compression_for
 from protocol.errors import (
     REFUSAL_CODES,
     BadFlags,
@@ -61,14 +62,15 @@ HEADER_TABLE = (
     "3      1    codec id (0 raw, 1 json, 2 pickle, 3 msgpack, 64-255 plug-ins)",
     "4      1    flags: bit 0 MORE (another frame of this message follows); "
     "bit 1 SIGNED; bit 2 REFUSAL; other bits 0",
-    "5      1    reserved = 0",
+    "5      1    content encoding (0 identity, 1 zstd, 2 lz4 frame, 64-255 plug-ins)",
     "6      4    payload length, unsigned big-endian",
     "10     n    payload",
 )
 
 VECTOR = re.compile(
     r"^### vector: (?P<name>[\w-]+)\s*\n"
-    r"\s*codec: (?P<codec>\w+), chunk size: (?P<chunk>\d+)\s*\n"
+    r"\s*codec: (?P<codec>\w+), chunk size: (?P<chunk>\d+)"
+    r"(?:, encoding: (?P<encoding>\w+), level: (?P<level>-?\d+))?\s*\n"
     r"\s*object: `(?P<object>[^`\n]+)`\s*\n"
     r"\s*```hex\n(?P<hex>[0-9a-fA-F\s]*?)```",
     re.MULTILINE,
@@ -83,6 +85,12 @@ class Vector:
     chunk: int
     obj: Any
     wire: bytes
+    encoding: str = "none"
+    level: int | None = None
+
+    @property
+    def compression(self) -> Compression | None:
+        return compression_for(self.encoding, self.level)
 
 
 def doc_text() -> str:
@@ -99,6 +107,8 @@ def load_vectors() -> list[Vector]:
                 int(m["chunk"]),
                 ast.literal_eval(m["object"]),
                 bytes.fromhex("".join(m["hex"].split())),
+                m["encoding"] or "none",
+                int(m["level"]) if m["level"] else None,
             )
         )
     return vectors
@@ -110,7 +120,14 @@ VECTORS = load_vectors()
 def test_doc_has_every_vector() -> None:
     names = [v.name for v in VECTORS]
     assert len(names) == len(set(names))
-    assert {"empty-json-map", "quijote-json", "quijote-msgpack", "raw-three-chunks"} <= set(names)
+    assert {
+        "empty-json-map",
+        "quijote-json",
+        "quijote-msgpack",
+        "raw-three-chunks",
+        "quijote-msgpack-zstd",
+        "raw-two-lz4-frames",
+    } <= set(names)
     # every "### vector:" heading parsed: none silently skipped by a formatting slip
     assert doc_text().count("### vector:") == len(VECTORS)
 
@@ -124,7 +141,9 @@ def test_doc_has_the_header_table() -> None:
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v.name)
 def test_vector_encodes(vector: Vector) -> None:
     codec = codecs.get(vector.codec)
-    assert encode_message(codec.id, codec.encode(vector.obj), vector.chunk) == vector.wire
+    payload = codec.encode(vector.obj)
+    wire = encode_message(codec.id, payload, vector.chunk, compression=vector.compression)
+    assert wire == vector.wire
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v.name)
@@ -145,6 +164,7 @@ def test_vector_decodes(vector: Vector) -> None:
         assert message.codec_id == codec.id
         assert message.frames == frame_count(len(message.payload), vector.chunk)
         assert message.wire_bytes == len(vector.wire)
+        assert message.encoding_id == (vector.compression.id if vector.compression else 0)
         assert codec.decode(message.payload) == vector.obj
 
 

@@ -6,9 +6,10 @@ from ayudantia.commands import (
     estudiante,
     lesson,
     profesor,
+    proxy,
     quijote,
     run,
     tareo,
 )
 
-COMMANDS = (run, profesor, tareo, docencio, estudiante, eco, quijote, lesson)
+COMMANDS = (run, profesor, tareo, docencio, estudiante, eco, quijote, lesson, proxy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ayudantia import rules
 from ayudantia.commands._roles import (
     serve_announced,
     stats_option,
@@ -27,6 +28,22 @@ def options() -> list[Option]:
         timeout_option(10.0, "the Tareo's answer to each question"),
         *server_options("students served at once"),
         stats_option(),
+        Option(
+            "outbox",
+            None,
+            "SQLite file of count keys the Profesor has not acknowledged yet (default: the "
+            "user data dir, docencio-PORT.outbox.sqlite3, PORT the one it listens on)",
+            rules.DATABASE,
+            "PATH",
+        ),
+        Option(
+            "outbox_sync",
+            "full",
+            "full: fsync each group commit (survives a power cut); normal: survives any crash "
+            "of this process, not a power cut, and costs no fsync",
+            rules.choice(("full", "normal"), case=str.lower),
+            "MODE",
+        ),
     ]
 
 
@@ -46,6 +63,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         tareo=settings["tareo"],
         profesor=settings["profesor"],
         timeout=settings["timeout"],
+        outbox=settings["outbox"],
+        outbox_sync=settings["outbox_sync"],
     )
     server.start()
     if not server.wait_upstream(2.0):

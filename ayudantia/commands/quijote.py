@@ -66,6 +66,7 @@ class RoundTrip:
     seconds: float  # best round trip
     verified: bool
     detail: str
+    encoding: str = "none"
 
     @property
     def mb_per_s(self) -> float:
@@ -78,6 +79,7 @@ class RoundTrip:
             [
                 f"codec        {self.codec}",
                 f"chunk size   {chunk}",
+                f"compression  {self.encoding}",
                 f"wire bytes   {self.wire_bytes:,} each way",
                 f"frames       {self.frames:,} each way",
                 f"seconds      {self.seconds:.6f} (round trip)",
@@ -111,8 +113,24 @@ def round_trip_message(conn: Connection, text: str, repeat: int) -> RoundTrip:
     assert sent is not None
     detail = f"echo equals the {len(text):,}-character message" if verified else "echo differs"
     return RoundTrip(
-        conn.codec.name, conn.chunk_size, sent.wire_bytes, sent.frames, best, verified, detail
+        conn.codec.name,
+        conn.chunk_size,
+        sent.wire_bytes,
+        sent.frames,
+        best,
+        verified,
+        detail,
+        compression_name(conn),
     )
+
+
+def compression_name(conn: Connection) -> str:
+    """How frames leave: ``none``, or the encoding and its level."""
+    compression = conn.compression
+    if compression is None:
+        return "none"
+    level = "default" if compression.level is None else compression.level
+    return f"{compression.encoding.name} (level {level})"
 
 
 def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
@@ -146,7 +164,7 @@ def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
         frames, wire = result["sent"].frames, result["sent"].wire_bytes
         verified = verified and digest.hexdigest() == expected
     detail = f"sha256 {expected[:16]}… {'matches' if verified else 'DIFFERS'}"
-    return RoundTrip("raw", chunk, wire, frames, best, verified, detail)
+    return RoundTrip("raw", chunk, wire, frames, best, verified, detail, compression_name(conn))
 
 
 def check(settings: dict[str, Any], args: argparse.Namespace) -> None:

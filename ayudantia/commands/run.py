@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ayudantia import rules
+from ayudantia import chaos, netem, rules
 from ayudantia.config import Option, seconds_option, wire_options
 from roles.estado import percentile
 
@@ -73,6 +73,21 @@ def options() -> list[Option]:
         *wire_options(needs_maps=True),
         Option("report", None, "also write the summary as JSON to FILE", rules.OUTPUT_FILE, "FILE"),
         Option("keep", None, "keep the roles' logs and database in DIR", rules.OUTPUT_DIR, "DIR"),
+        Option(
+            "outbox_dir",
+            None,
+            "the Docencio's outbox goes in DIR (default: the run's directory); emptied first",
+            rules.OUTPUT_DIR,
+            "DIR",
+        ),
+        chaos.option(),
+        Option(
+            "network",
+            None,
+            "a proxy on each TCP hop emulating this link, e.g. delay=5ms,rate=100mbit",
+            netem.LINK_RULE,
+            "SPEC",
+        ),
     ]
 
 
@@ -99,6 +114,7 @@ class Child:
         pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.name = name
+        self.argv, self.logdir, self.env, self.restarts = argv, logdir, env, 0
         self.out_path = logdir / f"{name}.out"
         self.err_path = logdir / f"{name}.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
@@ -113,6 +129,16 @@ class Child:
             )
         self._offset = 0
         self.answers_seen = 0
+
+    def respawn(self, address: str) -> Child:
+        """The same role started again on the port it listened on (after ``--chaos`` killed
+        it): same arguments, so the same gradebook and outbox."""
+        argv = list(self.argv)
+        argv[argv.index("--port") + 1] = address.rpartition(":")[2]
+        base = self.name.split("-")[0]
+        child = Child(f"{base}-{self.restarts + 2}", argv, self.logdir, self.env)
+        child.restarts = self.restarts + 1
+        return child
 
     def output(self) -> bytes:
         try:
@@ -336,11 +362,15 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     logdir = Path(keep) if keep else Path(tmp.name)  # type: ignore[union-attr]
     logdir.mkdir(parents=True, exist_ok=True)
     db = logdir / "profesor.sqlite3"
-    for stale in logdir.glob("profesor.sqlite3*"):
-        stale.unlink()
+    outbox = Path(settings["outbox_dir"] or logdir) / "docencio.outbox.sqlite3"
+    outbox.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*logdir.glob("profesor.sqlite3*"), *outbox.parent.glob(outbox.name + "*")]:
+        stale.unlink()  # this class's Profesor starts from zero: so must the outbox
+    injector: chaos.Chaos | None = None
     roles: list[Child] = []
     alumnos: list[Child] = []
     barrier = StartBarrier()
+    hops = netem.Hops(settings.get("network"))
     try:
         t0 = time.monotonic()
         start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
@@ -356,7 +386,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             env,
         )
         roles.append(tareo)
-        tareo_at = tareo.wait_ready(start_to)
+        tareo_at = hops.hop("Docencio->Tareo", tareo.wait_ready(start_to))
         docencio = Child(
             "docencio",
             [
@@ -372,12 +402,14 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                 str(settings["timeout"]),
                 "--stats",
                 str(logdir / "d.json"),
+                "--outbox",
+                str(outbox),
             ],
             logdir,
             env,
         )
         roles.append(docencio)
-        docencio_at = docencio.wait_ready(start_to)
+        docencio_at = hops.hop("students->Docencio", docencio.wait_ready(start_to))
         print(
             f"La clase: Profesor {url}, Tareo {tareo_at}, Docencio {docencio_at} "
             f"(ready in {time.monotonic() - t0:.1f} s)",
@@ -421,9 +453,21 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             )
         barrier.forget_read_end()
         released_at = barrier.release_when_connected(alumnos, time.monotonic() + start_to)
+        if settings["chaos"]:
+            injector = chaos.Chaos(
+                settings["chaos"],
+                roles,
+                {"profesor": url, "tareo": tareo_at, "docencio": docencio_at},
+                lambda: sum(a.answers_seen for a in alumnos) / max(1, students * questions),
+                seed=settings["seed"],
+                startup_timeout=start_to,
+            )
+            injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
         limit += questions * settings["interval"] * 6 if questions else math.inf
         watch_class(alumnos, students * questions, limit, url, console)
+        faults = injector.finish() if injector is not None else None
+        profesor, tareo, docencio = roles  # the live ones, after any restarts
         reports = []
         for a in alumnos:
             path = logdir / f"{a.name}.json"
@@ -438,14 +482,24 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         count = _profesor_count(url, time.monotonic() + 15, answered)
         summary = summarize(reports, count, students, questions)
         summary["barrier_released_at"] = released_at
+        if faults is not None:
+            summary["faults"] = chaos.as_report(faults)
+            summary["ok"] = chaos.verdict(summary)
         docencio.stop()
         tareo.stop()
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
             stats = logdir / path
             if stats.exists():
                 for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
-                    summary[key if name == "docencio" else f"tareo_{key}"] = value
+                    # the students' own totals (errors, ...) are never overwritten by a role's
+                    mine = name == "docencio" and key not in summary
+                    summary[key if mine else f"{name}_{key}"] = value
+        summary.update(hops.summary())
+        if faults is not None:
+            print(chaos.describe(faults), flush=True)
         console.print(summary_table(summary, settings))
+        if hops.link is not None:
+            print(hops.describe(), flush=True)
         if settings["report"]:
             Path(settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
         return 0 if summary["ok"] else 1
@@ -457,8 +511,12 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, *STOP_SIGNALS):
             signal.signal(sig, signal.SIG_IGN)
         barrier.release()
+        if injector is not None:
+            with contextlib.suppress(Exception):  # no restart may outlive the cleanup
+                injector.finish()
         for child in [*alumnos, *reversed(roles)]:
             child.stop()
+        hops.close()
         if tmp is not None:
             tmp.cleanup()
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -503,6 +561,9 @@ def wire_flags(settings: dict[str, Any]) -> list[str]:
     ):
         value = settings[name]
         flags += ["--" + name.replace("_", "-"), "0" if value is None else str(value)]
+    flags += ["--compress", settings.get("compress") or "none"]
+    if settings.get("compress_level") is not None:
+        flags += ["--compress-level", str(settings["compress_level"])]
     return flags
 
 

@@ -1,9 +1,11 @@
-"""The pickle security lesson: unpickling a peer's bytes runs the peer's code.
+"""pickle: ``pickle.loads`` on a peer's bytes runs the peer's code.
 
-Five steps, each on loopback with real sockets, each printing what it does, what happened
-and why. The "command" every attack runs is harmless: it creates an empty marker file in a
-temporary directory that is deleted at the end. :func:`run_lesson` returns True when every
-step behaved as taught.
+Five steps on loopback with real sockets: (1) plain ``pickle.loads`` runs the sender's
+code; (2) the default accept-list refuses pickle before decoding; (3) a restricted
+unpickler allows exact (module, name) pairs, and allowing a whole module lets the attack
+through again; (4) signed frames are verified before decoding; (5) json and msgpack decode
+to plain data. The "command" every attack runs is harmless: it creates an empty marker
+file in the lesson's temporary directory, removed at the end.
 
 Step 1 is the ONLY place in this project where plain ``pickle.loads`` is called on bytes
 from a socket. It is deliberately insecure, and it exists to show why nothing else does it.
@@ -18,13 +20,12 @@ import logging
 import pickle
 import secrets
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ayudantia.lessons._runner import N_, Context, Outcome, Row, T, Text, quiet_logger
 from protocol import codecs
 from protocol.aio import FrameConnection
 from protocol.errors import (
@@ -41,7 +42,34 @@ from protocol.transport import Connection
 from roles.base import Server, WireSettings
 
 PICKLE_ID = codecs.get("pickle").id
-Say = Callable[[str], None]
+
+NAME = "pickle"
+SECTION = "«Envio utilizando Pickle»"
+PATTERN = N_("pickle.loads on a peer's bytes")
+DEFECT = N_(
+    "a mini server calls plain pickle.loads on a pickle whose __reduce__ names "
+    "Path.touch (DELIBERATELY INSECURE: the only place it exists); then a "
+    "restricted unpickler that allows the whole module builtins gets a "
+    "builtins.eval attack"
+)
+FIX = N_(
+    "the project's servers: the default accept-list, a restricted unpickler of "
+    "exact (module, name) pairs, signed frames (HMAC-SHA256), and json or msgpack"
+)
+WHY = N_(
+    "a pickle is a program for a small stack machine: its REDUCE opcode calls any"
+    " callable it can name, with arguments it supplies. The sender chooses the "
+    "code; the receiver runs it before it ever sees an object. An allowed module "
+    "is a door to every global in it (builtins holds eval, exec and __import__). "
+    "A signature says who sent a pickle, not that it is harmless: between parties"
+    " that do not trust each other, use json or msgpack."
+)
+FIX_AT = (
+    "protocol/codecs.py accept_for (DEFAULT_ACCEPT); protocol/safepickle.py "
+    "restricted_loads; protocol/signing.py Verifier; protocol/framing.py "
+    "FrameDecoder._check_header"
+)
+HEADLINE = "code_ran"
 
 
 # --- the attacker's payloads ------------------------------------------------------------
@@ -210,27 +238,11 @@ def _name(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}{more}"
 
 
-# --- the lesson -------------------------------------------------------------------------------
+# --- the steps: each returns whether it behaved as taught, and what happened ----------------
 
 
-@dataclass
-class Step:
-    number: int
-    title: str
-    ok: bool = False
-
-
-def _verdict(say: Say, step: Step, ok: bool) -> None:
-    step.ok = ok
-    say(f"  result:   {'as taught' if ok else 'NOT AS TAUGHT'}")
-    say("")
-
-
-def step1(say: Say, tmp: Path) -> bool:
+def step1(tmp: Path) -> tuple[bool, list[Text]]:
     marker = tmp / "step1-pwned"
-    say("  doing:    start a mini server on loopback that reads one framed message and calls")
-    say("            plain pickle.loads on it (DELIBERATELY INSECURE: the only place it exists);")
-    say("            send it a pickle whose __reduce__ returns (pathlib.Path.touch, (marker,))")
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5.0)
     outcome: dict[str, Any] = {}
@@ -246,168 +258,205 @@ def step1(say: Say, tmp: Path) -> bool:
     finally:
         listener.close()
     appeared = marker.exists()
-    say(f"  happened: the server ran pathlib.Path.touch({marker.name!r}) while unpickling; ")
-    say(f"            marker file exists: {appeared}; server error: {outcome.get('error')}")
-    say("  why:      a pickle is a program for a small stack machine; its REDUCE opcode calls")
-    say("            any callable it can name with arguments it supplies. The sender chose the")
-    say("            code; the receiver ran it before it ever saw an 'object'.")
-    return appeared
+    return appeared, [
+        T(
+            "step 1: plain pickle.loads ran pathlib.Path.touch({marker}) while unpickling; "
+            "marker file exists: {exists}",
+            marker=repr(marker.name),
+            exists=appeared,
+        )
+    ]
 
 
-def step2(say: Say, tmp: Path) -> bool:
+def step2(tmp: Path) -> tuple[bool, list[Text]]:
     marker = tmp / "step2-pwned"
     wire = WireSettings()  # the defaults every role starts from
-    say(f"  doing:    a project server with the default accept-list {sorted(wire.accept)}")
-    say("            receives the same crafted pickle frame (codec id 2)")
     with lesson_server(wire, lambda p: codecs.get("pickle").decode(p)) as server:
         payload = pickle.dumps(TouchMarker(marker), protocol=pickle.HIGHEST_PROTOCOL)
         answer = send_and_wait(server, payload)
         exc = _err(server)
-    say(
-        f"  happened: {_name(exc)}; client saw: {answer}; payload decoded: "
-        f"{server.decoded_calls > 0}; marker exists: {marker.exists()}"
-    )
-    say("  why:      the framing checks the codec id in the 10-byte header against the")
-    say("            accept-list before buffering a payload byte; pickle is never accepted")
-    say("            unless a role opts in with --codec pickle")
-    return isinstance(exc, ContentDisallowed) and not server.decoded_calls and not marker.exists()
+    ok = isinstance(exc, ContentDisallowed) and not server.decoded_calls and not marker.exists()
+    return ok, [
+        T(
+            "step 2: a server with the default accept-list {accept}: {error}; the client saw: "
+            "{answer}; payload decoded: {decoded}; marker file exists: {exists}",
+            accept=str(sorted(wire.accept)),
+            error=_name(exc),
+            answer=str(answer),
+            decoded=server.decoded_calls > 0,
+            exists=marker.exists(),
+        )
+    ]
 
 
-def step3(say: Say, tmp: Path) -> bool:
-    ok = True
+def step3(tmp: Path) -> tuple[bool, bool, list[Text]]:
+    """(exact pairs held, module-wide let the attack through, notes)."""
+    held = True
+    notes: list[Text] = []
     wire = WireSettings(accept=codecs.DEFAULT_ACCEPT | {"pickle"})
-    say("  doing:    a server that opted in to pickle decodes with the project's restricted")
-    say("            unpickler (find_class allows exact (module, name) pairs of plain data")
-    say("            types only); it receives Path.touch, then builtins.eval, attacks")
     for label, attack in (("Path.touch", TouchMarker), ("builtins.eval", EvalMarker)):
         marker = tmp / f"step3-exact-{label}"
         with lesson_server(wire, restricted_loads) as server:
             send_and_wait(server, pickle.dumps(attack(marker), protocol=4))
             exc = _err(server)
         cause = exc.__cause__ if exc is not None and exc.__cause__ else exc
-        blocked = isinstance(cause, ForbiddenGlobal) and not marker.exists()
-        say(f"  happened: {label} attack -> {_name(exc)}; marker exists: {marker.exists()}")
-        ok = ok and blocked
+        held = held and isinstance(cause, ForbiddenGlobal) and not marker.exists()
+        notes.append(
+            T(
+                "step 3: the restricted unpickler against {attack}: {error}; marker file exists: "
+                "{exists}",
+                attack=label,
+                error=_name(exc),
+                exists=marker.exists(),
+            )
+        )
     marker = tmp / "step3-module-wide"
     modules = frozenset({"builtins"})
-    say("  doing:    now the tempting shortcut: allow the whole module 'builtins' (it holds")
-    say("            set, frozenset, bytearray...) and send the builtins.eval attack")
     with lesson_server(wire, lambda p: module_wide_loads(p, modules)) as server:
         send_and_wait(server, pickle.dumps(EvalMarker(marker), protocol=4))
-    appeared = marker.exists()
-    say(
-        f"  happened: marker exists: {appeared}: builtins.eval ran "
-        "__import__('pathlib').Path(marker).touch()"
+    ran = marker.exists()
+    notes.append(
+        T(
+            "step 3: allowing the whole module builtins instead: builtins.eval ran; marker "
+            "file exists: {exists}",
+            exists=ran,
+        )
     )
-    say("  why:      an allowed module is a door to every global in it: builtins alone hands")
-    say("            out eval, exec, getattr and __import__, and through them any module. Only")
-    say("            exact (module, name) pairs of types that carry data and nothing else hold.")
-    return ok and appeared
+    return held, ran, notes
 
 
-def step4(say: Say, tmp: Path, key: bytes) -> bool:
+def step4(tmp: Path, key: bytes) -> tuple[bool, int, list[Text]]:
+    """(held, frames refused before decoding, notes)."""
     marker = tmp / "step4-pwned"
     wire = WireSettings(accept=codecs.DEFAULT_ACCEPT | {"pickle"}, key=key)
-    say("  doing:    a server with a shared key (HMAC-SHA256, flag bit 1 on every frame) that")
-    say("            also opted in to pickle; four clients: unsigned, signed with a wrong key,")
-    say("            correctly signed but altered in transit, and correctly signed")
     attack = pickle.dumps(EvalMarker(marker), protocol=4)
-    ok = True
     signed_ok = encode_message(codecs.get("json").id, b'{"hola":"mundo"}', signer=Signer(key))
     tampered = bytearray(signed_ok)
     tampered[12] ^= 0x20  # one bit of the JSON text
     cases: list[tuple[str, Callable[[LessonServer], Any], type[BaseException] | None]] = [
-        ("unsigned pickle", lambda s: send_and_wait(s, attack), SignatureMissing),
+        (N_("unsigned pickle"), lambda s: send_and_wait(s, attack), SignatureMissing),
         (
-            "pickle signed with a wrong key",
+            N_("pickle signed with a wrong key"),
             lambda s: send_and_wait(s, attack, key=secrets.token_bytes(32)),
             BadSignature,
         ),
         (
-            "signed json, one bit flipped",
+            N_("signed json, one bit flipped"),
             lambda s: send_raw_and_wait(s, bytes(tampered)),
             BadSignature,
         ),
         (
-            "signed json with the right key",
+            N_("signed json with the right key"),
             lambda s: send_and_wait(s, b'{"hola":"mundo"}', codec_id=1, key=key),
             None,
         ),
     ]
-    for label, run, expected in cases:
+    ok, refused, notes = True, 0, []
+    for label, run_case, expected in cases:
         with lesson_server(wire, lambda p: codecs.get("json").decode(p)) as server:
-            run(server)
+            run_case(server)
             exc = _err(server)
         if expected is None:
             good = exc is None and server.results == [{"hola": "mundo"}]
         else:
             good = isinstance(exc, expected) and server.decoded_calls == 0
+            refused += good
         ok = ok and good
-        say(f"  happened: {label}: {_name(exc)}; payload decoded: {server.decoded_calls > 0}")
-    say(f"            marker exists: {marker.exists()}")
-    say("  why:      the receiver recomputes each frame's tag over header, sequence number and")
-    say("            data and compares with hmac.compare_digest before the data joins a")
-    say("            message; without the key nobody can make a frame it will decode. But a")
-    say("            signature says who sent a pickle, not that the pickle is harmless.")
-    return ok and not marker.exists()
+        notes.append(
+            T(
+                "step 4: {case}: {error}; payload decoded: {decoded}",
+                case=T(label),
+                error=_name(exc),
+                decoded=server.decoded_calls > 0,
+            )
+        )
+    return ok and not marker.exists(), refused, notes
 
 
-def step5(say: Say, tmp: Path) -> bool:
+def step5(tmp: Path) -> tuple[bool, list[Text]]:
     marker = tmp / "step5-pwned"
     attack_as_data = {"__reduce__": ["pathlib.Path.touch", str(marker)], "py/object": "os.system"}
-    say("  doing:    the same intent sent as json and as msgpack to default servers")
-    ok = True
+    ok, notes = True, []
     for name in ("json", "msgpack"):
         codec = codecs.get(name)
         with lesson_server(WireSettings.for_codec(name), lambda p, c=codec: c.decode(p)) as server:
             send_and_wait(server, codec.encode(attack_as_data), codec_id=codec.id)
             exc = _err(server)
-        good = exc is None and server.results == [attack_as_data] and not marker.exists()
-        ok = ok and good
+        ok = ok and exc is None and server.results == [attack_as_data] and not marker.exists()
         kind = type(server.results[0]).__name__ if server.results else "?"
-        say(f"  happened: {name}: decoded to a plain {kind}; marker exists: {marker.exists()}")
-    say("  why:      json and msgpack decode to dicts, lists, strings and numbers and never call")
-    say("            anything a peer names. Between parties that do not trust each other use json")
-    say("            or msgpack (and sign frames if you must know who sent them); keep pickle for")
-    say("            bytes you produced yourself.")
-    return ok
+        notes.append(
+            T(
+                "step 5: the same intent as {codec}: decoded to a plain {kind}; marker file "
+                "exists: {exists}",
+                codec=name,
+                kind=kind,
+                exists=marker.exists(),
+            )
+        )
+    return ok, notes
 
 
-def run_lesson(say: Say = print, key: bytes | None = None) -> bool:
-    """Run the five steps; True when each behaved as taught."""
+def run(ctx: Context) -> Outcome:
+    """The five steps; the defect is what ran, the fix is what refused or stayed data."""
+    key = ctx.options.get("key")
     if key is None:
         key = secrets.token_bytes(32)
-        key_note = "a random 32-byte key generated for this run (--key / AYUDANTIA_KEY to choose)"
-    else:
-        key_note = "the key from --key / AYUDANTIA_KEY (not shown)"
-    steps = [
-        Step(1, "plain pickle.loads runs the sender's code"),
-        Step(2, "the default accept-list refuses pickle before decoding"),
-        Step(3, "a restricted unpickler: exact (module, name) pairs, not modules"),
-        Step(4, "signed frames: HMAC-SHA256, verified before decoding"),
-        Step(5, "the conclusion: json or msgpack between parties that do not trust each other"),
-    ]
-    say("The pickle security lesson. Every 'attack' below only creates an empty marker file")
-    say("in a temporary directory, which is removed at the end.")
-    say(f"Signing key for step 4: {key_note}.")
-    say("")
-    with tempfile.TemporaryDirectory(prefix="ayudantia-lesson-") as tmpdir:
-        tmp = Path(tmpdir)
-        runners: list[Callable[[], bool]] = [
-            lambda: step1(say, tmp),
-            lambda: step2(say, tmp),
-            lambda: step3(say, tmp),
-            lambda: step4(say, tmp, key),
-            lambda: step5(say, tmp),
+        notes = [
+            T(
+                "signing key for step 4: a random 32-byte key made for this run "
+                "(--key or AYUDANTIA_KEY to choose)"
+            )
         ]
-        for step, runner in zip(steps, runners, strict=True):
-            say(f"Step {step.number}: {step.title}")
-            try:
-                ok = runner()
-            except Exception as exc:  # a step that crashes did not behave as taught
-                say(f"  happened: the step itself failed: {type(exc).__name__}: {exc}")
-                ok = False
-            _verdict(say, step, ok)
-    passed = sum(s.ok for s in steps)
-    say(f"{passed}/{len(steps)} steps behaved as taught.")
-    return passed == len(steps)
+    else:
+        notes = [T("signing key for step 4: the one from --key or AYUDANTIA_KEY (not shown)")]
+    tmp = ctx.tmp
+    ctx.stack.enter_context(quiet_logger("ayudantia.aio"))  # the refusals are the lesson's output
+    ran1, n1 = step1(tmp)
+    refused2, n2 = step2(tmp)
+    exact3, wide3, n3 = step3(tmp)
+    signed4, refused4, n4 = step4(tmp, key)
+    data5, n5 = step5(tmp)
+    notes += n1 + n2 + n3 + n4 + n5
+    markers = sorted(p.name for p in tmp.iterdir())
+    rows = [
+        Row(
+            "touch",
+            N_("a pickle that calls Path.touch"),
+            T("ran: marker created") if ran1 else T("nothing ran"),
+            T("refused before decoding") if refused2 else T("not refused"),
+        ),
+        Row(
+            "eval",
+            N_("a pickle that calls builtins.eval"),
+            T("ran: marker created") if wide3 else T("nothing ran"),
+            T("ForbiddenGlobal: nothing ran") if exact3 else T("not refused"),
+        ),
+        Row(
+            "signed",
+            N_("frames without the key, refused before decoding"),
+            None,
+            T("{n} of {total}", n=refused4, total=3),
+        ),
+        Row(
+            "data",
+            N_("the same intent as json and msgpack"),
+            None,
+            T("plain data: nothing ran") if data5 else T("not plain data"),
+        ),
+        Row(
+            "code_ran",
+            N_("attacks that ran the sender's code"),
+            int(ran1) + int(wide3),
+            sum(m not in ("step1-pwned", "step3-module-wide") for m in markers),
+        ),
+    ]
+    return Outcome(
+        rows,
+        defect_showed=ran1 and wide3,
+        fix_held=refused2
+        and exact3
+        and signed4
+        and data5
+        and set(markers) <= {"step1-pwned", "step3-module-wide"},
+        notes=notes,
+    )

@@ -1,0 +1,88 @@
+"""CBOR for ayudantia: the codec plug-in the registry finds through its entry point.
+
+The registry calls :func:`codec` once, at its first lookup, and adds what it returns
+under id 64 (ids 64-255 are for plug-ins). Nothing in ayudantia names this module: the
+``[project.entry-points."ayudantia.codecs"]`` table of this distribution's pyproject is
+the whole registration, which is what the plug-in exists to prove.
+
+Decoding is hostile input, as for every codec: a peer can declare a container of four
+billion items in five bytes, so :func:`decode` first walks the item heads and refuses any
+count the payload cannot hold (one byte per item at least), before cbor2 allocates. Tags
+are kept as plain data: the semantic tags cbor2 would turn into objects (regular
+expressions, decimals with huge exponents, sets) are refused, so decoding a peer's CBOR
+never does more than build dicts, lists, strings, bytes and numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from protocol.codecs import Codec
+from protocol.errors import DecodeError
+
+CODEC_ID = 64
+# CBOR's major types (the top 3 bits of an item's first byte) that the head walk handles.
+_MAJOR_BYTES, _MAJOR_TEXT, _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG = 2, 3, 4, 5, 6
+
+
+def encode(obj: Any) -> bytes:
+    """CBOR with definite lengths; maps keep their order, as json and msgpack do here."""
+    return cbor2.dumps(obj)
+
+
+def decode(data: bytes | bytearray | memoryview, max_message: int) -> Any:
+    """Plain data from a peer's CBOR, or :class:`DecodeError` (raised before allocating)."""
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    _check_heads(view, min(len(view), max_message))
+    return cbor2.loads(bytes(view))
+
+
+def _check_heads(view: memoryview, limit: int) -> None:
+    """Walk every item head: no count beyond ``limit``, no tags, no indefinite lengths."""
+    pos, pending, end = 0, 1, len(view)
+    while pending:
+        if pos >= end:
+            raise DecodeError("cbor", "truncated item")
+        major, info = view[pos] >> 5, view[pos] & 0x1F
+        pos += 1
+        if info < 24:
+            value = info
+        elif info <= 27:
+            size = 1 << (info - 24)
+            if pos + size > end:
+                raise DecodeError("cbor", "truncated item head")
+            value = int.from_bytes(view[pos : pos + size], "big")
+            pos += size
+        elif major == 7 and info == 31:
+            raise DecodeError("cbor", "stray break")
+        else:
+            raise DecodeError("cbor", "indefinite lengths are not accepted")
+        pending -= 1
+        if major == _MAJOR_TAG:
+            raise DecodeError("cbor", f"tag {value} is not accepted (plain data only)")
+        if major in (_MAJOR_BYTES, _MAJOR_TEXT):
+            if value > end - pos:
+                raise DecodeError("cbor", f"a string of {value} bytes in {end - pos} left")
+            pos += value
+        elif major in (_MAJOR_ARRAY, _MAJOR_MAP):
+            items = value * (2 if major == _MAJOR_MAP else 1)
+            if items > limit or items > end - pos:
+                raise DecodeError("cbor", f"a container of {value} items in {end - pos} bytes")
+            pending += items
+    if pos != end:
+        raise DecodeError("cbor", f"{end - pos} bytes after the item")
+
+
+def codec() -> Codec:
+    """What the ``ayudantia.codecs`` entry point gives the registry."""
+    return Codec(
+        "cbor",
+        CODEC_ID,
+        "application/cbor",
+        True,
+        encode,
+        decode,
+        "CBOR (RFC 8949), a plug-in: compact binary, readable by any language",
+    )

@@ -1,0 +1,443 @@
+"""The Docencio's durable outbox: a question's count key is on disk before its answer goes.
+
+Why: the Docencio used to count an answer in memory once it was delivered and post the
+keys to the Profesor in the background. A SIGKILL, an OOM kill or a power cut between the
+delivery and the post lost those counts (13 of 98,792 in one try). Now:
+
+1. before a counted answer is sent, its key is committed to a SQLite file (WAL;
+   ``synchronous=FULL`` by default: the commit survives a power cut, not only a crash;
+   ``normal`` survives any crash of the process and skips the fsync, see SYNC_MODES);
+2. commits are grouped: one writer thread takes every key queued while the previous
+   commit ran (at most ``group_max``), so one fsync covers hundreds of answers under load
+   and a lone question waits for one commit only. The answer waits for its group's commit,
+   never for the Profesor, and the event loop never waits for the disk;
+3. a poster thread (a :class:`~roles.profesor.Conteo` reading from this file) posts keys in
+   batches and deletes what the Profesor acknowledged; the Profesor counts each key once,
+   so posting again after a crash is harmless;
+4. on start, every key a previous run left is posted.
+
+What a row means. ``pending`` counts answers under that key committed but not yet out of
+this process; ``ready`` says one of them left (was delivered). In a live Docencio only
+ready keys are posted, and a key whose every answer was dropped with its student's
+connection is deleted, so a student who leaves takes its uncounted answers with it (as
+before). After a crash nobody knows which committed answers left, so a new run posts
+every row: an answer committed but never delivered is counted, and the student, who saw
+no answer, asks again with the same id on its new connection; the key (its name and that
+id, :func:`~roles.clase.count_key`) is the same, so the count stays exact. That holds for
+named students (``ayudantia run`` names them); a nameless one's key is its connection's,
+which a crash changes.
+
+A full or unwritable disk: the commit fails, the group's answers become error answers
+(same id) and the Docencio keeps serving; one log line when writing starts failing, one
+when it works again. It never answers without counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from roles.profesor import Conteo, ProfesorClient
+
+log = logging.getLogger("ayudantia.docencio.outbox")
+
+# A committed key's answer: called on the loop with None (committed) or why it was not.
+Done = Callable[[str | None], None]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    " key TEXT PRIMARY KEY,"
+    " pending INTEGER NOT NULL DEFAULT 0,"
+    " ready INTEGER NOT NULL DEFAULT 0)"
+)
+
+
+# full: each group commit is fsynced (survives a power cut); normal: written to the OS, fsynced
+# at checkpoints (survives any crash of the process: SIGKILL, OOM; a power cut may lose the
+# last groups). See docs/counting.md for what each costs.
+SYNC_MODES = ("full", "normal")
+
+
+def default_outbox_path(port: int) -> Path:
+    """``docencio-PORT.outbox.sqlite3`` in our data directory: one file per Docencio port.
+
+    ``port`` is the port the Docencio actually listens on, so a Docencio started with port
+    0 gets the file of the port it was given, and a restart on that port finds it.
+    """
+    from platformdirs import user_data_dir
+
+    home = Path(user_data_dir("ayudantia"))
+    with contextlib.suppress(OSError):  # if it cannot be made, opening the file says why
+        home.mkdir(parents=True, exist_ok=True)
+    return home / f"docencio-{port}.outbox.sqlite3"
+
+
+class OutboxStore:
+    """The SQLite file. One connection, shared by the writer and the poster under a lock."""
+
+    def __init__(self, path: str | Path, sync: str = "full") -> None:
+        if sync not in SYNC_MODES:
+            raise ValueError(f"unknown outbox sync mode {sync!r}; choose from {SYNC_MODES}")
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            with self._transaction() as db:
+                db.execute(_SCHEMA)
+                # A previous run's rows: which of their answers left is unknown, post them all.
+                self.left_over = db.execute("UPDATE outbox SET ready = 1, pending = 0").rowcount
+        except BaseException:
+            self._db.close()
+            raise
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+
+    def apply(self, new: list[str], delivered: list[str], undelivered: list[str]) -> None:
+        """One transaction: keys about to be answered, answers that left, answers dropped.
+
+        Applied in that order, whatever order they came in: it deletes the fewest rows (a
+        key re-asked on a new connection while its old answer is dropped stays).
+        """
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO outbox (key, pending) VALUES (?, 1) "
+                "ON CONFLICT (key) DO UPDATE SET pending = pending + 1",
+                [(k,) for k in new],
+            )
+            db.executemany(
+                "INSERT INTO outbox (key, ready) VALUES (?, 1) "
+                "ON CONFLICT (key) DO UPDATE SET ready = 1, pending = max(pending - 1, 0)",
+                [(k,) for k in delivered],
+            )
+            db.executemany(
+                "UPDATE outbox SET pending = pending - 1 WHERE key = ?", [(k,) for k in undelivered]
+            )
+            if undelivered:
+                db.execute("DELETE FROM outbox WHERE pending <= 0 AND ready = 0")
+
+    def ready(self, limit: int) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key FROM outbox WHERE ready = 1 LIMIT ?", (limit,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def remove(self, keys: list[str]) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE key = ?", [(k,) for k in keys])
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+
+class _Poster(Conteo):
+    """The Conteo's retrying poster, reading ready keys from the outbox instead of memory."""
+
+    def __init__(self, outbox: Outbox, client: ProfesorClient, batch: int) -> None:
+        self.outbox = outbox
+        self._wake = True  # look at once: a previous run may have left keys
+        super().__init__(client, batch=batch)
+
+    def add(self, key: str) -> None:
+        raise TypeError("the outbox's keys come from Outbox.commit, not Conteo.add")
+
+    def poke(self) -> None:
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
+    @property
+    def backlog(self) -> int:
+        return self.outbox.rows()
+
+    def _next_batch(self) -> list[str] | None:
+        while True:
+            with self._cond:
+                while not self._wake and not self._closing:
+                    self._cond.wait()
+                if self._closing and time.monotonic() > self._flush_until:
+                    return None
+                self._wake = False
+            ids = self.outbox.ready_keys(self.batch)
+            if ids:
+                self._wake = True  # after this batch, look again: more may be waiting
+                return ids
+            if self._closing:
+                return None
+            if ids is None:  # the file cannot be read now: look again in a while
+                with self._cond:
+                    self._cond.wait(1.0)
+                    self._wake = True
+
+    def _put_back(self, ids: list[str]) -> None:
+        """Nothing to put back: the keys stay in the outbox until acknowledged."""
+
+    def _acknowledged(self, ids: list[str]) -> None:
+        self.outbox.acknowledged(ids)
+
+
+class Outbox:
+    """Count keys committed in groups off the loop, then posted to the Profesor.
+
+    From the event loop: :meth:`commit` (the answer goes in ``done``, once committed),
+    :meth:`delivered` and :meth:`undelivered` (what became of it). ``path`` may come later
+    (:meth:`open`), once the Docencio knows its port: keys wait for it.
+    """
+
+    def __init__(
+        self,
+        client: ProfesorClient,
+        path: str | Path | None = None,
+        *,
+        group_max: int = 500,
+        batch: int = 500,
+        sync: str = "full",
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.sync = sync
+        self.group_max = group_max
+        self.store: OutboxStore | None = None
+        self.failing: str | None = None  # why the last write failed (None: writing works)
+        self.committed = 0
+        self.refused = 0
+        self.groups = 0
+        self.left_over = 0
+        self._cond = threading.Condition()
+        self._new: list[tuple[str, Done]] = []
+        self._delivered: list[str] = []
+        self._undelivered: list[str] = []
+        self._busy = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.poster = _Poster(self, client, batch)
+        self._writer = threading.Thread(target=self._write_loop, name="outbox", daemon=True)
+        self._writer.start()
+
+    # -- from the loop ------------------------------------------------------------------
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop where ``done`` callbacks run."""
+        self._loop = loop
+
+    def open(self, path: str | Path) -> None:
+        """Where the outbox lives, if it was not given at construction."""
+        with self._cond:
+            if self.path is None:
+                self.path = str(path)
+            self._cond.notify_all()
+
+    def commit(self, key: str, done: Done) -> None:
+        with self._cond:
+            self._new.append((key, done))
+            self._cond.notify_all()
+
+    def delivered(self, key: str) -> None:
+        with self._cond:
+            self._delivered.append(key)
+            self._cond.notify_all()
+
+    def undelivered(self, key: str) -> None:
+        with self._cond:
+            self._undelivered.append(key)
+            self._cond.notify_all()
+
+    # -- the writer thread --------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        with self._cond:  # open as soon as we know where: a previous run's keys go now
+            while self.path is None and not self._stopping:
+                self._cond.wait()
+        if self.path is not None:
+            self._open()
+        while True:
+            with self._cond:
+                while not self._work() and not self._stopping:
+                    self._cond.wait()
+                if not self._work():
+                    return
+                new = self._new[: self.group_max]
+                del self._new[: len(new)]
+                delivered, self._delivered = self._delivered, []
+                undelivered, self._undelivered = self._undelivered, []
+                self._busy = True
+            reason = self._write(new, delivered, undelivered)
+            with self._cond:
+                self._busy = False
+                if reason is not None:  # the marks are retried; the new keys were refused
+                    self._delivered[:0] = delivered
+                    self._undelivered[:0] = undelivered
+                self._cond.notify_all()
+            if new:
+                self._answer([done for _, done in new], reason)
+            if reason is None and delivered:
+                self.poster.poke()
+            elif reason is not None and not new:
+                if self._stopping:  # nothing more will come: the marks are the next run's
+                    return
+                with self._cond:  # only marks to retry: not in a tight loop
+                    self._cond.wait(1.0)
+
+    def _work(self) -> bool:
+        """Something to write, and somewhere to write it (with the lock held)."""
+        return self.path is not None and bool(self._new or self._delivered or self._undelivered)
+
+    def _write(self, new: list[tuple[str, Done]], delivered: list[str], undelivered: list[str]):
+        """Commit one group; None, or why it could not be written."""
+        reason = self._open() if self.store is None else None
+        if self.store is not None:
+            try:
+                self.store.apply([k for k, _ in new], delivered, undelivered)
+            except sqlite3.Error as exc:
+                reason = self._failed(exc)
+        if reason is not None:
+            self.refused += len(new)
+            return reason
+        if self.failing is not None:
+            log.warning("el outbox %s se puede escribir otra vez", self.path)
+            self.failing = None
+        self.groups += 1
+        self.committed += len(new)
+        return None
+
+    def _open(self) -> str | None:
+        """Open the file (posting what a previous run left); None, or why it failed."""
+        assert self.path is not None
+        try:
+            self.store = OutboxStore(self.path, self.sync)
+        except sqlite3.Error as exc:
+            return self._failed(exc)
+        self.left_over = self.store.left_over
+        if self.left_over:
+            log.warning(
+                "el outbox %s trae %d claves de una ejecución anterior; se envían al Profesor",
+                self.path,
+                self.left_over,
+            )
+            self.poster.poke()
+        return None
+
+    def _failed(self, exc: sqlite3.Error) -> str:
+        """Why writing failed; the one log line when it starts failing."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if self.failing is None:
+            log.error(
+                "el outbox %s no se puede escribir (%s): las preguntas nuevas reciben un "
+                "error en vez de una respuesta sin contar, hasta que se pueda escribir",
+                self.path,
+                reason,
+            )
+        self.failing = reason
+        return reason
+
+    def _answer(self, callbacks: list[Done], reason: str | None) -> None:
+        """Run the group's ``done`` callbacks on the loop, in one wake-up."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
+            loop.call_soon_threadsafe(_call_all, callbacks, reason)
+
+    # -- for the poster -----------------------------------------------------------------
+
+    def ready_keys(self, limit: int) -> list[str] | None:
+        """Delivered keys to post; None when the file cannot be read."""
+        store = self.store
+        if store is None:
+            return []
+        try:
+            return store.ready(limit)
+        except sqlite3.Error as exc:
+            log.warning("el outbox %s no se puede leer: %s", self.path, exc)
+            return None
+
+    def acknowledged(self, keys: list[str]) -> None:
+        store = self.store
+        if store is None:
+            return
+        try:
+            store.remove(keys)
+        except sqlite3.Error as exc:  # they stay: posted again later, which is harmless
+            log.warning("el outbox %s no pudo borrar %d claves: %s", self.path, len(keys), exc)
+
+    def rows(self) -> int:
+        """Keys in the outbox (committed, not yet acknowledged by the Profesor)."""
+        store = self.store
+        if store is None:
+            return 0
+        try:
+            return store.count()
+        except sqlite3.Error:
+            return 0
+
+    # -- the end ------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every queued key was written (or ``timeout``); whether it was."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._busy or (self.path is not None and self._new):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, flush: float = 5.0) -> None:
+        """Write what is queued, post for up to ``flush`` seconds, close. What the Profesor
+        did not acknowledge stays in the file for the next run."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._writer.join(flush)
+        self.poster.close(flush)
+        left = self.rows()
+        if left:
+            log.warning(
+                "%d claves quedan en el outbox %s para la próxima ejecución", left, self.path
+            )
+        if self.store is not None:
+            self.store.close()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "outbox": self.path,
+            "outbox_committed": self.committed,
+            "outbox_groups": self.groups,
+            "outbox_refused": self.refused,
+            "outbox_left_over": self.left_over,
+            "outbox_failing": self.failing,
+        }
+
+
+def _call_all(callbacks: list[Done], reason: str | None) -> None:
+    for done in callbacks:
+        try:
+            done(reason)
+        except Exception:  # one answer's bug must not cost the others theirs
+            log.exception("error answering after the outbox commit")

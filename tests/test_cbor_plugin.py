@@ -1,0 +1,131 @@
+"""The CBOR plug-in (plugins/ayudantia-cbor): found through its entry point, or refused clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from protocol import codecs
+from protocol.errors import DecodeError, UnknownCodec
+from protocol.transport import Connection
+from tests.procs import ayudantia_cmd, running
+from tests.test_encodings import BOOKISH
+
+REPO = Path(__file__).resolve().parents[1]
+MESSAGE = {"titulo": "Don Quijote de la mancha", "año": 1605, "Texto": BOOKISH.decode()}
+
+
+def test_the_entry_point_registers_cbor_as_id_64() -> None:
+    (ep,) = [ep for ep in entry_points(group="ayudantia.codecs") if ep.name == "cbor"]
+    assert ep.value == "ayudantia_cbor:codec"
+    codec = codecs.get("cbor")
+    assert (codec.id, codec.safe, codecs.get(64)) == (64, True, codec)
+    assert "cbor" in codecs.available()
+    assert codec.decode(codec.encode(MESSAGE)) == MESSAGE
+    assert codec.encode(MESSAGE) == cbor2.dumps(MESSAGE)  # plain RFC 8949, any reader
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"\x9b\x00\x00\x00\x10\x00\x00\x00\x00",  # an array of 2**36 items, in 9 bytes
+        b"\xbb\x00\x00\x00\x00\xff\xff\xff\xff",  # a map of 4 billion pairs
+        b"\x7a\xff\xff\xff\xff",  # a 4 GiB text string, absent
+        b"\xd8\x23\x63abc",  # tag 35: a regular expression to compile
+        b"\xc1\x1a\x00\x00\x00\x00",  # tag 1: a datetime object
+        b"\x9f\x01\xff",  # indefinite length
+        b"\x01\x02",  # trailing bytes
+        b"\x82\x01",  # truncated
+        b"",
+    ],
+)
+def test_hostile_cbor_is_a_decode_error_before_allocating(hostile: bytes) -> None:
+    with pytest.raises(DecodeError, match="cbor"):
+        codecs.get("cbor").decode(hostile, max_message=1024)
+
+
+def test_an_eco_process_speaks_cbor_compressed(tmp_path: Path) -> None:
+    with (
+        running("eco", "--port", "0", "--codec", "cbor", "--log-level", "WARNING") as eco,
+        Connection.connect(eco.host, eco.port, codec="cbor", read_timeout=5) as conn,
+    ):
+        conn.send(MESSAGE, chunk_size=1000)
+        back = conn.recv_message()
+        assert back.codec.name == "cbor" and back.obj == MESSAGE and back.frames > 1
+
+
+def quijote(book: Path, *args: str, env: dict[str, str] | None = None):
+    return subprocess.run(
+        ayudantia_cmd("quijote", "--file", str(book), *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.mark.timeout(90)
+def test_quijote_round_trips_in_cbor(tmp_path: Path) -> None:
+    book = tmp_path / "libro.txt"
+    book.write_bytes(BOOKISH * 5)
+    done = quijote(book, "--codec", "cbor", "--compress", "zstd")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "codec        cbor" in done.stdout and "verified     yes" in done.stdout
+
+
+def environment_without_the_plugin(tmp_path: Path) -> dict[str, str]:
+    """A Python whose site-packages is this one's minus the plug-in's distribution.
+
+    ``-S`` skips site.py (and its .pth files), PYTHONPATH gives the repository and a copy of
+    site-packages made of symlinks, every entry but ayudantia_cbor's: as if uninstalled.
+    """
+    site = Path(cbor2.__file__).resolve().parent.parent
+    hidden = tmp_path / "site-packages"
+    hidden.mkdir()
+    for entry in site.iterdir():
+        if "ayudantia_cbor" not in entry.name:
+            (hidden / entry.name).symlink_to(entry)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(hidden)])}
+
+
+@pytest.mark.timeout(60)
+def test_without_the_plugin_codec_cbor_is_unknown_and_the_rest_remains(tmp_path: Path) -> None:
+    env = environment_without_the_plugin(tmp_path)
+    probe = subprocess.run(
+        [sys.executable, "-S", "-c", "from protocol import codecs; print(codecs.available())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert probe.stdout.strip() == "['raw', 'json', 'pickle', 'msgpack']", probe.stderr
+    book = tmp_path / "libro.txt"
+    book.write_bytes(BOOKISH)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-m",
+            "ayudantia",
+            "quijote",
+            "--codec",
+            "cbor",
+            "--file",
+            str(book),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "unknown codec 'cbor'" in line and "raw, json, pickle, msgpack" in line, line
+    with pytest.raises(UnknownCodec, match="available: raw, json, pickle, msgpack"):
+        codecs.Registry(load_plugins=False).get("cbor")

@@ -1,0 +1,90 @@
+"""The Docencio's outbox on a real SQLite file: what a row means, and commit-before-answer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from roles.outbox import Outbox, OutboxStore
+from roles.profesor import ProfesorClient
+
+
+def _nowhere() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _keys(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {row[0] for row in db.execute("SELECT key FROM outbox")}
+    finally:
+        db.close()
+
+
+def test_only_delivered_keys_are_posted_and_dropped_ones_are_withdrawn(tmp_path):
+    store = OutboxStore(tmp_path / "o.sqlite3")
+    try:
+        store.apply(["a", "b", "c"], [], [])
+        assert store.ready(10) == []  # committed, not delivered yet: nothing to post
+        store.apply([], ["a"], ["b"])
+        assert store.ready(10) == ["a"]
+        assert store.count() == 2  # b withdrawn (its student left), c still on its way
+        # c re-asked on a new connection while its old answer is dropped: it stays
+        store.apply(["c"], [], ["c"])
+        assert store.count() == 2
+        store.apply([], ["c"], [])
+        assert sorted(store.ready(10)) == ["a", "c"]
+        store.remove(["a", "c"])
+        assert store.count() == 0
+    finally:
+        store.close()
+
+
+def test_a_new_run_posts_every_key_a_crashed_one_left(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    store = OutboxStore(path)
+    store.apply(["sent-or-not", "delivered"], ["delivered"], [])
+    store.close()  # as after a SIGKILL: which committed answers left is unknown
+    again = OutboxStore(path)
+    try:
+        assert again.left_over == 2
+        assert sorted(again.ready(10)) == ["delivered", "sent-or-not"]
+    finally:
+        again.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_answer_waits_for_its_keys_commit(tmp_path):
+    """``done`` runs on the loop, and by then the key is in the file (seen by another
+    connection, as a process started after a crash would see it)."""
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), path)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        outbox.bind(loop)
+        finished = loop.create_future()
+
+        def done(failed: str | None) -> None:
+            seen["failed"] = failed
+            seen["keys"] = _keys(path)
+            seen["on_loop"] = asyncio.get_running_loop() is loop
+            finished.set_result(None)
+
+        outbox.commit("k1", done)
+        await asyncio.wait_for(finished, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        outbox.close(0.1)
+    assert seen == {"failed": None, "keys": {"k1"}, "on_loop": True}
+    assert outbox.committed == 1 and outbox.groups >= 1
+    assert _keys(path) == {"k1"}  # the Profesor never acknowledged it: kept for the next run

@@ -1,0 +1,99 @@
+"""Review of issue 13 (crash-safe count): regressions for the holes found.
+
+A scripted Docencio on a real loopback socket plays the crash the class can hit: it takes a
+question and dies before its answer is seen (the next run posts the key), then answers the
+re-ask with an error (a Tareo not up again yet).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import roles.estudiante
+from protocol.errors import AyudantiaError
+from protocol.transport import Connection
+from roles.estudiante import Estudiante
+
+Script = list[Callable[[Connection, dict], dict | None]]
+
+
+def _scripted_docencio(steps: Script) -> tuple[socket.socket, threading.Thread]:
+    """Each question received runs the next step: a reply to send, or None to drop the
+    connection without answering (a SIGKILL before the answer left)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        remaining = list(steps)
+        while remaining:
+            sock, _ = listener.accept()
+            conn = Connection(sock, side="server", idle_timeout=10)
+            try:
+                while remaining:
+                    question = conn.recv()
+                    reply = remaining.pop(0)(conn, question)
+                    if reply is None:
+                        break
+                    conn.send(reply)
+            except AyudantiaError:  # the student left: the script ends
+                return
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def _drop(conn: Connection, q: dict) -> None:
+    return None
+
+
+def _error(conn: Connection, q: dict) -> dict:
+    return {"id": q["id"], "error": "el Tareo no está disponible"}
+
+
+def _answer(conn: Connection, q: dict) -> dict:
+    return {"id": q["id"], "respuesta": "Sí", "por": "Docencio"}
+
+
+def _student(listener: socket.socket) -> Estudiante:
+    port = listener.getsockname()[1]
+    return Estudiante(
+        "127.0.0.1", port, name="Ana", questions=1, interval=0, timeout=10, quiet=True
+    )
+
+
+@pytest.mark.timeout(30)
+def test_an_error_to_a_reasked_question_is_asked_again_not_taken_as_final():
+    """Before: the re-ask's error answer was final, while the crashed Docencio's outbox
+    posted that key: the Profesor counted an answer the student never received."""
+    listener, thread = _scripted_docencio([_drop, _error, _error, _answer])
+    try:
+        informe = _student(listener).run()
+    finally:
+        listener.close()
+    thread.join(5)
+    assert (informe.answered, informe.errors, informe.duplicates) == (1, 0, 0), informe
+    assert informe.reconnects == 1
+
+
+@pytest.mark.timeout(30)
+def test_an_error_to_a_first_ask_stays_an_error_and_insisting_is_bounded(monkeypatch):
+    listener, thread = _scripted_docencio([_error])
+    try:
+        assert _student(listener).run().errors == 1  # asked once: an error is an error
+    finally:
+        listener.close()
+    thread.join(5)
+    monkeypatch.setattr(roles.estudiante, "INSIST_TRIES", 3)
+    listener, thread = _scripted_docencio([_drop] + [_error] * 4)
+    try:
+        informe = _student(listener).run()
+    finally:
+        listener.close()
+    thread.join(5)
+    assert (informe.answered, informe.errors, informe.unanswered) == (0, 1, 0), informe
