@@ -190,6 +190,7 @@ class Estudiante(Client):
             for n in numbers:
                 while len(self._asked) >= MAX_IN_FLIGHT and not self._stop.is_set():
                     self._stop.wait(0.01)
+                    self._ask_again()  # the questions to insist on are among those waited for
                 if self._stop.is_set():
                     break
                 tipo = self.rng.choice(TIPOS)
