@@ -165,3 +165,8 @@ def test_hostile_reports_show_as_text_and_never_freeze_the_page(page, procs):
     assert XSS in page.inner_text("#by-kind")
     assert page.evaluate("window.__pwned") is None and page.query_selector("img") is None
     assert page.problems == [], page.problems  # type: ignore[attr-defined]
+    refused = page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.__x = 1';"
+        " document.body.append(s); return window.__x === undefined; }"
+    )
+    assert refused, "the page's policy runs no inline script, should markup ever get in"
