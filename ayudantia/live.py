@@ -43,14 +43,23 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def ms(seconds: float | None) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+def ms(seconds: Any) -> str:
+    """Seconds as milliseconds; "-" for anything that is not a finite number."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return "-"
+    if not math.isfinite(seconds):
         return "-"
     return f"{seconds * 1000:.1f} ms"
 
 
-def counts(items: dict[str, int] | None) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted((items or {}).items())) or "-"
+def as_map(value: Any) -> dict[str, Any]:
+    """``value`` if it is a map, else an empty one: the reports in ``GET /estado`` are
+    whatever small plain data the Profesor took, and the view must not trust their shape."""
+    return value if isinstance(value, dict) else {}
+
+
+def counts(items: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(as_map(items).items())) or "-"
 
 
 # -- the panel ------------------------------------------------------------------------------
@@ -95,12 +104,14 @@ class Estado:
 
 def facts(state: dict[str, Any] | None) -> dict[str, str]:
     """What the live view shows from a ``GET /estado`` state (dashes until there is one)."""
-    roles = (state or {}).get("roles", {})
-    doc = (roles.get("docencio") or {}).get("report") or {}
-    latency = doc.get("latency") or {}
-    rates = [r for r in ((state or {}).get("history") or {}).get("rate", []) if r is not None]
-    up = [name for name in ("profesor", "docencio", "tareo") if (roles.get(name) or {}).get("up")]
-    down = [n for n in ("docencio", "tareo") if roles and not (roles.get(n) or {}).get("up")]
+    state = as_map(state)
+    roles = as_map(state.get("roles"))
+    doc = as_map(as_map(roles.get("docencio")).get("report"))
+    latency = as_map(doc.get("latency"))
+    history = as_map(state.get("history")).get("rate")
+    rates = [r for r in history if isinstance(r, int | float)] if isinstance(history, list) else []
+    up = [name for name in ("profesor", "docencio", "tareo") if as_map(roles.get(name)).get("up")]
+    down = [n for n in ("docencio", "tareo") if roles and not as_map(roles.get(n)).get("up")]
     return {
         "by kind": counts(doc.get("by_kind")),
         "answered by": counts(doc.get("by_por")),

@@ -37,6 +37,7 @@ HISTORY_SECONDS = 60.0  # the charts' minute
 SAMPLE_EVERY = 0.5  # seconds between two points of the history
 LATENCY_WINDOW = 5.0  # the latency percentiles cover the answers of the last 5 s
 REPORTING_ROLES = ("docencio", "tareo")
+ANSWERERS = ("Docencio", "Tareo", "Profesor")  # who may answer; any other "por" is "otro"
 MAX_REPORT_BYTES = 16 * 1024
 JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_LATENCY = 86_400.0  # seconds: a latency the charts draw; beyond it is a gap, not a point
@@ -130,7 +131,8 @@ class Cronometro:
                 self.errors += 1
                 return
             self.answers += 1
-            self.by_por[str(reply.get("por", "?"))] += 1
+            por = reply.get("por")
+            self.by_por[por if por in ANSWERERS else "otro"] += 1  # the Tareo's text: bounded
             if started is not None:
                 self.by_kind[started[1]] += 1
                 self._samples.append((now, now - started[0]))
@@ -198,6 +200,7 @@ class Informante:
         self.timeout = timeout
         self.sent = 0
         self.dropped = 0
+        self.refused = 0  # of the dropped: those the Profesor answered with an error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"informante-{role}", daemon=True)
 
@@ -227,7 +230,11 @@ class Informante:
         try:
             response = self.client.send("POST", "/estado", data, JSON_HEADERS)
             if response.status_code >= 400:
-                log.debug("el Profesor rechazó el informe: %s", response.text[:200])
+                # Once at warning: a role whose every report is refused shows as down on
+                # the panel, and nobody would know why. Then quiet: no line every 500 ms.
+                level = logging.DEBUG if self.refused else logging.WARNING
+                log.log(level, "el Profesor rechazó el informe: %s", response.text[:200])
+                self.refused += 1
                 self.dropped += 1
             else:
                 self.sent += 1

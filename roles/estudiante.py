@@ -38,6 +38,7 @@ from protocol.errors import AyudantiaError, DecodeError, Refused
 from protocol.transport import Connection
 from roles.clase import TIPOS
 from roles.client import Client, Unreachable
+from roles.estado import ANSWERERS
 from roles.muestra import Muestra
 from roles.signals import SignalEvent
 
@@ -53,6 +54,9 @@ INSIST_MAX_DELAY = 1.0
 # (``questions=0``): a sample of its latencies, the first error texts, and counters.
 MAX_LATENCIES = 100_000
 MAX_ERROR_TEXTS = 100
+# Unanswered questions a student lets pile up before it waits for answers: a Docencio that
+# reads but never answers must not make an endless student (interval 0) grow forever.
+MAX_IN_FLIGHT = 10_000
 
 
 @dataclass
@@ -184,6 +188,9 @@ class Estudiante(Client):
         try:
             numbers = range(1, self.questions + 1) if self.questions else itertools.count(1)
             for n in numbers:
+                while len(self._asked) >= MAX_IN_FLIGHT and not self._stop.is_set():
+                    self._stop.wait(0.01)
+                    self._ask_again()  # the questions to insist on are among those waited for
                 if self._stop.is_set():
                     break
                 tipo = self.rng.choice(TIPOS)
@@ -296,7 +303,8 @@ class Estudiante(Client):
             else:
                 del self._asked[qid]
                 if isinstance(reply.get("respuesta"), str):
-                    self._por[str(reply.get("por"))] += 1
+                    por = reply.get("por")
+                    self._por[por if por in ANSWERERS else "otro"] += 1  # a few names, ever
                     self._latencies.add(now - asked.sent)
                     informe.answered += 1
                     text = f"Respuesta recibida: {reply['respuesta']}"

@@ -9,7 +9,7 @@ import pytest
 import requests
 from roles_helpers import ask, connect, profesor_count, recv_all, wait_for
 
-from roles.estado import DOWN_AFTER, Estado, Informante, percentiles
+from roles.estado import DOWN_AFTER, Cronometro, Estado, Informante, percentiles
 from roles.profesor import create_app, parse_count
 
 
@@ -117,6 +117,15 @@ def test_a_bad_report_is_refused_and_moves_nothing(client, body):
     assert parse_count(client.get("/preguntas").get_json()["texto"]) == 1
 
 
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_report_that_a_web_page_could_send_cross_origin_is_refused(client, ctype):
+    """text/plain and form bodies need no CORS preflight: any page could post them."""
+    body = b'{"role": "tareo", "pid": 1, "report": {"a": 1}}'
+    response = client.post("/estado", data=body, content_type=ctype)
+    assert response.status_code == 415
+    assert json.loads(client.get("/estado").data)["roles"]["tareo"]["report"] is None
+
+
 def test_an_oversized_report_is_refused(client):
     body = json.dumps({"role": "tareo", "report": {"a": "x" * 100}}).encode() + b" " * 17_000
     response = client.post("/estado", data=body, content_type="application/json")
@@ -212,6 +221,9 @@ def test_every_text_of_the_page_is_in_the_panel_catalog(client):
     used = set(re.findall(r"\{\{(.+?)\}\}", page)) | set(re.findall(r'\bt\("([^"]+)"\)', script))
     assert len(used) > 20
     assert used <= set(catalog_ids("en", "panel")), used - set(catalog_ids("en", "panel"))
+    spanish_ids = catalog_ids("es", "panel")  # a missing one would show in English
+    assert set(spanish_ids) == set(catalog_ids("en", "panel"))
+    assert all(spanish_ids.values()), [k for k, v in spanish_ids.items() if not v]
     spanish = client.get("/panel").get_data(as_text=True)
     assert "{{" not in spanish and "__TEXTS__" not in spanish and 'lang="es"' in spanish
     assert "Llevamos:" in spanish and "preguntas respondidas" in spanish
@@ -247,3 +259,32 @@ def test_a_keyed_profesor_takes_the_reporters_signed_reports_and_refuses_others(
         assert wait_for(lambda: unsigned.dropped >= 3, 10)
     assert unsigned.sent == 0
     assert not requests.get(url + "/estado", timeout=5).json()["roles"]["docencio"]["up"]
+
+
+def test_answers_by_who_stay_a_few_names_whatever_the_tareo_says():
+    """A Tareo answering with a new "por" each time grew by_por without bound, until the
+    Profesor refused every report of the Docencio (shown down for the rest of the class)."""
+
+    class Conn:
+        bytes_sent = bytes_received = 0
+
+    crono, conn = Cronometro(), Conn()
+    for i, por in enumerate([*(f"Tareo-{n}" for n in range(100)), "Tareo", ["x"], None]):
+        crono.start(conn, {"id": i, "tipo": "Tarea"})
+        crono.stop(conn, {"id": i, "respuesta": "x", "por": por})
+    numbers = crono.report()
+    numbers.pop("closed_bytes")  # as docencio_report does
+    assert numbers["by_por"] == {"otro": 102, "Tareo": 1}
+    Estado().accept({"role": "docencio", "report": numbers}, 0)
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_report_is_said_once_not_every_time(procs, caplog):
+    profesor = procs.start("profesor", "profesor", "--port", "0", "--db", str(procs.logdir / "p"))
+    caplog.set_level("DEBUG", logger="ayudantia.estado")
+    informante = Informante(profesor.address, "tareo", lambda: {"x" * 50: 1}, every=0.05)
+    with informante:
+        assert wait_for(lambda: informante.refused >= 4, 10)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "longer than 40" in warnings[0].getMessage()
+    assert informante.sent == 1, "only the goodbye was taken"

@@ -3,7 +3,11 @@ honestly: exact counts, duplicates told from strangers, a uniform sample of its 
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -28,6 +32,8 @@ def fake_docencio(server: socket.socket) -> None:
             question = conn.recv()
             n += 1
             reply = {"id": question["id"], "respuesta": "ok", "por": "Docencio"}
+            if n % 5 == 0:
+                reply["por"] = f"Tareo-{n}"  # a Tareo naming itself anew each time
             if n % 7 == 0:
                 reply = {"id": question["id"], "error": "pregunta rara"}
             conn.send(reply)
@@ -61,7 +67,8 @@ def test_a_student_with_no_end_keeps_only_its_unanswered_questions(monkeypatch):
     informe = alumno.informe
     assert len(alumno._asked) == informe.unanswered, "an answered question is forgotten"
     assert len(informe.latencies) == 50 and informe.latencies_seen == informe.answered
-    assert informe.by_por == {"Docencio": informe.answered}
+    assert set(informe.by_por) == {"Docencio", "otro"}, "a few names, whatever 'por' says"
+    assert sum(informe.by_por.values()) == informe.answered
     assert informe.errors >= 40 and informe.error_texts == ["pregunta rara"] * 3
     assert informe.duplicates >= 30, "a repeated answer is still told from a stranger's"
     assert informe.misrouted == 1
@@ -117,3 +124,56 @@ def test_a_stopped_student_tells_overdue_questions_from_those_in_flight():
     informe = alumno.informe
     assert informe.answered == 0 and informe.unanswered == informe.questions
     assert informe.overdue >= first_ones
+
+
+@pytest.mark.timeout(30)
+def test_an_endless_student_waits_when_too_many_questions_go_unanswered(monkeypatch):
+    monkeypatch.setattr(estudiante, "MAX_IN_FLIGHT", 40)
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    threading.Thread(target=silent_docencio, args=(server, done), daemon=True).start()
+    alumno = Estudiante(
+        "127.0.0.1", server.getsockname()[1], questions=0, interval=0, quiet=True, timeout=5
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=alumno.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        assert wait_for(lambda: alumno.informe.questions >= 40, 10)
+        time.sleep(0.3)  # asking as fast as it can, it would be far past 40 by now
+        assert alumno.informe.questions == 40
+    finally:
+        stop.set()
+        worker.join(10)
+        done.set()
+        server.close()
+    assert not worker.is_alive()
+
+
+@pytest.mark.timeout(30)
+def test_an_endless_student_sums_up_what_it_asked_on_ctrl_c(tmp_path):
+    """It said "N/0 respondidas": out of the questions it asked, not out of zero."""
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=fake_docencio, args=(server,), daemon=True).start()
+    out = tmp_path / "out.txt"
+    docencio = f"127.0.0.1:{server.getsockname()[1]}"
+    with out.open("w") as sink:
+        alumno = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "ayudantia", "estudiante", "--questions", "0"),
+                *("--docencio", docencio, "--interval", "0.01", "--name", "Ana"),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert wait_for(lambda: "Respuesta recibida" in out.read_text(), 15), out.read_text()
+        alumno.send_signal(signal.SIGINT)
+        assert alumno.wait(15) == 130, out.read_text()
+    finally:
+        if alumno.poll() is None:
+            alumno.kill()
+            alumno.wait()
+        server.close()
+    m = re.search(r"^Ana: (\d+)/(\d+) respondidas", out.read_text(), re.M)
+    assert m and int(m.group(2)) > 0 and int(m.group(1)) <= int(m.group(2)), out.read_text()

@@ -75,6 +75,24 @@ def test_the_live_facts_come_from_the_class_state():
     assert set(facts(None).values()) <= {"-", "p50 -, p95 -, p99 - (last 5 s, at the Docencio)"}
 
 
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"by_kind": [1, 2]},
+        {"by_por": "abc"},
+        {"latency": [1]},
+        {"latency": {"p50": "x", "p95": 1e306, "p99": True}},
+    ],
+)
+def test_the_live_facts_survive_any_report_the_profesor_takes(report):
+    """The Profesor takes any small plain data as a report; these crashed the run's view."""
+    state = {"roles": {"docencio": {"up": True, "report": report}}, "history": {"rate": ["x"]}}
+    shown = facts(state)
+    assert shown["rate"] == "-" and shown["roles"] == "up: docencio; DOWN: tareo"
+    assert "p50 -" in shown["latency"]
+    assert facts([1, 2])["by kind"] == "-", "not even a map"
+
+
 def test_off_a_terminal_it_prints_a_few_plain_lines():
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=200)

@@ -95,7 +95,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     if args.json_summary:
         print(json.dumps(data), flush=True)
     print(
-        f"{informe.name}: {informe.answered}/{alumno.questions} respondidas, "
+        f"{informe.name}: {informe.answered}/{alumno.questions or informe.questions} respondidas, "
         f"{informe.errors} errores, {informe.misrouted} ajenas, {informe.duplicates} repetidas",
         flush=True,
     )

@@ -33,6 +33,15 @@ DEFAULT_LANG = "es"
 CACHE_FOR = 0.1  # seconds one GET /estado answer is reused: 20 panels cost one snapshot
 ASSETS = {"panel.css": "text/css; charset=utf-8", "panel.js": "text/javascript; charset=utf-8"}
 _MESSAGE = re.compile(r"\{\{(.+?)\}\}")
+# The page runs only its own files: were a reported string ever to reach the DOM as markup,
+# no inline script or foreign resource could run or load. Its texts are inert JSON data.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def render(lang: str) -> str:
@@ -91,6 +100,10 @@ def add_routes(app: Flask, count: Callable[[], int]) -> Estado:
 
     @app.route("/estado", methods=["POST"], endpoint="estado_post")
     def estado_post() -> Response:
+        # JSON only: a text/plain or form POST is what any web page may send to loopback
+        # cross-origin without a CORS preflight; application/json needs one, never granted.
+        if request.mimetype != "application/json":
+            return error(415, "a report is sent as Content-Type: application/json")
         if (request.content_length or 0) > MAX_REPORT_BYTES:
             return error(413, f"a report is at most {MAX_REPORT_BYTES} bytes")
         data = request.get_data(cache=False)
@@ -108,7 +121,9 @@ def add_routes(app: Flask, count: Callable[[], int]) -> Estado:
         lang = request.args.get("lang", DEFAULT_LANG)
         if lang not in languages():
             return error(400, f"lang must be one of {', '.join(languages())}, not {lang[:20]!r}")
-        return Response(render(lang), content_type="text/html; charset=utf-8")
+        response = Response(render(lang), content_type="text/html; charset=utf-8")
+        response.headers.update(PAGE_HEADERS)
+        return response
 
     @app.route("/panel/<name>", methods=["GET"])
     def panel_asset(name: str) -> Response:
