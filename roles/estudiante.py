@@ -200,6 +200,7 @@ class Estudiante(Client):
         finally:
             self.close()
             listener.join(5.0)
+            self._give_up()
             informe.finished = time.time()
             self._collect()
         return informe
@@ -272,9 +273,9 @@ class Estudiante(Client):
                 asked.latency = now - asked.sent
                 if self._insisting(qid, asked, reply):
                     asked.latency = None
-                    text = f"Error recibido (se vuelve a preguntar): {reply.get('error')}"
+                    text = f"Se vuelve a preguntar tras un error: {reply.get('error')}"
                 elif isinstance(reply.get("respuesta"), str):
-                    asked.por = str(reply.get("por"))
+                    asked.por, asked.error = str(reply.get("por")), None
                     informe.answered += 1
                     text = f"Respuesta recibida: {reply['respuesta']}"
                 else:
@@ -301,6 +302,7 @@ class Estudiante(Client):
         ):
             return False
         asked.tries += 1
+        asked.error = str(reply.get("error"))  # what it is if no answer comes (see _give_up)
         delay = min(INSIST_DELAY * 2 ** (asked.tries - 1), INSIST_MAX_DELAY)
         self._insist[qid] = time.monotonic() + delay
         return True
@@ -326,6 +328,17 @@ class Estudiante(Client):
             conn = self._live
         for question in questions:
             self._send(conn, question)
+
+    def _give_up(self) -> None:
+        """Re-asked questions still waiting after an error answer: that error is final (the
+        class is over), so they are errors, not silence."""
+        now = time.perf_counter()
+        with self._lock:
+            self._insist.clear()
+            for a in self._asked.values():
+                if a.latency is None and a.error is not None:
+                    a.latency = now - a.sent
+                    self.informe.errors += 1
 
     def _collect(self) -> None:
         informe = self.informe

@@ -97,3 +97,20 @@ def test_an_error_to_a_first_ask_stays_an_error_and_insisting_is_bounded(monkeyp
         listener.close()
     thread.join(5)
     assert (informe.answered, informe.errors, informe.unanswered) == (0, 1, 0), informe
+
+
+@pytest.mark.timeout(30)
+def test_a_reasked_question_still_insisting_at_the_deadline_is_an_error_not_silence(monkeypatch):
+    monkeypatch.setattr(roles.estudiante, "INSIST_DELAY", 5.0)  # the deadline comes first
+    monkeypatch.setattr(roles.estudiante, "INSIST_MAX_DELAY", 5.0)
+    listener, thread = _scripted_docencio([_drop, _error, _answer])
+    try:
+        port = listener.getsockname()[1]
+        student = Estudiante("127.0.0.1", port, name="Ana", questions=1, interval=0, timeout=2)
+        student.quiet = True
+        informe = student.run()
+    finally:
+        listener.close()
+    thread.join(5)
+    assert (informe.answered, informe.errors, informe.unanswered) == (0, 1, 0), informe
+    assert informe.error_texts == ["el Tareo no está disponible"]
