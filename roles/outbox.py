@@ -147,13 +147,25 @@ class OutboxStore:
         with self._transaction() as db:
             db.executemany("DELETE FROM outbox WHERE key = ?", [(k,) for k in keys])
 
-    def count(self) -> int:
-        with self._lock:
+    def count(self, wait: float = 1.0) -> int:
+        """Rows in the file; an error if a write holds the file longer than ``wait`` s."""
+        with self._held(wait):
             return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    def close(self) -> None:
-        with self._lock, contextlib.suppress(sqlite3.Error):
+    def close(self, wait: float = 1.0) -> None:
+        """Close, unless a write is stuck (a hung fsync) for ``wait`` s: then leave it to
+        the process's exit, rather than hang the Docencio's stop on it."""
+        with contextlib.suppress(sqlite3.Error), self._held(wait):
             self._db.close()
+
+    @contextlib.contextmanager
+    def _held(self, wait: float) -> Iterator[None]:
+        if not self._lock.acquire(timeout=wait):
+            raise sqlite3.OperationalError(f"the outbox is busy: a write has held it {wait:g} s")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
 
 class _Poster(Conteo):
@@ -313,7 +325,7 @@ class Outbox:
         if self.store is not None:
             try:
                 self.store.apply([k for k, _ in new], delivered, undelivered)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # not only sqlite3.Error: a dead writer would hang them all
                 reason = self._failed(exc)
         if reason is not None:
             self.refused += len(new)
@@ -342,7 +354,7 @@ class Outbox:
             self.poster.poke()
         return None
 
-    def _failed(self, exc: sqlite3.Error) -> str:
+    def _failed(self, exc: Exception) -> str:
         """Why writing failed; the one log line when it starts failing."""
         reason = f"{type(exc).__name__}: {exc}"
         if self.failing is None:

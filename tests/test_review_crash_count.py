@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +18,8 @@ import roles.estudiante
 from protocol.errors import AyudantiaError
 from protocol.transport import Connection
 from roles.estudiante import Estudiante
+from roles.outbox import Outbox
+from roles.profesor import ProfesorClient
 
 Script = list[Callable[[Connection, dict], dict | None]]
 
@@ -114,3 +117,43 @@ def test_a_reasked_question_still_insisting_at_the_deadline_is_an_error_not_sile
     thread.join(5)
     assert (informe.answered, informe.errors, informe.unanswered) == (0, 1, 0), informe
     assert informe.error_texts == ["el Tareo no está disponible"]
+
+
+@pytest.mark.timeout(40)
+def test_a_stuck_write_does_not_hang_the_outboxs_close(tmp_path):
+    """A write that never returns (a hung fsync, played by a trigger that blocks) holds the
+    store's lock: close() used to wait for it forever (rows(), then the store's close)."""
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), tmp_path / "o.sqlite3")
+    stall = threading.Event()
+    try:
+        assert _wait(lambda: outbox.store is not None)
+        store = outbox.store
+        assert store is not None
+        with store._lock:
+            store._db.create_function("stall", 0, lambda: stall.wait(60))
+            store._db.execute(
+                "CREATE TEMP TRIGGER stuck BEFORE INSERT ON outbox BEGIN SELECT stall(); END"
+            )
+        outbox.commit("k1", lambda failed: None)
+        assert _wait(lambda: outbox._busy)
+        closing = threading.Thread(target=outbox.close, args=(0.2,), daemon=True)
+        closing.start()
+        closing.join(20)
+        assert not closing.is_alive(), "close() hung on the stuck write"
+    finally:
+        stall.set()
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _nowhere() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
