@@ -157,3 +157,20 @@ def _nowhere() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_roles_stats_never_replace_the_students_totals_in_the_summary():
+    """The run's JSON report said errors = the last Docencio's, not the students': the
+    chaos test's ``unanswered == errors`` compared two different things."""
+    from ayudantia.commands.run import merge_stats
+
+    summary = {"errors": 3, "answered": 10}
+    merge_stats(summary, "docencio", {"errors": 9, "delivered": 5})
+    merge_stats(summary, "tareo", {"errors": 1})
+    assert summary == {
+        "errors": 3,
+        "answered": 10,
+        "docencio_errors": 9,
+        "delivered": 5,
+        "tareo_errors": 1,
+    }

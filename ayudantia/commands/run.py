@@ -363,6 +363,14 @@ def _profesor_count(url: str, deadline: float, want: int) -> int | None:
         time.sleep(0.05)
 
 
+def merge_stats(summary: dict[str, Any], role: str, stats: dict[str, Any]) -> None:
+    """A role's counters into the summary, never over the students' own: the Docencio's
+    ``errors`` (its last run's only, under --chaos) used to replace the students' total."""
+    for key, value in stats.items():
+        name = key if role == "docencio" else f"{role}_{key}"
+        summary[f"{role}_{key}" if name in summary else name] = value
+
+
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     # First of all: a closed terminal (SIGHUP) or a kill (SIGTERM) must still clean up.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
@@ -508,8 +516,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
             stats = logdir / path
             if stats.exists():
-                for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
-                    summary[key if name == "docencio" else f"tareo_{key}"] = value
+                merge_stats(summary, name, json.loads(stats.read_text(encoding="utf-8")))
         if faults is not None:
             print(chaos.describe(faults), flush=True)
         print(format_summary(summary, settings), flush=True)
