@@ -62,6 +62,8 @@ _SCHEMA = (
 # at checkpoints (survives any crash of the process: SIGKILL, OOM; a power cut may lose the
 # last groups). See docs/counting.md for what each costs.
 SYNC_MODES = ("full", "normal")
+# Keys waiting for the Profesor, at most (a row is ~100 bytes on disk: ~100 MB). See _full.
+MAX_ROWS = 1_000_000
 
 
 def default_outbox_path(port: int) -> Path:
@@ -230,8 +232,13 @@ class Outbox:
         group_max: int = 500,
         batch: int = 500,
         sync: str = "full",
+        max_rows: int = MAX_ROWS,
     ) -> None:
         self.path = str(path) if path is not None else None
+        self.max_rows = max_rows
+        self.full = False  # at max_rows: new keys refused until the Profesor takes some
+        self._rows_seen = 0  # rows at the last count (see _full)
+        self._added = 0  # keys committed since then
         self.sync = sync
         self.group_max = group_max
         self.store: OutboxStore | None = None
@@ -298,18 +305,18 @@ class Outbox:
                 delivered, self._delivered = self._delivered, []
                 undelivered, self._undelivered = self._undelivered, []
                 self._busy = True
-            reason = self._write(new, delivered, undelivered)
+            reason, marked = self._write(new, delivered, undelivered)
             with self._cond:
                 self._busy = False
-                if reason is not None:  # the marks are retried; the new keys were refused
+                if not marked:  # the marks are retried; the new keys were refused
                     self._delivered[:0] = delivered
                     self._undelivered[:0] = undelivered
                 self._cond.notify_all()
             if new:
                 self._answer([done for _, done in new], reason)
-            if reason is None and delivered:
+            if marked and delivered:
                 self.poster.poke()
-            elif reason is not None and not new:
+            elif not marked and not new:
                 if self._stopping:  # nothing more will come: the marks are the next run's
                     return
                 with self._cond:  # only marks to retry: not in a tight loop
@@ -319,23 +326,61 @@ class Outbox:
         """Something to write, and somewhere to write it (with the lock held)."""
         return self.path is not None and bool(self._new or self._delivered or self._undelivered)
 
-    def _write(self, new: list[tuple[str, Done]], delivered: list[str], undelivered: list[str]):
-        """Commit one group; None, or why it could not be written."""
+    def _write(
+        self, new: list[tuple[str, Done]], delivered: list[str], undelivered: list[str]
+    ) -> tuple[str | None, bool]:
+        """Commit one group: why its new keys were refused (None: committed), and whether
+        the marks were written (if not, they are retried with the next group)."""
         reason = self._open() if self.store is None else None
         if self.store is not None:
+            keys = [k for k, _ in new]
+            full = None
             try:
-                self.store.apply([k for k, _ in new], delivered, undelivered)
+                full = self._full(len(keys))
+                self.store.apply([] if full else keys, delivered, undelivered)
             except Exception as exc:  # not only sqlite3.Error: a dead writer would hang them all
                 reason = self._failed(exc)
+            else:
+                if full is not None:  # the marks went; the new keys wait for room
+                    self.refused += len(new)
+                    return full, True
         if reason is not None:
             self.refused += len(new)
-            return reason
+            return reason, False
         if self.failing is not None:
             log.warning("el outbox %s se puede escribir otra vez", self.path)
             self.failing = None
         self.groups += 1
         self.committed += len(new)
-        return None
+        self._added += len(new)
+        return None, True
+
+    def _full(self, adding: int) -> str | None:
+        """Why ``adding`` more keys would pass ``max_rows`` (None: there is room).
+
+        Why a bound: with the Profesor away for long, every answer adds a row. At the
+        bound the Docencio refuses new questions with an error answer, as with a full disk,
+        rather than answer without counting. The file is counted again only when the keys
+        added since the last count could reach the bound, so this costs nothing under it.
+        """
+        if not adding or self._rows_seen + self._added + adding <= self.max_rows:
+            return None
+        assert self.store is not None
+        self._rows_seen, self._added = self.store.count(), 0
+        if self._rows_seen + adding <= self.max_rows:
+            if self.full:
+                log.warning("el outbox %s tiene sitio otra vez", self.path)
+                self.full = False
+            return None
+        if not self.full:
+            log.error(
+                "el outbox %s está lleno (%d claves sin confirmar por el Profesor): las "
+                "preguntas nuevas reciben un error hasta que el Profesor las cuente",
+                self.path,
+                self._rows_seen,
+            )
+            self.full = True
+        return f"outbox lleno: {self._rows_seen} claves esperan al Profesor"
 
     def _open(self) -> str | None:
         """Open the file (posting what a previous run left); None, or why it failed."""
@@ -345,6 +390,7 @@ class Outbox:
         except sqlite3.Error as exc:
             return self._failed(exc)
         self.left_over = self.store.left_over
+        self._rows_seen, self._added = self.left_over, 0
         if self.left_over:
             log.warning(
                 "el outbox %s trae %d claves de una ejecución anterior; se envían al Profesor",

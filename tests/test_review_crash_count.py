@@ -7,7 +7,9 @@ re-ask with an error (a Tareo not up again yet).
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -174,3 +176,43 @@ def test_a_roles_stats_never_replace_the_students_totals_in_the_summary():
         "delivered": 5,
         "tareo_errors": 1,
     }
+
+
+@pytest.mark.timeout(40)
+def test_a_full_outbox_refuses_new_keys_and_takes_them_again_once_drained(tmp_path):
+    """The Profesor away for long: the outbox grew without bound. Now at ``max_rows`` new
+    keys get a refusal (an error answer, never an uncounted one); marks still go; once the
+    Profesor takes keys, new ones are committed again."""
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), path, max_rows=3)
+    results: list[str | None] = []
+
+    async def commit(keys: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        outbox.bind(loop)
+        for key in keys:
+            done = loop.create_future()
+            outbox.commit(key, done.set_result)
+            results.append(await asyncio.wait_for(done, 10))
+
+    try:
+        asyncio.run(commit(["a", "b", "c", "d"]))
+        assert results[:3] == [None, None, None]
+        assert results[3] is not None and "lleno" in results[3], results
+        assert outbox.full and _keys(path) == {"a", "b", "c"}
+        outbox.delivered("a")  # a mark still goes while full
+        assert _wait(lambda: outbox.store is not None and outbox.store.ready(10) == ["a"])
+        outbox.acknowledged(["a"])  # the Profesor took it: room for one
+        asyncio.run(commit(["e"]))
+        assert results[4] is None and not outbox.full
+        assert _keys(path) == {"b", "c", "e"}
+    finally:
+        outbox.close(0.1)
+
+
+def _keys(path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {row[0] for row in db.execute("SELECT key FROM outbox")}
+    finally:
+        db.close()
