@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -80,6 +82,25 @@ def default_outbox_path(port: int) -> Path:
     return home / f"docencio-{port}.outbox.sqlite3"
 
 
+def _claim(path: str) -> int:
+    """An exclusive lock on ``PATH-lock`` (held until closed, or the process dies).
+
+    Why: two Docencios on one outbox (the same --outbox, or two runs on one --outbox-dir)
+    would take each other's keys: a new one marks every row ready at start, so the other's
+    answers still on their way, later withdrawn, would be counted. The second one is told.
+    """
+    try:
+        fd = os.open(path + "-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise sqlite3.OperationalError(f"cannot create {path}-lock: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise sqlite3.OperationalError(f"{path} is in use by another Docencio") from exc
+    return fd
+
+
 class OutboxStore:
     """The SQLite file. One connection, shared by the writer and the poster under a lock."""
 
@@ -88,9 +109,14 @@ class OutboxStore:
             raise ValueError(f"unknown outbox sync mode {sync!r}; choose from {SYNC_MODES}")
         self.path = str(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-        )
+        self._claim = _claim(self.path)
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except BaseException:
+            os.close(self._claim)
+            raise
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
@@ -100,6 +126,7 @@ class OutboxStore:
                 self.left_over = db.execute("UPDATE outbox SET ready = 1, pending = 0").rowcount
         except BaseException:
             self._db.close()
+            os.close(self._claim)
             raise
 
     @contextlib.contextmanager
@@ -159,6 +186,7 @@ class OutboxStore:
         the process's exit, rather than hang the Docencio's stop on it."""
         with contextlib.suppress(sqlite3.Error), self._held(wait):
             self._db.close()
+            os.close(self._claim)  # another Docencio may take the file now
 
     @contextlib.contextmanager
     def _held(self, wait: float) -> Iterator[None]:

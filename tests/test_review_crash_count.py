@@ -216,3 +216,21 @@ def _keys(path) -> set[str]:
         return {row[0] for row in db.execute("SELECT key FROM outbox")}
     finally:
         db.close()
+
+
+def test_two_docencios_never_share_one_outbox(tmp_path):
+    """The same --outbox twice: the second one's start marked every row of the first
+    ready (posting answers still on their way). Now the second is refused, with a reason."""
+    from roles.outbox import OutboxStore
+
+    path = tmp_path / "o.sqlite3"
+    first = OutboxStore(path)
+    try:
+        first.apply(["on-its-way"], [], [])
+        with pytest.raises(sqlite3.OperationalError, match="in use by another Docencio"):
+            OutboxStore(path)
+        assert first.ready(10) == []  # not marked ready behind its back
+    finally:
+        first.close()
+    again = OutboxStore(path)  # free once the first is closed (or its process died)
+    again.close()
