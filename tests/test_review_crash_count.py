@@ -234,3 +234,17 @@ def test_two_docencios_never_share_one_outbox(tmp_path):
         first.close()
     again = OutboxStore(path)  # free once the first is closed (or its process died)
     again.close()
+
+
+def test_a_count_that_grows_after_the_docencio_stopped_fails_the_run():
+    from ayudantia.commands.run import settle_count
+
+    summary = {"ok": True, "answered": 5, "profesor_count": 5}
+    settle_count(summary, 5)
+    assert summary == {"ok": True, "answered": 5, "profesor_count": 5}
+    settle_count(summary, 6)  # one more key came with the Docencio's last posts
+    assert summary["ok"] is False and summary["profesor_count"] == 6
+    assert summary["profesor_count_before_stop"] == 5
+    late = {"ok": False, "answered": 5, "profesor_count": 4}
+    settle_count(late, 5)  # equal only after the wait timed out: still a failure
+    assert late["ok"] is False and late["profesor_count"] == 5

@@ -363,6 +363,20 @@ def _profesor_count(url: str, deadline: float, want: int) -> int | None:
         time.sleep(0.05)
 
 
+def settle_count(summary: dict[str, Any], count: int | None) -> None:
+    """The count read once more after the Docencio stopped (its last posts are in).
+
+    Why: the count is first read until it equals the answers, while the Docencio still
+    posts; a count that equalled them for a moment and then grew (a key counted for an
+    answer nobody received) passed. Now the later count is the one reported and judged.
+    """
+    if count is None or count == summary["profesor_count"]:
+        return
+    summary["profesor_count_before_stop"] = summary["profesor_count"]
+    summary["profesor_count"] = count
+    summary["ok"] = summary["ok"] and count == summary["answered"]
+
+
 def merge_stats(summary: dict[str, Any], role: str, stats: dict[str, Any]) -> None:
     """A role's counters into the summary, never over the students' own: the Docencio's
     ``errors`` (its last run's only, under --chaos) used to replace the students' total."""
@@ -513,6 +527,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             summary["ok"] = chaos.verdict(summary)
         docencio.stop()
         tareo.stop()
+        settle_count(summary, _profesor_count(url, time.monotonic(), answered))
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
             stats = logdir / path
             if stats.exists():
