@@ -66,6 +66,8 @@ _SCHEMA = (
 SYNC_MODES = ("full", "normal")
 # Keys waiting for the Profesor, at most (a row is ~100 bytes on disk: ~100 MB). See _full.
 MAX_ROWS = 1_000_000
+# Seconds before keys the Profesor refused (a 4xx) are posted again (see _Poster._rejected).
+REJECTED_RETRY = 5.0
 
 
 def default_outbox_path(port: int) -> Path:
@@ -242,6 +244,15 @@ class _Poster(Conteo):
 
     def _acknowledged(self, ids: list[str]) -> None:
         self.outbox.acknowledged(ids)
+
+    def _rejected(self, ids: list[str]) -> None:
+        """A 4xx (a wrong --profesor URL, another codec): our keys are well formed, so the
+        fault is the setup's and someone will fix it. They stay in the file (they used to
+        be deleted: counts lost for good); look again in a while, not in a tight loop."""
+        with self._cond:
+            if not self._closing:
+                self._cond.wait(REJECTED_RETRY)
+            self._wake = True
 
 
 class Outbox:

@@ -248,3 +248,37 @@ def test_a_count_that_grows_after_the_docencio_stopped_fails_the_run():
     late = {"ok": False, "answered": 5, "profesor_count": 4}
     settle_count(late, 5)  # equal only after the wait timed out: still a failure
     assert late["ok"] is False and late["profesor_count"] == 5
+
+
+@pytest.mark.timeout(40)
+def test_keys_a_misconfigured_profesor_refuses_stay_in_the_outbox(tmp_path):
+    """A 4xx (here a server that is not the Profesor: 404) deleted the keys from the outbox
+    as if acknowledged: those counts were lost for good, even once the setup was fixed."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = threading.Event()
+
+    class NotAProfesor(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_error(404)
+            hits.set()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotAProfesor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(ProfesorClient(url, timeout=2), path)
+    try:
+        assert _wait(lambda: outbox.store is not None)
+        outbox.store.apply(["k1"], ["k1"], [])
+        outbox.poster.poke()
+        assert hits.wait(10)
+        assert _wait(lambda: outbox.poster.rejected == 1)
+        assert _keys(path) == {"k1"}
+    finally:
+        outbox.close(0.1)
+        server.shutdown()
+        server.server_close()
