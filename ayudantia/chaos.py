@@ -20,6 +20,7 @@ answer. Error answers are allowed (a role was down), silence is not.
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -112,7 +113,9 @@ class Chaos:
     def finish(self) -> list[Fault]:
         """Stop injecting (a restart under way completes first); the faults injected."""
         self._stop.set()
-        self._thread.join(self.startup_timeout + 10)
+        # --startup-timeout 0 means no limit (inf): join(inf) raised OverflowError.
+        limit = self.startup_timeout + 10
+        self._thread.join(None if math.isinf(limit) else limit)
         if self.error is not None:
             raise self.error
         return self.faults

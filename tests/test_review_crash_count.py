@@ -8,6 +8,7 @@ re-ask with an error (a Tareo not up again yet).
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import sqlite3
 import threading
@@ -282,3 +283,14 @@ def test_keys_a_misconfigured_profesor_refuses_stay_in_the_outbox(tmp_path):
         outbox.close(0.1)
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.timeout(20)
+def test_chaos_finishes_with_no_startup_limit():
+    """``run --chaos 2 --startup-timeout 0``: finish() joined with an infinite timeout and
+    died with OverflowError (a traceback, the roles' cleanup cut short)."""
+    from ayudantia.chaos import Chaos
+
+    injector = Chaos(1.0, [], {}, lambda: 0.0, startup_timeout=math.inf)
+    injector.start()
+    assert injector.finish() == []
