@@ -294,3 +294,15 @@ def test_chaos_finishes_with_no_startup_limit():
     injector = Chaos(600.0, [], {}, lambda: 0.0, startup_timeout=math.inf)  # no fault comes
     injector.start()
     assert injector.finish() == []
+
+
+@pytest.mark.timeout(20)
+def test_chaos_injects_no_fault_once_calm():
+    """Past ``calm_after`` no role is killed (here none could be: an injection with no roles
+    fails, and finish() would raise it)."""
+    from ayudantia.chaos import Chaos
+
+    injector = Chaos(0.1, [], {}, lambda: 1.0, calm_after=0.0)
+    injector.start()
+    time.sleep(0.5)  # several mean gaps: a fault would have come
+    assert injector.finish() == []

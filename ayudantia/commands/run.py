@@ -495,6 +495,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                 lambda: sum(a.answers_seen for a in alumnos) / max(1, students * questions),
                 seed=settings["seed"],
                 startup_timeout=start_to,
+                # Faults stop while the students have 20 s of their deadline left on average:
+                # their average asking time, plus the Docencio's timeout (see Chaos._calm).
+                calm_after=questions * settings["interval"] * 3.5 + settings["timeout"],
             )
             injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
