@@ -105,6 +105,10 @@ def test_sigkill_mid_class_keeps_the_count_exact(procs, tmp_path, victim):
         assert sum(r["reconnects"] for r in reports) >= len(reports)  # they rode through
     url = roles["profesor"].address
     assert wait_for(lambda: profesor_count(url) == answered, 20), (profesor_count(url), answered)
+    # Equal for a moment is not enough: once the outbox is drained nothing more can come.
+    outbox = tmp_path / "outbox.sqlite3"
+    assert wait_for(lambda: _rows(outbox) == 0, 20), _rows(outbox)
+    assert profesor_count(url) == answered
 
 
 def _rows(outbox: Path) -> int:
