@@ -8,6 +8,7 @@ re-ask with an error (a Tareo not up again yet).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 import sqlite3
@@ -306,3 +307,51 @@ def test_chaos_injects_no_fault_once_calm():
     injector.start()
     time.sleep(0.5)  # several mean gaps: a fault would have come
     assert injector.finish() == []
+
+
+def _scripted_tareo(respuesta: object) -> tuple[socket.socket, threading.Thread]:
+    """A Tareo on a real socket whose every answer carries ``respuesta`` as given."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            sock, _ = listener.accept()
+            conn = Connection(sock, side="server", idle_timeout=30)
+            with contextlib.suppress(AyudantiaError):
+                while True:
+                    q = conn.recv()
+                    conn.send({"id": q["id"], "respuesta": respuesta, "por": "Tareo"})
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_the_student_takes_as_an_error_is_not_counted(procs, tmp_path):
+    """A Tareo answer whose ``respuesta`` is not text: the student takes it as an error,
+    the Docencio committed its key (counted one answer more than the students received)."""
+    from roles_helpers import ask, connect, recv_all
+
+    from roles.clase import count_key
+
+    tareo, _ = _scripted_tareo(42)
+    outbox = tmp_path / "o.sqlite3"
+    try:
+        docencio = procs.start(
+            "docencio",
+            *("docencio", "--port", "0", "--profesor", _nowhere(), "--outbox", str(outbox)),
+            *("--tareo", f"127.0.0.1:{tareo.getsockname()[1]}"),
+        )
+        conn = connect(docencio)
+        ask(conn, "t1", "Tarea", de="Ana")
+        assert recv_all(conn, 1)[0]["respuesta"] == 42
+        ask(conn, "c1", "Contenido", de="Ana")  # committed after t1 would have been
+        assert "respuesta" in recv_all(conn, 1)[0]
+        conn.close()
+        counted = {count_key({"id": "c1", "de": "Ana"}, "")}
+        assert _wait(lambda: counted <= _keys(outbox))
+        assert _keys(outbox) == counted
+    finally:
+        tareo.close()
