@@ -61,6 +61,16 @@ MAX_QUESTION_BYTES = 16 * 1024
 MAX_FORWARDED = 64
 
 
+def counts(reply: dict) -> bool:
+    """Whether the student takes ``reply`` as an answer, so the Profesor must count it.
+
+    The student's own test (roles/estudiante.py): a text ``respuesta``. A Tareo reply with
+    a ``respuesta`` that is not text and no ``error`` used to be counted while its student
+    took it as an error; one with both used to be an uncounted answer.
+    """
+    return isinstance(reply.get("respuesta"), str)
+
+
 class Docencio(Peer):
     role = "docencio"
 
@@ -171,7 +181,7 @@ class Docencio(Peer):
         """
         if "respuesta" not in reply and "error" not in reply:
             reply = error(reply.get("id"), f"respuesta sin 'respuesta' ni 'error': {reply!r}")
-        if "error" in reply or pregunta is None:
+        if not counts(reply) or pregunta is None:
             self._send(conn, reply)
             return
         key = count_key(pregunta, self._identity.get(conn, ""))

@@ -65,6 +65,7 @@ class _Asked:
 
     tipo: str
     sent: float
+    error: str | None = None  # the error answer of a re-ask (see _insisting, _give_up)
     reasked: bool = False  # asked again after a reconnect: it may be counted already
     tries: int = 0  # error answers to it not taken as final (see INSIST_TRIES)
 
@@ -223,6 +224,8 @@ class Estudiante(Client):
         finally:
             self.close()
             listener.join(5.0)
+            self._give_up()
+            self._give_up()
             informe.finished = time.time()
             self._collect()
         return informe
@@ -299,7 +302,7 @@ class Estudiante(Client):
                     informe.misrouted += 1
                     text = f"Respuesta ajena recibida: {reply!r}"
             elif self._insisting(qid, asked, reply):
-                text = f"Error recibido (se vuelve a preguntar): {reply.get('error')}"
+                text = f"Se vuelve a preguntar tras un error: {reply.get('error')}"
             else:
                 del self._asked[qid]
                 if isinstance(reply.get("respuesta"), str):
@@ -334,6 +337,8 @@ class Estudiante(Client):
         ):
             return False
         asked.tries += 1
+        asked.error = str(reply.get("error"))  # what it is if no answer comes (see _give_up)
+        asked.error = str(reply.get("error"))  # what it is if no answer comes (see _give_up)
         delay = min(INSIST_DELAY * 2 ** (asked.tries - 1), INSIST_MAX_DELAY)
         self._insist[qid] = time.monotonic() + delay
         return True
@@ -355,6 +360,29 @@ class Estudiante(Client):
             conn = self._live
         for question in questions:
             self._send(conn, question)
+
+    def _give_up(self) -> None:
+        """Re-asked questions still waiting after an error answer: that error is final (the
+        class is over), so they are errors, not silence."""
+        now = time.perf_counter()
+        with self._lock:
+            self._insist.clear()
+            for a in self._asked.values():
+                if a.latency is None and a.error is not None:
+                    a.latency = now - a.sent
+                    self.informe.errors += 1
+
+    def _give_up(self) -> None:
+        """Re-asked questions still waiting after an error answer: that error is final (the
+        class is over), so they are errors, not silence."""
+        with self._lock:
+            self._insist.clear()
+            for qid, a in list(self._asked.items()):
+                if a.error is not None:
+                    del self._asked[qid]
+                    self.informe.errors += 1
+                    if len(self.informe.error_texts) < MAX_ERROR_TEXTS:
+                        self.informe.error_texts.append(a.error)
 
     def _collect(self) -> None:
         informe = self.informe

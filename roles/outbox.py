@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -62,6 +64,10 @@ _SCHEMA = (
 # at checkpoints (survives any crash of the process: SIGKILL, OOM; a power cut may lose the
 # last groups). See docs/counting.md for what each costs.
 SYNC_MODES = ("full", "normal")
+# Keys waiting for the Profesor, at most (a row is ~100 bytes on disk: ~100 MB). See _full.
+MAX_ROWS = 1_000_000
+# Seconds before keys the Profesor refused (a 4xx) are posted again (see _Poster._rejected).
+REJECTED_RETRY = 5.0
 
 
 def default_outbox_path(port: int) -> Path:
@@ -78,6 +84,25 @@ def default_outbox_path(port: int) -> Path:
     return home / f"docencio-{port}.outbox.sqlite3"
 
 
+def _claim(path: str) -> int:
+    """An exclusive lock on ``PATH-lock`` (held until closed, or the process dies).
+
+    Why: two Docencios on one outbox (the same --outbox, or two runs on one --outbox-dir)
+    would take each other's keys: a new one marks every row ready at start, so the other's
+    answers still on their way, later withdrawn, would be counted. The second one is told.
+    """
+    try:
+        fd = os.open(path + "-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise sqlite3.OperationalError(f"cannot create {path}-lock: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise sqlite3.OperationalError(f"{path} is in use by another Docencio") from exc
+    return fd
+
+
 class OutboxStore:
     """The SQLite file. One connection, shared by the writer and the poster under a lock."""
 
@@ -86,9 +111,14 @@ class OutboxStore:
             raise ValueError(f"unknown outbox sync mode {sync!r}; choose from {SYNC_MODES}")
         self.path = str(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-        )
+        self._claim = _claim(self.path)
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except BaseException:
+            os.close(self._claim)
+            raise
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
@@ -98,6 +128,7 @@ class OutboxStore:
                 self.left_over = db.execute("UPDATE outbox SET ready = 1, pending = 0").rowcount
         except BaseException:
             self._db.close()
+            os.close(self._claim)
             raise
 
     @contextlib.contextmanager
@@ -147,13 +178,26 @@ class OutboxStore:
         with self._transaction() as db:
             db.executemany("DELETE FROM outbox WHERE key = ?", [(k,) for k in keys])
 
-    def count(self) -> int:
-        with self._lock:
+    def count(self, wait: float = 1.0) -> int:
+        """Rows in the file; an error if a write holds the file longer than ``wait`` s."""
+        with self._held(wait):
             return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    def close(self) -> None:
-        with self._lock, contextlib.suppress(sqlite3.Error):
+    def close(self, wait: float = 1.0) -> None:
+        """Close, unless a write is stuck (a hung fsync) for ``wait`` s: then leave it to
+        the process's exit, rather than hang the Docencio's stop on it."""
+        with contextlib.suppress(sqlite3.Error), self._held(wait):
             self._db.close()
+            os.close(self._claim)  # another Docencio may take the file now
+
+    @contextlib.contextmanager
+    def _held(self, wait: float) -> Iterator[None]:
+        if not self._lock.acquire(timeout=wait):
+            raise sqlite3.OperationalError(f"the outbox is busy: a write has held it {wait:g} s")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
 
 class _Poster(Conteo):
@@ -201,6 +245,15 @@ class _Poster(Conteo):
     def _acknowledged(self, ids: list[str]) -> None:
         self.outbox.acknowledged(ids)
 
+    def _rejected(self, ids: list[str]) -> None:
+        """A 4xx (a wrong --profesor URL, another codec): our keys are well formed, so the
+        fault is the setup's and someone will fix it. They stay in the file (they used to
+        be deleted: counts lost for good); look again in a while, not in a tight loop."""
+        with self._cond:
+            if not self._closing:
+                self._cond.wait(REJECTED_RETRY)
+            self._wake = True
+
 
 class Outbox:
     """Count keys committed in groups off the loop, then posted to the Profesor.
@@ -218,8 +271,13 @@ class Outbox:
         group_max: int = 500,
         batch: int = 500,
         sync: str = "full",
+        max_rows: int = MAX_ROWS,
     ) -> None:
         self.path = str(path) if path is not None else None
+        self.max_rows = max_rows
+        self.full = False  # at max_rows: new keys refused until the Profesor takes some
+        self._rows_seen = 0  # rows at the last count (see _full)
+        self._added = 0  # keys committed since then
         self.sync = sync
         self.group_max = group_max
         self.store: OutboxStore | None = None
@@ -286,18 +344,18 @@ class Outbox:
                 delivered, self._delivered = self._delivered, []
                 undelivered, self._undelivered = self._undelivered, []
                 self._busy = True
-            reason = self._write(new, delivered, undelivered)
+            reason, marked = self._write(new, delivered, undelivered)
             with self._cond:
                 self._busy = False
-                if reason is not None:  # the marks are retried; the new keys were refused
+                if not marked:  # the marks are retried; the new keys were refused
                     self._delivered[:0] = delivered
                     self._undelivered[:0] = undelivered
                 self._cond.notify_all()
             if new:
                 self._answer([done for _, done in new], reason)
-            if reason is None and delivered:
+            if marked and delivered:
                 self.poster.poke()
-            elif reason is not None and not new:
+            elif not marked and not new:
                 if self._stopping:  # nothing more will come: the marks are the next run's
                     return
                 with self._cond:  # only marks to retry: not in a tight loop
@@ -307,23 +365,61 @@ class Outbox:
         """Something to write, and somewhere to write it (with the lock held)."""
         return self.path is not None and bool(self._new or self._delivered or self._undelivered)
 
-    def _write(self, new: list[tuple[str, Done]], delivered: list[str], undelivered: list[str]):
-        """Commit one group; None, or why it could not be written."""
+    def _write(
+        self, new: list[tuple[str, Done]], delivered: list[str], undelivered: list[str]
+    ) -> tuple[str | None, bool]:
+        """Commit one group: why its new keys were refused (None: committed), and whether
+        the marks were written (if not, they are retried with the next group)."""
         reason = self._open() if self.store is None else None
         if self.store is not None:
+            keys = [k for k, _ in new]
+            full = None
             try:
-                self.store.apply([k for k, _ in new], delivered, undelivered)
-            except sqlite3.Error as exc:
+                full = self._full(len(keys))
+                self.store.apply([] if full else keys, delivered, undelivered)
+            except Exception as exc:  # not only sqlite3.Error: a dead writer would hang them all
                 reason = self._failed(exc)
+            else:
+                if full is not None:  # the marks went; the new keys wait for room
+                    self.refused += len(new)
+                    return full, True
         if reason is not None:
             self.refused += len(new)
-            return reason
+            return reason, False
         if self.failing is not None:
             log.warning("el outbox %s se puede escribir otra vez", self.path)
             self.failing = None
         self.groups += 1
         self.committed += len(new)
-        return None
+        self._added += len(new)
+        return None, True
+
+    def _full(self, adding: int) -> str | None:
+        """Why ``adding`` more keys would pass ``max_rows`` (None: there is room).
+
+        Why a bound: with the Profesor away for long, every answer adds a row. At the
+        bound the Docencio refuses new questions with an error answer, as with a full disk,
+        rather than answer without counting. The file is counted again only when the keys
+        added since the last count could reach the bound, so this costs nothing under it.
+        """
+        if not adding or self._rows_seen + self._added + adding <= self.max_rows:
+            return None
+        assert self.store is not None
+        self._rows_seen, self._added = self.store.count(), 0
+        if self._rows_seen + adding <= self.max_rows:
+            if self.full:
+                log.warning("el outbox %s tiene sitio otra vez", self.path)
+                self.full = False
+            return None
+        if not self.full:
+            log.error(
+                "el outbox %s está lleno (%d claves sin confirmar por el Profesor): las "
+                "preguntas nuevas reciben un error hasta que el Profesor las cuente",
+                self.path,
+                self._rows_seen,
+            )
+            self.full = True
+        return f"outbox lleno: {self._rows_seen} claves esperan al Profesor"
 
     def _open(self) -> str | None:
         """Open the file (posting what a previous run left); None, or why it failed."""
@@ -333,6 +429,7 @@ class Outbox:
         except sqlite3.Error as exc:
             return self._failed(exc)
         self.left_over = self.store.left_over
+        self._rows_seen, self._added = self.left_over, 0
         if self.left_over:
             log.warning(
                 "el outbox %s trae %d claves de una ejecución anterior; se envían al Profesor",
@@ -342,7 +439,7 @@ class Outbox:
             self.poster.poke()
         return None
 
-    def _failed(self, exc: sqlite3.Error) -> str:
+    def _failed(self, exc: Exception) -> str:
         """Why writing failed; the one log line when it starts failing."""
         reason = f"{type(exc).__name__}: {exc}"
         if self.failing is None:

@@ -440,7 +440,7 @@ class Conteo:
                 if 400 <= status < 500 and status not in (408, 429):
                     log.error("el Profesor rechazó %d claves (%s); no se reintentan", len(ids), exc)
                     self.rejected += len(ids)
-                    self._acknowledged(ids)
+                    self._rejected(ids)
                     ids = self._next_batch()
                     continue
                 delay = self._wait_retry(exc, delay)
@@ -471,6 +471,10 @@ class Conteo:
 
     def _acknowledged(self, ids: list[str]) -> None:
         """The Profesor has ``ids`` (or refused them for good): a hook for a durable queue."""
+
+    def _rejected(self, ids: list[str]) -> None:
+        """Refused for good (a 4xx): dropped here; a durable queue may keep them."""
+        self._acknowledged(ids)
 
     def _put_back(self, ids: list[str]) -> None:
         with self._cond:

@@ -353,6 +353,29 @@ def _profesor_count(url: str, deadline: float, want: int, secure: SecureClass) -
         time.sleep(0.05)
 
 
+def settle_count(summary: dict[str, Any], count: int | None) -> None:
+    """The count read once more after the Docencio stopped (its last posts are in).
+
+    Why: the count is first read until it equals the answers, while the Docencio still
+    posts; a count that equalled them for a moment and then grew (a key counted for an
+    answer nobody received) passed. Now the later count is the one reported and judged.
+    """
+    if count is None or count == summary["profesor_count"]:
+        return
+    summary["profesor_count_before_stop"] = summary["profesor_count"]
+    summary["profesor_count"] = count
+    in_flight = summary.get("in_flight", 0)  # an endless class stopped by Ctrl+C
+    summary["ok"] = summary["ok"] and count_matches(count, summary["answered"], in_flight)
+
+
+def merge_stats(summary: dict[str, Any], role: str, stats: dict[str, Any]) -> None:
+    """A role's counters into the summary, never over the students' own: the Docencio's
+    ``errors`` (its last run's only, under --chaos) used to replace the students' total."""
+    for key, value in stats.items():
+        name = key if role == "docencio" else f"{role}_{key}"
+        summary[f"{role}_{key}" if name in summary else name] = value
+
+
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     # First of all: a closed terminal (SIGHUP) or a kill (SIGTERM) must still clean up.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
@@ -485,6 +508,9 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                 lambda: sum(a.answers_seen for a in alumnos) / max(1, students * questions),
                 seed=settings["seed"],
                 startup_timeout=start_to,
+                # Faults stop while the students have 20 s of their deadline left on average:
+                # their average asking time, plus the Docencio's timeout (see Chaos._calm).
+                calm_after=questions * settings["interval"] * 3.5 + settings["timeout"],
             )
             injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
@@ -513,13 +539,11 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         summary["security"] = secure.describe()
         docencio.stop()
         tareo.stop()
+        settle_count(summary, _profesor_count(url, time.monotonic(), answered, secure))
         for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
             stats = logdir / path
             if stats.exists():
-                for key, value in json.loads(stats.read_text(encoding="utf-8")).items():
-                    # the students' own totals (errors, ...) are never overwritten by a role's
-                    mine = name == "docencio" and key not in summary
-                    summary[key if mine else f"{name}_{key}"] = value
+                merge_stats(summary, name, json.loads(stats.read_text(encoding="utf-8")))
         summary.update(hops.summary())
         if faults is not None:
             print(chaos.describe(faults), flush=True)
