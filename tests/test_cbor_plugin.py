@@ -43,11 +43,26 @@ def test_the_entry_point_registers_cbor_as_id_64() -> None:
         b"\x01\x02",  # trailing bytes
         b"\x82\x01",  # truncated
         b"",
+        b"\xf7",  # undefined: cbor2's own object, not plain data
+        b"\xf8\x63",  # simple value 99: a CBORSimpleValue
+        b"\xf0",  # simple value 16, unassigned
+        b"\xa1\x80\x00",  # a map keyed by an array: a tuple key
+        b"\xa1\xa0\x00",  # a map keyed by a map: a frozendict key
+        b"\xa1\x01\xa1\x82\x01\x02\x00",  # a container key one level down
+        b"\xfc",  # reserved additional information 28
+        b"\x81" * 100_000 + b"\x00",  # nested 100,000 deep
     ],
 )
 def test_hostile_cbor_is_a_decode_error_before_allocating(hostile: bytes) -> None:
     with pytest.raises(DecodeError, match="cbor"):
-        codecs.get("cbor").decode(hostile, max_message=1024)
+        codecs.get("cbor").decode(hostile, max_message=len(hostile) + 1024)
+
+
+def test_plain_scalars_and_nesting_up_to_cbor2s_limit_still_decode() -> None:
+    codec = codecs.get("cbor")
+    plain = {"a": [False, True, None, 1.5, -(2**64), b"x"], 1: {"b": "c"}, 2.5: []}
+    assert codec.decode(cbor2.dumps(plain)) == plain
+    assert codec.decode(b"\x81" * 300 + b"\x00") is not None
 
 
 def test_an_eco_process_speaks_cbor_compressed(tmp_path: Path) -> None:
