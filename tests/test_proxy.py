@@ -129,22 +129,43 @@ def test_link_spec_and_description() -> None:
 
 @pytest.mark.timeout(60)
 def test_a_10ms_delay_makes_a_20ms_round_trip_within_10_percent(echo) -> None:
-    with proxy_process(echo, "--delay", "10ms") as proxy, connect(proxy.host, proxy.port) as s:
-        round_trip(s)  # the first one also pays for the connection to the server
-        rtts = [round_trip(s) for _ in range(15)]
-    median = statistics.median(rtts)
+    """The delay the proxy adds, measured against the same hop through a proxy without one.
+
+    Round trips alternate between the two proxy processes, so a busy machine slows both
+    alike; the minimum of each is the round trip with the least scheduling noise in it.
+    """
+    with (
+        proxy_process(echo, "--delay", "10ms") as slow,
+        proxy_process(echo) as plain,
+        connect(slow.host, slow.port) as s,
+        connect(plain.host, plain.port) as p,
+    ):
+        round_trip(s), round_trip(p)  # the first ones also pay for the connection onward
+        pairs = [(round_trip(s), round_trip(p)) for _ in range(25)]
+    rtts, base = [a for a, _ in pairs], [b for _, b in pairs]
     assert min(rtts) >= 0.020 * 0.95, rtts  # never faster than the link: latency is per byte
-    assert 0.018 <= median <= 0.022, f"median {median * 1e3:.2f} ms of {rtts}"
+    added = min(rtts) - min(base)
+    assert 0.018 <= added <= 0.022, f"added {added * 1e3:.2f} ms: {pairs}"
+    # most round trips, not only the luckiest, carry the 20 ms and little more
+    added_median = statistics.median(a - b for a, b in pairs)
+    assert 0.018 <= added_median <= 0.022 * 1.5, f"median added {added_median * 1e3:.2f} ms"
 
 
 @pytest.mark.timeout(60)
 def test_a_bulk_transfer_at_100mbit_takes_size_over_rate_within_10_percent(echo) -> None:
+    """size / rate within 10%, on top of what the same transfer costs through a plain proxy."""
     size, rate = 2_500_000, 100e6 / 8  # 0.2 s each
-    with proxy_process(echo, "--rate", "100mbit") as proxy, connect(proxy.host, proxy.port) as s:
-        times = [bulk(s, size) for _ in range(3)]
+    with (
+        proxy_process(echo, "--rate", "100mbit") as shaped,
+        proxy_process(echo) as plain,
+        connect(shaped.host, shaped.port) as s,
+        connect(plain.host, plain.port) as p,
+    ):
+        pairs = [(bulk(s, size), bulk(p, size)) for _ in range(4)]
+    times, base = [a for a, _ in pairs], [b for _, b in pairs]
     expected = size / rate
     assert min(times) >= 0.97 * expected, times  # one 2 ms burst is all it may gain
-    assert min(times) <= 1.10 * expected, f"{times} against {expected:.3f} s"
+    assert min(times) <= 1.10 * expected + min(base), f"{pairs} against {expected:.3f} s"
 
 
 @pytest.mark.timeout(60)
