@@ -51,6 +51,7 @@ def test_the_entry_point_registers_cbor_as_id_64() -> None:
         b"\xa1\x01\xa1\x82\x01\x02\x00",  # a container key one level down
         b"\xfc",  # reserved additional information 28
         b"\x81" * 100_000 + b"\x00",  # nested 100,000 deep
+        b"\x9a\x00\x0f\x42\x41" + bytes(1_000_001),  # one item more than the walk's cap
     ],
 )
 def test_hostile_cbor_is_a_decode_error_before_allocating(hostile: bytes) -> None:
@@ -63,6 +64,18 @@ def test_plain_scalars_and_nesting_up_to_cbor2s_limit_still_decode() -> None:
     plain = {"a": [False, True, None, 1.5, -(2**64), b"x"], 1: {"b": "c"}, 2.5: []}
     assert codec.decode(cbor2.dumps(plain)) == plain
     assert codec.decode(b"\x81" * 300 + b"\x00") is not None
+
+
+def test_the_item_cap_counts_every_container(monkeypatch) -> None:
+    import ayudantia_cbor
+
+    monkeypatch.setattr(ayudantia_cbor, "MAX_ITEMS", 1000)  # the cap's arithmetic, quickly
+    codec = codecs.get("cbor")
+    assert codec.decode(cbor2.dumps([0] * 1000)) == [0] * 1000
+    assert codec.decode(cbor2.dumps([[0] * 996, {"a": 0}])) is not None  # 2 + 996 + 2 items
+    for over in ([0] * 1001, [[0] * 995, {"a": 0, "b": 0}], [[0] * 998, [0]]):
+        with pytest.raises(DecodeError, match="more than 1,000 items"):
+            codec.decode(cbor2.dumps(over))
 
 
 def test_an_eco_process_speaks_cbor_compressed(tmp_path: Path) -> None:

@@ -27,6 +27,10 @@ CODEC_ID = 64
 _MAJOR_BYTES, _MAJOR_TEXT, _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 2, 3, 4, 5, 6, 7
 _PLAIN_SIMPLE = (20, 21, 22)  # false, true, null
 MAX_DEPTH = 400  # cbor2's own limit on nested containers
+# The head walk is Python: about a microsecond an item, on the server's event loop. Without
+# a cap, 64 MiB of one-byte items held the loop for a minute and a half; a million items
+# cost about a second, as much as msgpack's C decoder spends on its own worst case.
+MAX_ITEMS = 1_000_000
 
 
 def encode(obj: Any) -> bytes:
@@ -48,10 +52,12 @@ def _check_heads(view: memoryview, limit: int) -> None:
     ``undefined``, no unassigned simple values, which cbor2 turns into its own objects),
     map keys that are scalars (a container key comes back as a tuple or a frozendict),
     and no nesting deeper than cbor2 itself would take, checked here so that the walk's
-    own stack stays small.
+    own stack stays small; and at most :data:`MAX_ITEMS` items, so that the walk's own
+    time stays bounded.
     """
     pos, end = 0, len(view)
     open_: list[list[int]] = [[1, 0]]  # per open container: [items left, 1 for a map]
+    budget = MAX_ITEMS  # items inside containers (the top-level one is not counted)
     while open_:
         top = open_[-1]
         if not top[0]:
@@ -90,6 +96,9 @@ def _check_heads(view: memoryview, limit: int) -> None:
             items = value * (2 if major == _MAJOR_MAP else 1)
             if items > limit or items > end - pos:
                 raise DecodeError("cbor", f"a container of {value} items in {end - pos} bytes")
+            budget -= items
+            if budget < 0:
+                raise DecodeError("cbor", f"more than {MAX_ITEMS:,} items in one message")
             if len(open_) > MAX_DEPTH:
                 raise DecodeError("cbor", f"nested deeper than {MAX_DEPTH}")
             open_.append([items, int(major == _MAJOR_MAP)])
