@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from ayudantia.netem import Link, Proxy, parse_bytes, parse_duration, parse_rate
@@ -276,29 +277,29 @@ def test_bad_flags_are_one_line_and_exit_2(flags: tuple[str, ...], words: str) -
 
 @pytest.mark.timeout(90)
 def test_run_network_puts_a_proxy_on_each_hop_and_reports_it(tmp_path) -> None:
-    report = tmp_path / "summary.json"
-    done = subprocess.run(
-        ayudantia_cmd(
-            "run",
-            "--students",
-            "2",
-            "--questions",
-            "6",
-            "--interval",
-            "0",
-            "--codec",
-            "msgpack",
-            "--compress",
-            "lz4",
-            "--network",
-            "delay=5ms,rate=100mbit",
-            "--report",
-            str(report),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=80,
+    report, keep = tmp_path / "summary.json", tmp_path / "logs"
+    cmd = ayudantia_cmd(
+        "run",
+        *("--students", "2", "--questions", "6", "--interval", "0", "--codec", "msgpack"),
+        *("--compress", "lz4", "--network", "delay=5ms,rate=100mbit"),
+        *("--report", str(report), "--keep", str(keep)),
     )
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=80)
+        finally:  # a hung class: SIGTERM lets the run reap its roles, SIGKILL only after
+            if run.poll() is None:
+                run.send_signal(signal.SIGTERM)
+                try:
+                    run.wait(20)
+                except subprocess.TimeoutExpired:
+                    run.kill()
+    done = subprocess.CompletedProcess(cmd, run.returncode, stdout, stderr)
+    assert not [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if str(keep) in " ".join(p.info["cmdline"] or [])
+    ]
     assert done.returncode == 0, done.stdout + done.stderr
     assert "network       delay 5 ms, up 100 Mbit/s, down 100 Mbit/s, on each hop" in done.stdout
     summary = json.loads(report.read_text())
