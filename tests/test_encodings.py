@@ -209,6 +209,17 @@ def test_bombs_refused_with_a_typed_error_before_allocating(name: str) -> None:
     assert decoder.allocated < 4 * len(wire) + 256 * 1024  # never the declared gigabyte
 
 
+@pytest.mark.parametrize("compression", ALL[1:], ids=["zstd", "zstd-1", "lz4"])
+def test_an_empty_message_round_trips_compressed(compression: Compression) -> None:
+    # liblz4 cannot declare a content size of 0: the empty frame declares none
+    (message,) = decode_all(encode_message(0, b"", compression=compression))
+    assert bytes(message.payload) == b"" and message.encoding_id == compression.id
+    empty = lz4.frame.compress(b"", content_checksum=True)
+    assert bytes(decode_all(frame(empty, 2))[0].payload) == b""
+    with pytest.raises(UndeclaredSize):  # a block after all: no size, refused as before
+        decode_all(frame(empty[:7] + b"\x01\x00\x00\x80x" + empty[7:], 2))
+
+
 def test_frames_small_each_summing_beyond_max_message_are_refused() -> None:
     one = frame(zstandard.ZstdCompressor().compress(bytes(256 * 1024)), 1, flags=1)  # MORE
     decoder = FrameDecoder(max_message=1024 * 1024)
