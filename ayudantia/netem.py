@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import random
 import re
 import socket
@@ -71,7 +72,7 @@ _RATE_SCALE: Final = {  # to bytes per second; k/M/G are decimal, as link speeds
 def parse_duration(text: str) -> float:
     """Seconds from ``20ms``, ``1.5s`` or ``500us``; ValueError otherwise."""
     m = _DURATION.match(str(text))
-    if not m:
+    if not m or not math.isfinite(float(m[1])):  # 400 nines parse as inf: no timer takes it
         raise ValueError(f"{text!r} is not a duration like 20ms or 1.5s")
     return float(m[1]) * _DURATION_SCALE[m[2].lower()]
 
@@ -79,7 +80,7 @@ def parse_duration(text: str) -> float:
 def parse_rate(text: str) -> float:
     """Bytes per second from ``100mbit``, ``1gbit``, ``500kbit`` or ``12MB/s``."""
     m = _RATE.match(str(text))
-    if not m or float(m[1]) <= 0:
+    if not m or not 0 < float(m[1]) < math.inf:  # an infinite token bucket cannot pace
         raise ValueError(f"{text!r} is not a rate like 100mbit, 1gbit or 12MB/s")
     return float(m[1]) * _RATE_SCALE[m[2].lower()]
 

@@ -126,6 +126,8 @@ def _zstd_inflate(data: Buffer, size: int) -> bytes:
 
 
 _LZ4_FLG_CONTENT_SIZE: Final = 0x08
+_LZ4_FLG_CONTENT_CHECKSUM: Final = 0x04
+_LZ4_FLG_DICT_ID: Final = 0x01
 _LZ4_MAGIC: Final = b"\x04\x22\x4d\x18"
 
 
@@ -138,8 +140,22 @@ def _lz4_declared(data: Buffer) -> int | None:
     if bytes(view[:4]) != _LZ4_MAGIC or len(view) < 7:
         raise ValueError("not an lz4 frame")
     if not view[4] & _LZ4_FLG_CONTENT_SIZE:  # get_frame_info says 0 for "unknown" too
-        return None
+        return 0 if _lz4_empty(view) else None
     return int(lz4.frame.get_frame_info(data)["content_size"])
+
+
+def _lz4_empty(view: memoryview) -> bool:
+    """Whether an lz4 frame without a content size holds no block: nothing at all.
+
+    liblz4 cannot declare a content size of 0 (0 means "unknown" in its API), so an empty
+    payload leaves as header, end mark and perhaps the content checksum; that frame
+    provably inflates to 0 bytes, and refusing it refused every empty message.
+    """
+    flg = view[4]
+    header = 7 + (4 if flg & _LZ4_FLG_DICT_ID else 0)
+    checksum = 4 if flg & _LZ4_FLG_CONTENT_CHECKSUM else 0
+    end_mark = view[header : header + 4]
+    return len(view) == header + 4 + checksum and end_mark == b"\0\0\0\0"
 
 
 def _lz4_inflate(data: Buffer, size: int) -> bytes:

@@ -43,11 +43,39 @@ def test_the_entry_point_registers_cbor_as_id_64() -> None:
         b"\x01\x02",  # trailing bytes
         b"\x82\x01",  # truncated
         b"",
+        b"\xf7",  # undefined: cbor2's own object, not plain data
+        b"\xf8\x63",  # simple value 99: a CBORSimpleValue
+        b"\xf0",  # simple value 16, unassigned
+        b"\xa1\x80\x00",  # a map keyed by an array: a tuple key
+        b"\xa1\xa0\x00",  # a map keyed by a map: a frozendict key
+        b"\xa1\x01\xa1\x82\x01\x02\x00",  # a container key one level down
+        b"\xfc",  # reserved additional information 28
+        b"\x81" * 100_000 + b"\x00",  # nested 100,000 deep
+        b"\x9a\x00\x0f\x42\x41" + bytes(1_000_001),  # one item more than the walk's cap
     ],
 )
 def test_hostile_cbor_is_a_decode_error_before_allocating(hostile: bytes) -> None:
     with pytest.raises(DecodeError, match="cbor"):
-        codecs.get("cbor").decode(hostile, max_message=1024)
+        codecs.get("cbor").decode(hostile, max_message=len(hostile) + 1024)
+
+
+def test_plain_scalars_and_nesting_up_to_cbor2s_limit_still_decode() -> None:
+    codec = codecs.get("cbor")
+    plain = {"a": [False, True, None, 1.5, -(2**64), b"x"], 1: {"b": "c"}, 2.5: []}
+    assert codec.decode(cbor2.dumps(plain)) == plain
+    assert codec.decode(b"\x81" * 300 + b"\x00") is not None
+
+
+def test_the_item_cap_counts_every_container(monkeypatch) -> None:
+    import ayudantia_cbor
+
+    monkeypatch.setattr(ayudantia_cbor, "MAX_ITEMS", 1000)  # the cap's arithmetic, quickly
+    codec = codecs.get("cbor")
+    assert codec.decode(cbor2.dumps([0] * 1000)) == [0] * 1000
+    assert codec.decode(cbor2.dumps([[0] * 996, {"a": 0}])) is not None  # 2 + 996 + 2 items
+    for over in ([0] * 1001, [[0] * 995, {"a": 0, "b": 0}], [[0] * 998, [0]]):
+        with pytest.raises(DecodeError, match="more than 1,000 items"):
+            codec.decode(cbor2.dumps(over))
 
 
 def test_an_eco_process_speaks_cbor_compressed(tmp_path: Path) -> None:

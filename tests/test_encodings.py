@@ -151,6 +151,22 @@ def lying_lz4() -> bytes:
     return declared[:descriptor] + actual[descriptor:]
 
 
+SKIPPABLE = (0x184D2A50).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"abcd"
+
+
+def zstd_with_dictionary() -> bytes:
+    """A frame that needs a dictionary the receiver does not have."""
+    samples = [os.urandom(8) + b"hola mundo %d" % i for i in range(2000)]
+    zdict = zstandard.train_dictionary(1024, samples)
+    return zstandard.ZstdCompressor(dict_data=zdict).compress(BOOKISH[:500])
+
+
+def lz4_bad_block_checksum() -> bytes:
+    data = bytearray(lz4.frame.compress(BOOKISH[:500], store_size=True, block_checksum=True))
+    data[-6] ^= 1  # the last block's checksum (the end mark follows)
+    return bytes(data)
+
+
 BOMBS = {
     "zstd-1GiB-zeros": (lambda: frame(zstd_gib_of_zeros(), 1), MessageTooLarge),
     "zstd-no-size": (
@@ -168,6 +184,16 @@ BOMBS = {
     ),
     "lz4-lying": (lambda: frame(lying_lz4(), 2), SizeMismatch),
     "garbage": (lambda: frame(b"not zstd at all", 1), EncodingError),
+    # a skippable frame declares its own length as a content size: before, after or alone
+    "zstd-skippable-first": (lambda: frame(SKIPPABLE + zstandard.compress(b"x"), 1), SizeMismatch),
+    "zstd-skippable-after": (lambda: frame(zstandard.compress(b"x") + SKIPPABLE, 1), SizeMismatch),
+    "zstd-skippable-alone": (lambda: frame(SKIPPABLE, 1), SizeMismatch),
+    "zstd-dictionary": (lambda: frame(zstd_with_dictionary(), 1), SizeMismatch),
+    "lz4-two-frames": (
+        lambda: frame(lz4.frame.compress(b"x", store_size=True) * 2, 2),
+        SizeMismatch,
+    ),
+    "lz4-bad-block-checksum": (lambda: frame(lz4_bad_block_checksum(), 2), SizeMismatch),
 }
 
 
@@ -181,6 +207,26 @@ def test_bombs_refused_with_a_typed_error_before_allocating(name: str) -> None:
     with pytest.raises(error):
         decoder.next_event()
     assert decoder.allocated < 4 * len(wire) + 256 * 1024  # never the declared gigabyte
+
+
+@pytest.mark.parametrize("compression", ALL[1:], ids=["zstd", "zstd-1", "lz4"])
+def test_an_empty_message_round_trips_compressed(compression: Compression) -> None:
+    # liblz4 cannot declare a content size of 0: the empty frame declares none
+    (message,) = decode_all(encode_message(0, b"", compression=compression))
+    assert bytes(message.payload) == b"" and message.encoding_id == compression.id
+    empty = lz4.frame.compress(b"", content_checksum=True)
+    assert bytes(decode_all(frame(empty, 2))[0].payload) == b""
+    with pytest.raises(UndeclaredSize):  # a block after all: no size, refused as before
+        decode_all(frame(empty[:7] + b"\x01\x00\x00\x80x" + empty[7:], 2))
+
+
+def test_frames_small_each_summing_beyond_max_message_are_refused() -> None:
+    one = frame(zstandard.ZstdCompressor().compress(bytes(256 * 1024)), 1, flags=1)  # MORE
+    decoder = FrameDecoder(max_message=1024 * 1024)
+    decoder.receive_data(one * 5)  # 5 x 256 KiB declared, each fine, 1.25 MiB together
+    with pytest.raises(MessageTooLarge):
+        decoder.next_event()
+    assert decoder.allocated < 2 * 1024 * 1024
 
 
 def test_connection_compresses_and_counts_wire_bytes() -> None:

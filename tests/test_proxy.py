@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from ayudantia.netem import Link, Proxy, parse_bytes, parse_duration, parse_rate
@@ -101,10 +102,10 @@ def test_units() -> None:
     assert parse_rate("100mbit") == 12.5e6 and parse_rate("1gbit") == 125e6
     assert parse_rate("500kbit") == 62_500 and parse_rate("12MB/s") == 12e6
     assert parse_rate("64KB/s") == 64_000 and parse_bytes("64K") == 65_536
-    for bad in ("20", "ms", "-1ms", "fast"):
+    for bad in ("20", "ms", "-1ms", "fast", "9" * 400 + "s"):
         with pytest.raises(ValueError):
             parse_duration(bad)
-    for bad in ("100", "0mbit", "100mbps"):
+    for bad in ("100", "0mbit", "100mbps", "9" * 400 + "gbit"):
         with pytest.raises(ValueError):
             parse_rate(bad)
 
@@ -129,22 +130,43 @@ def test_link_spec_and_description() -> None:
 
 @pytest.mark.timeout(60)
 def test_a_10ms_delay_makes_a_20ms_round_trip_within_10_percent(echo) -> None:
-    with proxy_process(echo, "--delay", "10ms") as proxy, connect(proxy.host, proxy.port) as s:
-        round_trip(s)  # the first one also pays for the connection to the server
-        rtts = [round_trip(s) for _ in range(15)]
-    median = statistics.median(rtts)
+    """The delay the proxy adds, measured against the same hop through a proxy without one.
+
+    Round trips alternate between the two proxy processes, so a busy machine slows both
+    alike; the minimum of each is the round trip with the least scheduling noise in it.
+    """
+    with (
+        proxy_process(echo, "--delay", "10ms") as slow,
+        proxy_process(echo) as plain,
+        connect(slow.host, slow.port) as s,
+        connect(plain.host, plain.port) as p,
+    ):
+        round_trip(s), round_trip(p)  # the first ones also pay for the connection onward
+        pairs = [(round_trip(s), round_trip(p)) for _ in range(25)]
+    rtts, base = [a for a, _ in pairs], [b for _, b in pairs]
     assert min(rtts) >= 0.020 * 0.95, rtts  # never faster than the link: latency is per byte
-    assert 0.018 <= median <= 0.022, f"median {median * 1e3:.2f} ms of {rtts}"
+    added = min(rtts) - min(base)
+    assert 0.018 <= added <= 0.022, f"added {added * 1e3:.2f} ms: {pairs}"
+    # most round trips, not only the luckiest, carry the 20 ms and little more
+    added_median = statistics.median(a - b for a, b in pairs)
+    assert 0.018 <= added_median <= 0.022 * 1.5, f"median added {added_median * 1e3:.2f} ms"
 
 
 @pytest.mark.timeout(60)
 def test_a_bulk_transfer_at_100mbit_takes_size_over_rate_within_10_percent(echo) -> None:
+    """size / rate within 10%, on top of what the same transfer costs through a plain proxy."""
     size, rate = 2_500_000, 100e6 / 8  # 0.2 s each
-    with proxy_process(echo, "--rate", "100mbit") as proxy, connect(proxy.host, proxy.port) as s:
-        times = [bulk(s, size) for _ in range(3)]
+    with (
+        proxy_process(echo, "--rate", "100mbit") as shaped,
+        proxy_process(echo) as plain,
+        connect(shaped.host, shaped.port) as s,
+        connect(plain.host, plain.port) as p,
+    ):
+        pairs = [(bulk(s, size), bulk(p, size)) for _ in range(4)]
+    times, base = [a for a, _ in pairs], [b for _, b in pairs]
     expected = size / rate
     assert min(times) >= 0.97 * expected, times  # one 2 ms burst is all it may gain
-    assert min(times) <= 1.10 * expected, f"{times} against {expected:.3f} s"
+    assert min(times) <= 1.10 * expected + min(base), f"{pairs} against {expected:.3f} s"
 
 
 @pytest.mark.timeout(60)
@@ -255,29 +277,29 @@ def test_bad_flags_are_one_line_and_exit_2(flags: tuple[str, ...], words: str) -
 
 @pytest.mark.timeout(90)
 def test_run_network_puts_a_proxy_on_each_hop_and_reports_it(tmp_path) -> None:
-    report = tmp_path / "summary.json"
-    done = subprocess.run(
-        ayudantia_cmd(
-            "run",
-            "--students",
-            "2",
-            "--questions",
-            "6",
-            "--interval",
-            "0",
-            "--codec",
-            "msgpack",
-            "--compress",
-            "lz4",
-            "--network",
-            "delay=5ms,rate=100mbit",
-            "--report",
-            str(report),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=80,
+    report, keep = tmp_path / "summary.json", tmp_path / "logs"
+    cmd = ayudantia_cmd(
+        "run",
+        *("--students", "2", "--questions", "6", "--interval", "0", "--codec", "msgpack"),
+        *("--compress", "lz4", "--network", "delay=5ms,rate=100mbit"),
+        *("--report", str(report), "--keep", str(keep)),
     )
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=80)
+        finally:  # a hung class: SIGTERM lets the run reap its roles, SIGKILL only after
+            if run.poll() is None:
+                run.send_signal(signal.SIGTERM)
+                try:
+                    run.wait(20)
+                except subprocess.TimeoutExpired:
+                    run.kill()
+    done = subprocess.CompletedProcess(cmd, run.returncode, stdout, stderr)
+    assert not [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if str(keep) in " ".join(p.info["cmdline"] or [])
+    ]
     assert done.returncode == 0, done.stdout + done.stderr
     assert "network       delay 5 ms, up 100 Mbit/s, down 100 Mbit/s, on each hop" in done.stdout
     summary = json.loads(report.read_text())

@@ -24,7 +24,13 @@ from protocol.errors import DecodeError
 
 CODEC_ID = 64
 # CBOR's major types (the top 3 bits of an item's first byte) that the head walk handles.
-_MAJOR_BYTES, _MAJOR_TEXT, _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG = 2, 3, 4, 5, 6
+_MAJOR_BYTES, _MAJOR_TEXT, _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 2, 3, 4, 5, 6, 7
+_PLAIN_SIMPLE = (20, 21, 22)  # false, true, null
+MAX_DEPTH = 400  # cbor2's own limit on nested containers
+# The head walk is Python: about a microsecond an item, on the server's event loop. Without
+# a cap, 64 MiB of one-byte items held the loop for a minute and a half; a million items
+# cost about a second, as much as msgpack's C decoder spends on its own worst case.
+MAX_ITEMS = 1_000_000
 
 
 def encode(obj: Any) -> bytes:
@@ -40,9 +46,25 @@ def decode(data: bytes | bytearray | memoryview, max_message: int) -> Any:
 
 
 def _check_heads(view: memoryview, limit: int) -> None:
-    """Walk every item head: no count beyond ``limit``, no tags, no indefinite lengths."""
-    pos, pending, end = 0, 1, len(view)
-    while pending:
+    """Walk every item head: no count beyond ``limit``, no tags, no indefinite lengths.
+
+    Also plain data only among the simple values (false, true, null and floats: no
+    ``undefined``, no unassigned simple values, which cbor2 turns into its own objects),
+    map keys that are scalars (a container key comes back as a tuple or a frozendict),
+    and no nesting deeper than cbor2 itself would take, checked here so that the walk's
+    own stack stays small; and at most :data:`MAX_ITEMS` items, so that the walk's own
+    time stays bounded.
+    """
+    pos, end = 0, len(view)
+    open_: list[list[int]] = [[1, 0]]  # per open container: [items left, 1 for a map]
+    budget = MAX_ITEMS  # items inside containers (the top-level one is not counted)
+    while open_:
+        top = open_[-1]
+        if not top[0]:
+            open_.pop()
+            continue
+        top[0] -= 1
+        is_key = top[1] and top[0] % 2  # a map's 2n items alternate key, value
         if pos >= end:
             raise DecodeError("cbor", "truncated item")
         major, info = view[pos] >> 5, view[pos] & 0x1F
@@ -55,22 +77,31 @@ def _check_heads(view: memoryview, limit: int) -> None:
                 raise DecodeError("cbor", "truncated item head")
             value = int.from_bytes(view[pos : pos + size], "big")
             pos += size
-        elif major == 7 and info == 31:
-            raise DecodeError("cbor", "stray break")
+        elif info == 31:
+            what = "stray break" if major == 7 else "indefinite lengths are not accepted"
+            raise DecodeError("cbor", what)
         else:
-            raise DecodeError("cbor", "indefinite lengths are not accepted")
-        pending -= 1
+            raise DecodeError("cbor", f"reserved additional information {info}")
         if major == _MAJOR_TAG:
             raise DecodeError("cbor", f"tag {value} is not accepted (plain data only)")
+        if major == _MAJOR_SIMPLE and info < 25 and value not in _PLAIN_SIMPLE:
+            raise DecodeError("cbor", f"simple value {value} is not accepted (plain data only)")
         if major in (_MAJOR_BYTES, _MAJOR_TEXT):
             if value > end - pos:
                 raise DecodeError("cbor", f"a string of {value} bytes in {end - pos} left")
             pos += value
         elif major in (_MAJOR_ARRAY, _MAJOR_MAP):
+            if is_key:
+                raise DecodeError("cbor", "a map key must be a number or a string")
             items = value * (2 if major == _MAJOR_MAP else 1)
             if items > limit or items > end - pos:
                 raise DecodeError("cbor", f"a container of {value} items in {end - pos} bytes")
-            pending += items
+            budget -= items
+            if budget < 0:
+                raise DecodeError("cbor", f"more than {MAX_ITEMS:,} items in one message")
+            if len(open_) > MAX_DEPTH:
+                raise DecodeError("cbor", f"nested deeper than {MAX_DEPTH}")
+            open_.append([items, int(major == _MAJOR_MAP)])
     if pos != end:
         raise DecodeError("cbor", f"{end - pos} bytes after the item")
 
