@@ -126,21 +126,20 @@ class Procs:
             str(profesor_timeout),
             env=env,
         )
-        docencio = self.start(
-            "docencio",
-            "docencio",
-            *wire,
-            "--port",
-            "0",
-            "--tareo",
-            tareo.address,
-            "--profesor",
-            profesor.address,
-            "--timeout",
-            str(timeout),
-            env=env,
-        )
+        docencio = self.docencio(tareo, profesor.address, *wire, "--timeout", str(timeout), env=env)
         return {"profesor": profesor, "tareo": tareo, "docencio": docencio}
+
+    def docencio(
+        self,
+        tareo: Role,
+        profesor: str,
+        *flags: str,
+        name: str = "docencio",
+        env: dict[str, str] | None = None,
+    ) -> Role:
+        """A Docencio on a free loopback port, asking ``tareo`` and reporting to ``profesor``."""
+        where = ("--port", "0", "--tareo", tareo.address, "--profesor", profesor)
+        return self.start(name, "docencio", *flags, *where, env=env)
 
     def close(self) -> None:
         for role in reversed(self.started):
