@@ -111,9 +111,7 @@ class Procs:
         """Profesor, Tareo and Docencio on free loopback ports, in order, each ready."""
         db = db or self.logdir / "profesor.sqlite3"
         wire = ["--codec", codec, *extra]
-        profesor = self.start(
-            "profesor", "profesor", *wire, "--port", "0", "--db", str(db), env=env
-        )
+        profesor = self.profesor(db, *wire, env=env)
         tareo = self.start(
             "tareo",
             "tareo",
@@ -128,6 +126,10 @@ class Procs:
         )
         docencio = self.docencio(tareo, profesor.address, *wire, "--timeout", str(timeout), env=env)
         return {"profesor": profesor, "tareo": tareo, "docencio": docencio}
+
+    def profesor(self, db: Path, *flags: str, env: dict[str, str] | None = None) -> Role:
+        """A Profesor on a free loopback port, counting in the SQLite file ``db``."""
+        return self.start("profesor", "profesor", *flags, "--port", "0", "--db", str(db), env=env)
 
     def docencio(
         self,

@@ -41,14 +41,8 @@ def files(tmp: Path, ca: trustme.CA, name: str, *hosts: str) -> TlsSettings:
 
 def https_profesor(procs, tls: TlsSettings, tmp: Path, *flags: str, env=None):
     """A real Profesor on HTTPS with ``tls``'s certificate, its database in ``tmp``."""
-    db = str(tmp / "p.db")
-    return procs.start(
-        "profesor",
-        "profesor",
-        *("--port", "0", "--db", db, "--tls-cert", tls.cert, "--tls-key", tls.key),
-        *flags,
-        env=env,
-    )
+    certificate = ("--tls-cert", tls.cert, "--tls-key", tls.key)
+    return procs.profesor(tmp / "p.db", *certificate, *flags, env=env)
 
 
 @pytest.fixture(scope="module")
