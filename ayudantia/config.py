@@ -204,6 +204,17 @@ def listen_options(port: int) -> list[Option]:
     ]
 
 
+def loop_option() -> Option:
+    """``--loop``: the event loop an asyncio server or proxy runs on."""
+    return Option(
+        "loop",
+        "auto",
+        "event loop: auto (uvloop where it installs), asyncio or uvloop",
+        rules.choice(("auto", "asyncio", "uvloop"), case=str.lower),
+        "{auto,asyncio,uvloop}",
+    )
+
+
 def server_options(clients: str) -> list[Option]:
     """What every event-loop server takes: its client cap and its event loop."""
     return [
@@ -214,13 +225,7 @@ def server_options(clients: str) -> list[Option]:
             rules.integer(1, 1_000_000),
             "N",
         ),
-        Option(
-            "loop",
-            "auto",
-            "event loop: auto (uvloop where it installs), asyncio or uvloop",
-            rules.choice(("auto", "asyncio", "uvloop"), case=str.lower),
-            "{auto,asyncio,uvloop}",
-        ),
+        loop_option(),
     ]
 
 

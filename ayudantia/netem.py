@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from ayudantia.rules import Invalid, Rule
-from roles.base import new_event_loop
+from roles.base import new_event_loop, stop_loop_thread
 from roles.signals import handle_signals
 
 _SLACK: Final = 0.0005  # release a chunk this close to its time (see the module docstring)
@@ -559,12 +559,7 @@ class Proxy:
         return self.address
 
     def stop(self, timeout: float = 5.0) -> None:
-        loop, stop = self.loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        stop_loop_thread(self.loop, self._stop, self._thread, timeout)
 
     def serve_until_signal(self, ready: Callable[[], None]) -> int:
         """Start, call ``ready``, forward until SIGINT or SIGTERM; returns 0."""

@@ -395,19 +395,10 @@ class FrameConnection(asyncio.Protocol):
         self.messages_received += 1
         codec = self._registry.get(event.codec_id)
         try:
-            obj = codec.decode(event.payload, max_message=self.limits.max_message)
+            received = Received.decoded(codec, event, self.limits.max_message)
         except DecodeError as exc:
             self.handler.decode_failed(self, exc)
             return
-        received = Received(
-            codec,
-            obj,
-            event.payload,
-            event.frames,
-            event.chunk_size,
-            event.wire_bytes,
-            event.encoding_id,
-        )
         self.handler.message_received(self, received)
 
     def _yield_turn(self) -> None:

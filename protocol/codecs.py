@@ -15,16 +15,15 @@ import json
 import math
 import pickle
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any
 
 import msgpack
 import orjson
 
 from protocol.errors import CodecClash, ContentDisallowed, DecodeError, EncodeError, UnknownCodec
+from protocol.registry import PluginRegistry
 from protocol.safepickle import restricted_loads
 
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
@@ -207,18 +206,20 @@ DEFAULT_ACCEPT = frozenset({"raw", "json", "msgpack"})
 # --- the registry -------------------------------------------------------------------------
 
 
-class Registry:
-    """Codecs by name and by wire id. Plug-ins from entry points load on first lookup."""
+class Registry(PluginRegistry[Codec]):
+    """Codecs by name and by wire id. Plug-ins from entry points load on first lookup.
+
+    ``register`` adds a third-party codec (ids 64-255; a clash raises CodecClash), ``get``
+    raises UnknownCodec listing what exists, ``available`` is what ``--codec`` offers.
+    """
+
+    item_type = Codec
+    group = ENTRY_POINT_GROUP
 
     def __init__(self, codecs: Iterable[Codec] = BUILTINS, *, load_plugins: bool = True) -> None:
-        self._by_name: dict[str, Codec] = {}
-        self._by_id: dict[int, Codec] = {}
-        self._lock = threading.Lock()
-        self._plugins_loaded = not load_plugins
-        for codec in codecs:
-            self._add(codec, builtin=True)
+        super().__init__(codecs, load_plugins=load_plugins)
 
-    def _add(self, codec: Codec, *, builtin: bool) -> None:
+    def _refuse_add(self, codec: Codec, *, builtin: bool) -> None:
         if not 0 <= codec.id <= 255:
             raise CodecClash(f"codec id {codec.id} does not fit in one byte")
         if not builtin and codec.id not in PLUGIN_IDS:
@@ -231,44 +232,15 @@ class Registry:
             raise CodecClash(
                 f"codec id {codec.id} is already taken by {self._by_id[codec.id].name!r}"
             )
-        self._by_name[codec.name] = codec
-        self._by_id[codec.id] = codec
 
-    def register(self, codec: Codec) -> Codec:
-        """Add a third-party codec (ids 64-255). A clashing name or id raises CodecClash."""
-        self._load_plugins()
-        with self._lock:
-            self._add(codec, builtin=False)
-        return codec
+    def _not_an_item(self, ep_name: str, obj: object) -> Exception:
+        return CodecClash(f"entry point {ep_name!r} gave {type(obj).__name__}, not a Codec")
 
-    def _load_plugins(self) -> None:
-        if self._plugins_loaded:
-            return
-        with self._lock:
-            if self._plugins_loaded:
-                return
-            self._plugins_loaded = True
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                obj = ep.load()
-                codec = obj() if callable(obj) and not isinstance(obj, Codec) else obj
-                if not isinstance(codec, Codec):
-                    raise CodecClash(
-                        f"entry point {ep.name!r} gave {type(codec).__name__}, not a Codec"
-                    )
-                self._add(codec, builtin=False)
+    def _unknown(self, key: str | int) -> Exception:
+        return UnknownCodec(key, self.available())
 
-    def get(self, key: str | int) -> Codec:
-        """The codec by name or wire id; UnknownCodec (listing what exists) otherwise."""
-        self._load_plugins()
-        codec = self._by_id.get(key) if isinstance(key, int) else self._by_name.get(key)
-        if codec is None:
-            raise UnknownCodec(key, self.available())
-        return codec
-
-    def available(self) -> list[str]:
-        """Registered names in wire-id order: what ``--codec`` offers."""
-        self._load_plugins()
-        return [c.name for c in sorted(self._by_id.values(), key=lambda c: c.id)]
+    def _disallowed(self, name: str, accepted: frozenset[str]) -> Exception:
+        return ContentDisallowed(name, accepted)
 
     def accept_checker(self, accept: Iterable[str]) -> Callable[[int], Codec]:
         """A function id -> Codec that raises before any payload byte is decoded.
@@ -279,23 +251,7 @@ class Registry:
         accepted = frozenset(accept)
         for name in accepted:
             self.get(name)  # fail early on a typo in the accept-list
-
-        # One dict lookup per message once a codec id has been accepted: this runs for
-        # every message on both front-ends. Refusals are not cached (they end the
-        # connection), nor unknown ids (a plug-in may register later).
-        cache: dict[int, Codec] = {}
-
-        def check(codec_id: int) -> Codec:
-            codec = cache.get(codec_id)
-            if codec is not None:
-                return codec
-            codec = self.get(codec_id)
-            if codec.name not in accepted:
-                raise ContentDisallowed(codec.name, accepted)
-            cache[codec_id] = codec
-            return codec
-
-        return check
+        return self._checker(accepted)
 
 
 REGISTRY = Registry()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Final
 
 import lz4.frame
@@ -32,6 +31,7 @@ from protocol.errors import (
     UndeclaredSize,
     UnknownEncoding,
 )
+from protocol.registry import PluginRegistry
 
 ENTRY_POINT_GROUP: Final = "ayudantia.encodings"
 PLUGIN_IDS: Final = range(64, 256)
@@ -184,62 +184,38 @@ DEFAULT_ACCEPT: Final = frozenset({"identity", "zstd", "lz4"})
 # --- the registry -------------------------------------------------------------------------
 
 
-class Registry:
-    """Encodings by name and by wire id; plug-ins from entry points load on first lookup."""
+class Registry(PluginRegistry[Encoding]):
+    """Encodings by name and by wire id; plug-ins from entry points load on first lookup.
+
+    ``register`` adds a third-party encoding (ids 64-255; a clash raises ValueError).
+    """
+
+    item_type = Encoding
+    group = ENTRY_POINT_GROUP
 
     def __init__(
         self, encodings: Iterable[Encoding] = BUILTINS, *, load_plugins: bool = True
     ) -> None:
-        self._by_name: dict[str, Encoding] = {}
-        self._by_id: dict[int, Encoding] = {}
-        self._lock = threading.Lock()
-        self._plugins_loaded = not load_plugins
-        for encoding in encodings:
-            self._add(encoding, builtin=True)
+        super().__init__(encodings, load_plugins=load_plugins)
 
-    def _add(self, encoding: Encoding, *, builtin: bool) -> None:
+    def _refuse_add(self, encoding: Encoding, *, builtin: bool) -> None:
         if not builtin and encoding.id not in PLUGIN_IDS:
             raise ValueError(f"plug-in encoding {encoding.name!r}: ids 64-255, not {encoding.id}")
         if encoding.name in self._by_name or encoding.id in self._by_id:
             raise ValueError(f"encoding {encoding.name!r} (id {encoding.id}) clashes")
-        self._by_name[encoding.name] = encoding
-        self._by_id[encoding.id] = encoding
 
-    def register(self, encoding: Encoding) -> Encoding:
-        """Add a third-party encoding (ids 64-255); a clashing name or id raises ValueError."""
-        self._load_plugins()
-        with self._lock:
-            self._add(encoding, builtin=False)
-        return encoding
+    def _not_an_item(self, ep_name: str, obj: object) -> Exception:
+        return ValueError(f"entry point {ep_name!r} gave no Encoding")
 
-    def _load_plugins(self) -> None:
-        if self._plugins_loaded:
-            return
-        with self._lock:
-            if self._plugins_loaded:
-                return
-            self._plugins_loaded = True
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                obj = ep.load()
-                encoding = obj() if callable(obj) and not isinstance(obj, Encoding) else obj
-                if not isinstance(encoding, Encoding):
-                    raise ValueError(f"entry point {ep.name!r} gave no Encoding")
-                self._add(encoding, builtin=False)
+    def _unknown(self, key: str | int) -> Exception:
+        return UnknownEncoding(key, self.available())
+
+    def _disallowed(self, name: str, accepted: frozenset[str]) -> Exception:
+        return EncodingDisallowed(name, accepted)
 
     def get(self, key: str | int) -> Encoding:
         """The encoding by name (``none`` is identity) or wire id; UnknownEncoding otherwise."""
-        self._load_plugins()
-        if key == NONE:
-            key = IDENTITY_ID
-        found = self._by_id.get(key) if isinstance(key, int) else self._by_name.get(key)
-        if found is None:
-            raise UnknownEncoding(key, self.available())
-        return found
-
-    def available(self) -> list[str]:
-        """Registered names in wire-id order."""
-        self._load_plugins()
-        return [e.name for e in sorted(self._by_id.values(), key=lambda e: e.id)]
+        return super().get(IDENTITY_ID if key == NONE else key)
 
     def choices(self) -> list[str]:
         """What ``--compress`` offers: ``none`` and every real encoding."""
@@ -248,18 +224,7 @@ class Registry:
     def accept_checker(self, accept: Iterable[str] = DEFAULT_ACCEPT) -> Callable[[int], Encoding]:
         """id -> Encoding, raising at the header for an unknown or refused encoding."""
         accepted = frozenset(self.get(name).name for name in accept) | {"identity"}
-        cache: dict[int, Encoding] = {}
-
-        def check(encoding_id: int) -> Encoding:
-            found = cache.get(encoding_id)
-            if found is None:
-                found = self.get(encoding_id)
-                if found.name not in accepted:
-                    raise EncodingDisallowed(found.name, accepted)
-                cache[encoding_id] = found
-            return found
-
-        return check
+        return self._checker(accepted)
 
 
 REGISTRY = Registry()

@@ -96,6 +96,23 @@ class Received:
     wire_bytes: int
     encoding_id: int = 0  # the content encoding it travelled in (0: identity)
 
+    @classmethod
+    def decoded(cls, codec: Codec, event: Message, max_message: int) -> Received:
+        """``event`` decoded by ``codec`` (allocations bounded by ``max_message``).
+
+        Both front-ends receive through this, so a message reads the same on either.
+        """
+        obj = codec.decode(event.payload, max_message=max_message)
+        return cls(
+            codec,
+            obj,
+            event.payload,
+            event.frames,
+            event.chunk_size,
+            event.wire_bytes,
+            event.encoding_id,
+        )
+
     @property
     def echo_chunk_size(self) -> int:
         """The chunk size that sends this payload back in at most as many frames as came."""
@@ -556,16 +573,7 @@ class Connection:
 
     def _decoded(self, event: Message) -> Received:
         codec = self._check(event.codec_id)  # cached: the decoder already accepted this id
-        obj = codec.decode(event.payload, max_message=self.max_message)
-        return Received(
-            codec,
-            obj,
-            event.payload,
-            event.frames,
-            event.chunk_size,
-            event.wire_bytes,
-            event.encoding_id,
-        )
+        return Received.decoded(codec, event, self.max_message)
 
     def recv_stream(self) -> Iterator[bytes]:
         """The next message, chunk by chunk as its frames arrive (memory bounded by a frame)."""

@@ -59,6 +59,24 @@ def new_event_loop(kind: str = "auto") -> tuple[asyncio.AbstractEventLoop, str]:
     return asyncio.new_event_loop(), "asyncio"
 
 
+def stop_loop_thread(
+    loop: asyncio.AbstractEventLoop | None,
+    stop: asyncio.Event | None,
+    thread: threading.Thread | None,
+    timeout: float,
+) -> None:
+    """Set a background loop's ``stop`` event from another thread, then wait for the thread.
+
+    Either may not exist yet (never started) or be gone already (the loop closed): then
+    there is nothing to tell, and a loop closing meanwhile is no error.
+    """
+    if loop is not None and stop is not None and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stop.set)
+    if thread is not None:
+        thread.join(timeout)
+
+
 def raise_fd_limit(needed: int) -> tuple[int, str | None]:
     """Raise the soft RLIMIT_NOFILE toward ``needed``; (descriptors available, why not more)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -172,12 +190,7 @@ class Server(Handler):
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, finish the role's own work, close every peer, end the loop."""
-        loop, stop = self.loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        stop_loop_thread(self.loop, self._stop, self._thread, timeout)
         self.log.info("%s detenido", self.role)
 
     def serve_until_signal(self) -> int:

@@ -248,7 +248,7 @@ def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = No
 
     ``ready(host, port)`` is called once the socket listens (port 0 picks a free one).
     """
-    import signal
+    from roles.signals import signals_interrupt
 
     if threads < 1:  # waitress with no worker thread accepts requests and never answers
         raise ValueError(f"threads must be at least 1, not {threads}")
@@ -261,20 +261,16 @@ def serve(app: Flask, host: str, port: int, *, threads: int = 8, ready: Any = No
     bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
     log.info("Profesor escuchando en http://%s:%s", bound_host, bound_port)
 
-    def _stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    # The handlers before the ready line: a signal right after it must stop us cleanly.
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if ready is not None:
-            ready(bound_host, bound_port)
-        server.run()  # returns after shutting the worker threads down on KeyboardInterrupt
-    except KeyboardInterrupt:
-        server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        # The handlers before the ready line: a signal right after it must stop us cleanly.
+        with signals_interrupt():
+            try:
+                if ready is not None:
+                    ready(bound_host, bound_port)
+                server.run()  # returns after shutting the worker threads down on ^C
+            except KeyboardInterrupt:
+                server.task_dispatcher.shutdown()  # type: ignore[union-attr]
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         wasyncore.close_all(server._map)  # type: ignore[union-attr]
         libro = app.extensions.get("libro")
         if libro is not None:

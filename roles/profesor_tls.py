@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import socket
 import ssl
 import threading
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from protocol.tls import TlsSettings
+from roles.signals import signals_interrupt
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -145,19 +145,15 @@ def serve_tls(
     bound_host, bound_port = server.bind_addr[:2]
     log.info("Profesor escuchando en https://%s:%s", bound_host, bound_port)
 
-    def _stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if ready is not None:
-            ready(bound_host, bound_port)
-        server.serve()
-    except KeyboardInterrupt:
-        pass
+        with signals_interrupt():
+            try:
+                if ready is not None:
+                    ready(bound_host, bound_port)
+                server.serve()
+            except KeyboardInterrupt:
+                pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         server.stop()
         deadlines.close()
         libro = app.extensions.get("libro")

@@ -66,3 +66,22 @@ def handle_signals() -> Iterator[SignalEvent]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         requested.close()
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread while inside.
+
+    For servers whose blocking loop only stops that way (waitress, cheroot); the previous
+    handlers come back on exit.
+    """
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -111,9 +111,7 @@ class Procs:
         """Profesor, Tareo and Docencio on free loopback ports, in order, each ready."""
         db = db or self.logdir / "profesor.sqlite3"
         wire = ["--codec", codec, *extra]
-        profesor = self.start(
-            "profesor", "profesor", *wire, "--port", "0", "--db", str(db), env=env
-        )
+        profesor = self.profesor(db, *wire, env=env)
         tareo = self.start(
             "tareo",
             "tareo",
@@ -126,21 +124,24 @@ class Procs:
             str(profesor_timeout),
             env=env,
         )
-        docencio = self.start(
-            "docencio",
-            "docencio",
-            *wire,
-            "--port",
-            "0",
-            "--tareo",
-            tareo.address,
-            "--profesor",
-            profesor.address,
-            "--timeout",
-            str(timeout),
-            env=env,
-        )
+        docencio = self.docencio(tareo, profesor.address, *wire, "--timeout", str(timeout), env=env)
         return {"profesor": profesor, "tareo": tareo, "docencio": docencio}
+
+    def profesor(self, db: Path, *flags: str, env: dict[str, str] | None = None) -> Role:
+        """A Profesor on a free loopback port, counting in the SQLite file ``db``."""
+        return self.start("profesor", "profesor", *flags, "--port", "0", "--db", str(db), env=env)
+
+    def docencio(
+        self,
+        tareo: Role,
+        profesor: str,
+        *flags: str,
+        name: str = "docencio",
+        env: dict[str, str] | None = None,
+    ) -> Role:
+        """A Docencio on a free loopback port, asking ``tareo`` and reporting to ``profesor``."""
+        where = ("--port", "0", "--tareo", tareo.address, "--profesor", profesor)
+        return self.start(name, "docencio", *flags, *where, env=env)
 
     def close(self) -> None:
         for role in reversed(self.started):

@@ -3,6 +3,7 @@ honestly: exact counts, duplicates told from strangers, a uniform sample of its 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from roles_helpers import wait_for
@@ -101,26 +104,35 @@ def silent_docencio(server: socket.socket, done: threading.Event) -> None:
         conn.close()
 
 
-@pytest.mark.timeout(30)
-def test_a_stopped_student_tells_overdue_questions_from_those_in_flight():
+@contextlib.contextmanager
+def asking_a_silent_docencio(**kwargs: Any) -> Iterator[tuple[Estudiante, threading.Thread]]:
+    """An endless Estudiante asking, on a thread, a Docencio that answers nothing.
+
+    On exit the student is stopped and its thread joined, and the Docencio closed, even
+    when the test fails.
+    """
     server = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
     threading.Thread(target=silent_docencio, args=(server, done), daemon=True).start()
-    alumno = Estudiante(
-        "127.0.0.1", server.getsockname()[1], questions=0, interval=0.01, quiet=True, timeout=0.3
-    )
+    alumno = Estudiante("127.0.0.1", server.getsockname()[1], questions=0, quiet=True, **kwargs)
     stop = threading.Event()
     worker = threading.Thread(target=alumno.run, args=(stop,), daemon=True)
     worker.start()
     try:
-        assert wait_for(lambda: alumno.informe.questions >= 3, 10)
-        first_ones = alumno.informe.questions
-        time.sleep(0.6)  # those first questions are now older than the timeout
+        yield alumno, worker
     finally:
         stop.set()
         worker.join(10)
         done.set()
         server.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_stopped_student_tells_overdue_questions_from_those_in_flight():
+    with asking_a_silent_docencio(interval=0.01, timeout=0.3) as (alumno, _):
+        assert wait_for(lambda: alumno.informe.questions >= 3, 10)
+        first_ones = alumno.informe.questions
+        time.sleep(0.6)  # those first questions are now older than the timeout
     informe = alumno.informe
     assert informe.answered == 0 and informe.unanswered == informe.questions
     assert informe.overdue >= first_ones
@@ -129,24 +141,10 @@ def test_a_stopped_student_tells_overdue_questions_from_those_in_flight():
 @pytest.mark.timeout(30)
 def test_an_endless_student_waits_when_too_many_questions_go_unanswered(monkeypatch):
     monkeypatch.setattr(estudiante, "MAX_IN_FLIGHT", 40)
-    server = socket.create_server(("127.0.0.1", 0))
-    done = threading.Event()
-    threading.Thread(target=silent_docencio, args=(server, done), daemon=True).start()
-    alumno = Estudiante(
-        "127.0.0.1", server.getsockname()[1], questions=0, interval=0, quiet=True, timeout=5
-    )
-    stop = threading.Event()
-    worker = threading.Thread(target=alumno.run, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with asking_a_silent_docencio(interval=0, timeout=5) as (alumno, worker):
         assert wait_for(lambda: alumno.informe.questions >= 40, 10)
         time.sleep(0.3)  # asking as fast as it can, it would be far past 40 by now
         assert alumno.informe.questions == 40
-    finally:
-        stop.set()
-        worker.join(10)
-        done.set()
-        server.close()
     assert not worker.is_alive()
 
 

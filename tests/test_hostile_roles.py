@@ -16,38 +16,21 @@ from protocol.transport import Connection
 from tests.procs import running
 
 QUESTION = {"id": "q1", "tipo": "Tarea", "de": "Ana"}
+# Both servers under attack: no Profesor to reach, slow readers dropped fast, quiet logs.
+NO_PROFESOR = ("--profesor", "http://127.0.0.1:9")
+HOSTILE_SETUP = (*NO_PROFESOR, "--read-timeout", "1", "--log-level", "WARNING")
 
 
 @pytest.fixture(scope="module")
 def tareo():
-    with running(
-        "tareo",
-        "--port",
-        "0",
-        "--profesor",
-        "http://127.0.0.1:9",
-        "--read-timeout",
-        "1",
-        "--log-level",
-        "WARNING",
-    ) as proc:
+    with running("tareo", "--port", "0", *HOSTILE_SETUP) as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
 def docencio(tareo):
     with running(
-        "docencio",
-        "--port",
-        "0",
-        "--tareo",
-        f"{tareo.host}:{tareo.port}",
-        "--profesor",
-        "http://127.0.0.1:9",
-        "--read-timeout",
-        "1",
-        "--log-level",
-        "WARNING",
+        "docencio", "--port", "0", "--tareo", f"{tareo.host}:{tareo.port}", *HOSTILE_SETUP
     ) as proc:
         yield proc
 

@@ -26,15 +26,7 @@ def signed_post(url: str, body: dict, key: str = KEY, *, now=time.time) -> reque
 
 @pytest.mark.timeout(60)
 def test_writes_need_a_signed_request_and_401s_count_nothing(procs, tmp_path):
-    profesor = procs.start(
-        "profesor",
-        "profesor",
-        "--port",
-        "0",
-        "--db",
-        str(tmp_path / "a.db"),
-        env={"AYUDANTIA_KEY": KEY},
-    )
+    profesor = procs.profesor(tmp_path / "a.db", env={"AYUDANTIA_KEY": KEY})
     url = profesor.address
     # the intruder of the issue: no credentials, one id, then a batch
     for body in ({"id": "intruso-1"}, {"ids": ["a", "b", "c", "d"]}):
@@ -76,16 +68,7 @@ def test_writes_need_a_signed_request_and_401s_count_nothing(procs, tmp_path):
 
 @pytest.mark.timeout(60)
 def test_private_profesor_signs_reads_too(procs, tmp_path):
-    profesor = procs.start(
-        "profesor",
-        "profesor",
-        "--port",
-        "0",
-        "--private",
-        "--db",
-        str(tmp_path / "p.db"),
-        env={"AYUDANTIA_KEY": KEY},
-    )
+    profesor = procs.profesor(tmp_path / "p.db", "--private", env={"AYUDANTIA_KEY": KEY})
     url = profesor.address
     assert requests.get(url + "/preguntas", timeout=5).status_code == 401
     assert requests.get(url + "/", timeout=5).status_code == 401

@@ -98,18 +98,7 @@ def test_d1_one_students_hard_questions_never_stall_the_others_tarea(procs, hung
     tareo = procs.start(
         "tareo", "tareo", "--port", "0", "--profesor", hung_profesor, "--timeout", "5"
     )
-    docencio = procs.start(
-        "docencio",
-        "docencio",
-        "--port",
-        "0",
-        "--tareo",
-        tareo.address,
-        "--profesor",
-        hung_profesor,
-        "--timeout",
-        "4",
-    )
+    docencio = procs.docencio(tareo, hung_profesor, "--timeout", "4")
     with connect(docencio) as flooder, connect(docencio) as other:
         for i in range(400):  # far more than any per-connection hold
             ask(flooder, f"d{i}", "Pregunta Dificil", de="inundador")
@@ -144,19 +133,8 @@ def test_d8_answers_dropped_with_a_cut_off_student_are_not_counted(procs, tmp_pa
     profesor, tareo = clase["profesor"], clase["tareo"]
     clase["docencio"].stop()
     stats = tmp_path / "d.json"
-    docencio = procs.start(
-        "docencio2",
-        "docencio",
-        "--port",
-        "0",
-        "--tareo",
-        tareo.address,
-        "--profesor",
-        profesor.address,
-        "--send-timeout",
-        "1",
-        "--stats",
-        str(stats),
+    docencio = procs.docencio(
+        tareo, profesor.address, "--send-timeout", "1", "--stats", str(stats), name="docencio2"
     )
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import threading
 from collections import Counter
 
 import pytest
+from procs import ayudantia_cmd
 from roles_helpers import ask, connect, profesor_count, recv_all, wait_for
 
 from roles.clase import RESPUESTA_CONTENIDO, RESPUESTAS
@@ -23,24 +23,11 @@ pytestmark = pytest.mark.timeout(90)
 def test_run_the_whole_class(tmp_path, codec, chunk):
     report = tmp_path / "summary.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ayudantia",
+        ayudantia_cmd(
             "run",
-            "--students",
-            "2",
-            "--questions",
-            "15",
-            "--interval",
-            "0",
-            "--codec",
-            codec,
-            "--chunk-size",
-            chunk,
-            "--report",
-            str(report),
-        ],
+            *("--students", "2", "--questions", "15", "--interval", "0"),
+            *("--codec", codec, "--chunk-size", chunk, "--report", str(report)),
+        ),
         capture_output=True,
         text=True,
         timeout=80,
@@ -133,24 +120,11 @@ def test_estudiante_prints_the_notebook_traces_and_exits_zero(procs, tmp_path):
     clase = procs.clase("json")
     report = tmp_path / "ana.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ayudantia",
+        ayudantia_cmd(
             "estudiante",
-            "--docencio",
-            clase["docencio"].address,
-            "--questions",
-            "6",
-            "--interval",
-            "0.001",
-            "--seed",
-            "3",
-            "--name",
-            "Ana",
-            "--report",
-            str(report),
-        ],
+            *("--docencio", clase["docencio"].address, "--questions", "6", "--interval", "0.001"),
+            *("--seed", "3", "--name", "Ana", "--report", str(report)),
+        ),
         capture_output=True,
         text=True,
         timeout=30,

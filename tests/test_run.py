@@ -9,6 +9,7 @@ import sys
 
 import psutil
 import pytest
+from procs import ayudantia_cmd
 
 from ayudantia.commands.run import percentile, question_window, summarize
 
@@ -139,22 +140,12 @@ def _ours(marker: str) -> list[psutil.Process]:
 def test_run_leaves_no_process_behind_even_when_it_fails(tmp_path):
     keep = tmp_path / "logs"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ayudantia",
+        ayudantia_cmd(
             "run",
-            "--students",
-            "2",
-            "--questions",
-            "3",
-            "--interval",
-            "0",
-            "--keep",
-            str(keep),
-            "--startup-timeout",
-            "0.01",  # the Profesor cannot be ready this fast: the run fails at startup
-        ],
+            *("--students", "2", "--questions", "3", "--interval", "0", "--keep", str(keep)),
+            # the Profesor cannot be ready this fast: the run fails at startup
+            *("--startup-timeout", "0.01"),
+        ),
         capture_output=True,
         text=True,
         timeout=50,
@@ -170,20 +161,10 @@ def test_run_sigint_stops_every_child(tmp_path):
 
     keep = tmp_path / "logs"
     run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ayudantia",
+        ayudantia_cmd(
             "run",
-            "--students",
-            "2",
-            "--questions",
-            "500",
-            "--interval",
-            "0.2",
-            "--keep",
-            str(keep),
-        ],
+            *("--students", "2", "--questions", "500", "--interval", "0.2", "--keep", str(keep)),
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

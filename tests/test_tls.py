@@ -39,6 +39,12 @@ def files(tmp: Path, ca: trustme.CA, name: str, *hosts: str) -> TlsSettings:
     return TlsSettings(str(cert_path), str(key_path), str(ca_path))
 
 
+def https_profesor(procs, tls: TlsSettings, tmp: Path, *flags: str, env=None):
+    """A real Profesor on HTTPS with ``tls``'s certificate, its database in ``tmp``."""
+    certificate = ("--tls-cert", tls.cert, "--tls-key", tls.key)
+    return procs.profesor(tmp / "p.db", *certificate, *flags, env=env)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pki")
@@ -121,21 +127,8 @@ def test_missing_client_certificate_is_refused_when_required(pki):
 @pytest.mark.timeout(60)
 def test_profesor_serves_https_with_signed_writes(pki, procs, tmp_path):
     server_side = pki["server"]
-    profesor = procs.start(
-        "profesor",
-        "profesor",
-        "--port",
-        "0",
-        "--db",
-        str(tmp_path / "p.db"),
-        "--tls-cert",
-        server_side.cert,
-        "--tls-key",
-        server_side.key,
-        "--tls-ca",
-        server_side.ca,
-        env={"AYUDANTIA_KEY": KEY.decode()},
-    )
+    env = {"AYUDANTIA_KEY": KEY.decode()}
+    profesor = https_profesor(procs, server_side, tmp_path, "--tls-ca", server_side.ca, env=env)
     url = profesor.address
     assert url.startswith("https://")
     client = ProfesorClient(url, key=KEY, tls=pki["client"])
@@ -220,18 +213,7 @@ def test_a_tls_client_to_a_plain_server_is_a_typed_error(pki):
 def test_silent_tls_clients_do_not_block_the_https_profesor(pki, procs, tmp_path):
     """cheroot ran the TLS handshake on its accepting thread: one silent peer held it."""
     server_side = pki["server"]
-    profesor = procs.start(
-        "profesor",
-        "profesor",
-        "--port",
-        "0",
-        "--db",
-        str(tmp_path / "p.db"),
-        "--tls-cert",
-        server_side.cert,
-        "--tls-key",
-        server_side.key,
-    )
+    profesor = https_profesor(procs, server_side, tmp_path)
     host, _, port = profesor.address.removeprefix("https://").rpartition(":")
     silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
     try:

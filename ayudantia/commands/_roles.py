@@ -85,6 +85,37 @@ def serve_announced(
     return status
 
 
+def server_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments every role server takes from its command's settings."""
+    return {
+        "wire": wire_settings(settings),
+        "max_clients": settings["max_clients"],
+        "loop": settings["loop"],
+    }
+
+
+def serve_reporting(
+    role: str,
+    server: Server,
+    settings: dict[str, Any],
+    report: Callable[[Server], dict[str, Any]],
+) -> int:
+    """:func:`serve_announced`, while ``report(server)`` goes to the Profesor's panel.
+
+    The panel's numbers are signed and sent over TLS like the count's posts.
+    """
+    from roles.estado import Informante
+
+    with Informante(
+        settings["profesor"],
+        role,
+        lambda: report(server),
+        key=server.wire.key,
+        tls=server.wire.tls,
+    ):
+        return serve_announced(role, server, settings, server.stats)
+
+
 def wire_settings(settings: dict[str, Any]) -> WireSettings:
     """The command's WireSettings (a timeout of 0, resolved to None, means no limit)."""
     return WireSettings.from_settings(settings)

@@ -7,11 +7,11 @@ from typing import Any
 
 from ayudantia import rules
 from ayudantia.commands._roles import (
-    serve_announced,
+    serve_reporting,
+    server_settings,
     stats_option,
     timeout_option,
     upstream_option,
-    wire_settings,
 )
 from ayudantia.config import Option, server_options, wire_options
 from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
@@ -57,9 +57,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server = Docencio(
         settings["host"],
         settings["port"],
-        wire=wire_settings(settings),
-        max_clients=settings["max_clients"],
-        loop=settings["loop"],
+        **server_settings(settings),
         tareo=settings["tareo"],
         profesor=settings["profesor"],
         timeout=settings["timeout"],
@@ -69,13 +67,6 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server.start()
     if not server.wait_upstream(2.0):
         server.log.warning("el Tareo (%s) aún no responde; sigo intentando", server.upstream.where)
-    from roles.estado import Informante, docencio_report
+    from roles.estado import docencio_report
 
-    with Informante(  # the panel's numbers, signed and over TLS like the count's posts
-        settings["profesor"],
-        NAME,
-        lambda: docencio_report(server),
-        key=server.wire.key,
-        tls=server.wire.tls,
-    ):
-        return serve_announced(NAME, server, settings, server.stats)
+    return serve_reporting(NAME, server, settings, docencio_report)

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ayudantia import netem, rules
-from ayudantia.config import ConfigError, Option, config_option, log_level_option
+from ayudantia.config import ConfigError, Option, config_option, log_level_option, loop_option
 from ayudantia.netem import Link, Proxy
 
 NAME = "proxy"
@@ -52,13 +52,7 @@ def options() -> list[Option]:
             "S",
         ),
         Option("stall_for", None, "how long each stall lasts", netem.DURATION, "S"),
-        Option(
-            "loop",
-            "auto",
-            "event loop: auto (uvloop where it installs), asyncio or uvloop",
-            rules.choice(("auto", "asyncio", "uvloop"), case=str.lower),
-            "{auto,asyncio,uvloop}",
-        ),
+        loop_option(),
         log_level_option("WARNING"),
         config_option(),
     ]

@@ -7,11 +7,11 @@ from typing import Any
 
 from ayudantia import rules
 from ayudantia.commands._roles import (
-    serve_announced,
+    serve_reporting,
+    server_settings,
     stats_option,
     timeout_option,
     upstream_option,
-    wire_settings,
 )
 from ayudantia.config import Option, server_options, wire_options
 from roles.clase import PROFESOR_PORT, TAREO_PORT
@@ -41,21 +41,12 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     server = Tareo(
         settings["host"],
         settings["port"],
-        wire=wire_settings(settings),
-        max_clients=settings["max_clients"],
-        loop=settings["loop"],
+        **server_settings(settings),
         profesor=settings["profesor"],
         profesor_timeout=settings["timeout"],
         workers=settings["workers"],
     )
     server.start()
-    from roles.estado import Informante, tareo_report
+    from roles.estado import tareo_report
 
-    with Informante(  # the panel's numbers, signed and over TLS like the count's posts
-        settings["profesor"],
-        NAME,
-        lambda: tareo_report(server),
-        key=server.wire.key,
-        tls=server.wire.tls,
-    ):
-        return serve_announced(NAME, server, settings, server.stats)
+    return serve_reporting(NAME, server, settings, tareo_report)

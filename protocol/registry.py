@@ -1,0 +1,126 @@
+"""A plug-in registry: things known by name and by a one-byte wire id, extensible by entry points.
+
+Codecs (header byte 4) and content encodings (header byte 5) are both such things, and
+both registries need the same machinery: lookups by name or id, plug-ins loaded once and
+lazily (thread-safe) from an entry-point group, and an accept-checker the framing layer
+calls as soon as a header is in. Only the words of their errors differ, so those are
+the hooks a concrete registry fills in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Generic, Protocol, TypeVar
+
+
+class Registered(Protocol):
+    """What a registry holds: a name for the command line, an id for the wire."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def id(self) -> int: ...
+
+
+T = TypeVar("T", bound=Registered)
+
+
+class PluginRegistry(Generic[T]):
+    """Items by name and by wire id; plug-ins from ``group``'s entry points load on first use.
+
+    A subclass sets ``item_type`` and ``group`` and says, through the ``_refuse_*`` hooks,
+    which typed error each failure raises.
+    """
+
+    item_type: type[T]
+    group: str
+
+    def __init__(self, items: Iterable[T], *, load_plugins: bool = True) -> None:
+        self._by_name: dict[str, T] = {}
+        self._by_id: dict[int, T] = {}
+        self._lock = threading.Lock()
+        self._plugins_loaded = not load_plugins
+        for item in items:
+            self._add(item, builtin=True)
+
+    # --- hooks: the errors of a concrete registry -------------------------------------------
+
+    def _refuse_add(self, item: T, *, builtin: bool) -> None:
+        """Raise when ``item`` may not join (bad id, clashing name or id)."""
+        raise NotImplementedError
+
+    def _not_an_item(self, ep_name: str, obj: object) -> Exception:
+        """The error for an entry point that gave something else than ``item_type``."""
+        raise NotImplementedError
+
+    def _unknown(self, key: str | int) -> Exception:
+        """The error for a name or id nobody registered."""
+        raise NotImplementedError
+
+    def _disallowed(self, name: str, accepted: frozenset[str]) -> Exception:
+        """The error for a known item outside the accept-list."""
+        raise NotImplementedError
+
+    # --- the shared machinery -----------------------------------------------------------------
+
+    def _add(self, item: T, *, builtin: bool) -> None:
+        self._refuse_add(item, builtin=builtin)
+        self._by_name[item.name] = item
+        self._by_id[item.id] = item
+
+    def register(self, item: T) -> T:
+        """Add a third-party item; the hooks say what a clash raises."""
+        self._load_plugins()
+        with self._lock:
+            self._add(item, builtin=False)
+        return item
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        with self._lock:
+            if self._plugins_loaded:
+                return
+            self._plugins_loaded = True
+            for ep in entry_points(group=self.group):
+                obj = ep.load()
+                item = obj() if callable(obj) and not isinstance(obj, self.item_type) else obj
+                if not isinstance(item, self.item_type):
+                    raise self._not_an_item(ep.name, item)
+                self._add(item, builtin=False)
+
+    def get(self, key: str | int) -> T:
+        """The item by name or wire id; the ``_unknown`` hook's error otherwise."""
+        self._load_plugins()
+        found = self._by_id.get(key) if isinstance(key, int) else self._by_name.get(key)
+        if found is None:
+            raise self._unknown(key)
+        return found
+
+    def available(self) -> list[str]:
+        """Registered names in wire-id order."""
+        self._load_plugins()
+        return [item.name for item in sorted(self._by_id.values(), key=lambda item: item.id)]
+
+    def _checker(self, accepted: frozenset[str]) -> Callable[[int], T]:
+        """A function id -> item that raises before any payload byte is read.
+
+        One dict lookup per message once an id has been accepted: this runs for every
+        message on both front-ends. Refusals are not cached (they end the connection), nor
+        unknown ids (a plug-in may register later).
+        """
+        cache: dict[int, T] = {}
+
+        def check(item_id: int) -> T:
+            found = cache.get(item_id)
+            if found is None:
+                found = self.get(item_id)
+                if found.name not in accepted:
+                    raise self._disallowed(found.name, accepted)
+                cache[item_id] = found
+            return found
+
+        return check
