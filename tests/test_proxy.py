@@ -321,3 +321,21 @@ def test_a_busy_listen_port_is_one_line_and_exit_1() -> None:
         )
     assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(120)
+def test_run_chaos_with_network_restarts_a_role_on_its_own_port_not_its_proxy(tmp_path) -> None:
+    """--chaos restarted a killed role on the --network proxy's port (taken: the proxy stays
+    up), so the restart died with 'Address already in use' and the run failed."""
+    report = tmp_path / "summary.json"
+    cmd = ayudantia_cmd(
+        "run",
+        *("--chaos", "1", "--network", "delay=2ms", "--students", "3"),
+        *("--questions", "100", "--interval", "0", "--report", str(report)),
+    )
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(report.read_text())
+    assert summary["faults"], summary
+    assert summary["profesor_count"] == summary["answered"] > 0, summary
+    assert set(summary["network_hops"]) == {"students->Docencio", "Docencio->Tareo"}

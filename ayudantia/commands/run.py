@@ -431,7 +431,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             env,
         )
         roles.append(tareo)
-        tareo_at = hops.hop("Docencio->Tareo", tareo.wait_ready(start_to))
+        tareo_real = tareo.wait_ready(start_to)  # where it listens: --chaos restarts it there
+        tareo_at = hops.hop("Docencio->Tareo", tareo_real)
         docencio = Child(
             "docencio",
             [
@@ -455,7 +456,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             env,
         )
         roles.append(docencio)
-        docencio_at = hops.hop("students->Docencio", docencio.wait_ready(start_to))
+        docencio_real = docencio.wait_ready(start_to)
+        docencio_at = hops.hop("students->Docencio", docencio_real)
         print(
             f"La clase: Profesor {url}, Tareo {tareo_at}, Docencio {docencio_at} "
             f"(ready in {time.monotonic() - t0:.1f} s)",
@@ -504,7 +506,8 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             injector = chaos.Chaos(
                 settings["chaos"],
                 roles,
-                {"profesor": url, "tareo": tareo_at, "docencio": docencio_at},
+                # The roles' own ports, not their --network proxies' (those stay up).
+                {"profesor": url, "tareo": tareo_real, "docencio": docencio_real},
                 lambda: sum(a.answers_seen for a in alumnos) / max(1, students * questions),
                 seed=settings["seed"],
                 startup_timeout=start_to,
