@@ -31,6 +31,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from protocol.tls import TlsSettings
+
 PLAIN_EVERY = 15.0  # seconds between plain lines when the class has no end
 POLL_EVERY = 0.5  # seconds between two GET /estado
 
@@ -84,9 +86,12 @@ def announce_panel(profesor: str, *, open_it: bool, console: Console) -> str:
 class Estado:
     """``GET /estado`` at most every :data:`POLL_EVERY` seconds; the last state it got."""
 
-    def __init__(self, profesor: str) -> None:
+    def __init__(self, profesor: str, tls: TlsSettings | None = None) -> None:
         self.url = profesor.rstrip("/") + "/estado"
         self.session = requests.Session()
+        # A run --tls Profesor is HTTPS with the run's own CA and asks for a client
+        # certificate: without them every poll failed and the view stayed blank.
+        self.tls = tls or TlsSettings()
         self.state: dict[str, Any] | None = None
         self._next = 0.0
 
@@ -95,7 +100,12 @@ class Estado:
         if now >= self._next:
             self._next = now + POLL_EVERY
             with contextlib.suppress(requests.RequestException, ValueError):
-                self.state = self.session.get(self.url, timeout=0.5).json()
+                self.state = self.session.get(
+                    self.url,
+                    timeout=0.5,
+                    verify=self.tls.requests_verify,
+                    cert=self.tls.requests_cert,
+                ).json()
         return self.state
 
     def close(self) -> None:

@@ -279,3 +279,20 @@ def test_a_request_not_over_by_its_deadline_is_cut():
             pass
     finally:
         deadlines.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_runs_live_view_reads_the_https_profesors_estado(pki, procs, tmp_path):
+    """run --tls showed a blank live view ("roles -"): it polled GET /estado without the
+    run's CA and client certificate, and every poll failed."""
+    from ayudantia.live import Estado, facts
+
+    server_side = pki["server"]
+    profesor = https_profesor(procs, server_side, tmp_path, "--tls-ca", server_side.ca)
+    estado = Estado(profesor.address, pki["client"])
+    try:
+        state = estado.poll()
+    finally:
+        estado.close()
+    assert state is not None and "roles" in state, state
+    assert facts(state)["roles"].startswith("up: profesor"), facts(state)

@@ -38,6 +38,8 @@ from roles.estado import percentile
 
 if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
     from rich.console import Console
+
+    from protocol.tls import TlsSettings
 from ayudantia.run_secure import SecureClass
 
 NAME = "run"
@@ -518,7 +520,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
         limit += questions * settings["interval"] * 6 if questions else math.inf
-        watch_class(alumnos, students * questions, limit, url, console)
+        watch_class(alumnos, students * questions, limit, url, console, secure.settings("docencio"))
         faults = injector.finish() if injector is not None else None
         profesor, tareo, docencio = roles  # the live ones, after any restarts
         reports = []
@@ -578,13 +580,20 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def watch_class(alumnos: list[Child], total: int, limit: float, url: str, console: Console) -> None:
+def watch_class(
+    alumnos: list[Child],
+    total: int,
+    limit: float,
+    url: str,
+    console: Console,
+    tls: TlsSettings | None = None,
+) -> None:
     """Show the class live until every student is done (or, with no total, until Ctrl+C)."""
     from ayudantia.live import Estado, LiveView
 
     estado = None
     try:  # from the first line: a Ctrl+C at any moment of the class ends it the same way
-        estado = Estado(url)
+        estado = Estado(url, tls)
         with LiveView(total, console=console) as view:
             while any(a.proc.poll() is None for a in alumnos):
                 if time.monotonic() > limit:
