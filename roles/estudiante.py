@@ -225,7 +225,6 @@ class Estudiante(Client):
             self.close()
             listener.join(5.0)
             self._give_up()
-            self._give_up()
             informe.finished = time.time()
             self._collect()
         return informe
@@ -305,6 +304,7 @@ class Estudiante(Client):
                 text = f"Se vuelve a preguntar tras un error: {reply.get('error')}"
             else:
                 del self._asked[qid]
+                self._insist.pop(qid, None)  # answered while waiting to be asked again
                 if isinstance(reply.get("respuesta"), str):
                     por = reply.get("por")
                     self._por[por if por in ANSWERERS else "otro"] += 1  # a few names, ever
@@ -338,7 +338,6 @@ class Estudiante(Client):
             return False
         asked.tries += 1
         asked.error = str(reply.get("error"))  # what it is if no answer comes (see _give_up)
-        asked.error = str(reply.get("error"))  # what it is if no answer comes (see _give_up)
         delay = min(INSIST_DELAY * 2 ** (asked.tries - 1), INSIST_MAX_DELAY)
         self._insist[qid] = time.monotonic() + delay
         return True
@@ -360,17 +359,6 @@ class Estudiante(Client):
             conn = self._live
         for question in questions:
             self._send(conn, question)
-
-    def _give_up(self) -> None:
-        """Re-asked questions still waiting after an error answer: that error is final (the
-        class is over), so they are errors, not silence."""
-        now = time.perf_counter()
-        with self._lock:
-            self._insist.clear()
-            for a in self._asked.values():
-                if a.latency is None and a.error is not None:
-                    a.latency = now - a.sent
-                    self.informe.errors += 1
 
     def _give_up(self) -> None:
         """Re-asked questions still waiting after an error answer: that error is final (the
