@@ -355,6 +355,18 @@ def _profesor_count(url: str, deadline: float, want: int, secure: SecureClass) -
         time.sleep(0.05)
 
 
+def calm_after(settings: dict[str, Any]) -> float:
+    """Seconds of --chaos before the faults stop (see Chaos._calm).
+
+    Faults stop while the students have 20 s of their deadline left on average: their
+    average asking time, plus the Docencio's timeout. An endless class (``--questions 0``)
+    has no deadline: its faults used to stop for good after the first ``--timeout`` s.
+    """
+    if not settings["questions"]:
+        return math.inf
+    return settings["questions"] * settings["interval"] * 3.5 + settings["timeout"]
+
+
 def settle_count(summary: dict[str, Any], count: int | None) -> None:
     """The count read once more after the Docencio stopped (its last posts are in).
 
@@ -513,9 +525,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
                 lambda: sum(a.answers_seen for a in alumnos) / max(1, students * questions),
                 seed=settings["seed"],
                 startup_timeout=start_to,
-                # Faults stop while the students have 20 s of their deadline left on average:
-                # their average asking time, plus the Docencio's timeout (see Chaos._calm).
-                calm_after=questions * settings["interval"] * 3.5 + settings["timeout"],
+                calm_after=calm_after(settings),
             )
             injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
