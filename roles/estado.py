@@ -193,11 +193,9 @@ class Informante:
         # Signed with the class's key and over TLS like the count's posts: a keyed
         # Profesor refuses unsigned writes, and /estado is a write.
         self.client = ProfesorClient(profesor, "json", timeout=timeout, key=key, tls=tls)
-        self.url = profesor.rstrip("/") + "/estado"
         self.role = role
         self.snapshot = snapshot
         self.every = every
-        self.timeout = timeout
         self.sent = 0
         self.dropped = 0
         self.refused = 0  # of the dropped: those the Profesor answered with an error
