@@ -33,6 +33,19 @@ class RoleProcess:
             raise
 
 
+def stop_run(run: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stop an ``ayudantia run`` that is still going the way that reaps its class: SIGTERM
+    lets it stop its children (each in its own session); a SIGKILL first would leave them
+    all behind, so it comes only after ``grace`` seconds."""
+    if run.poll() is None:
+        run.send_signal(signal.SIGTERM)
+        try:
+            run.wait(grace)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.wait()
+
+
 def ayudantia_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "ayudantia", *args]
 

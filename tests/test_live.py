@@ -18,6 +18,7 @@ from rich.console import Console
 from ayudantia.commands.run import count_matches
 from ayudantia.live import LiveView, facts, summary_table
 from roles.estado import Estado
+from tests.procs import stop_run
 
 SETTINGS = {"questions": 10, "codec": "msgpack", "chunk_size": 7}
 
@@ -188,15 +189,3 @@ def test_run_with_no_end_shows_its_panel_and_sums_up_on_ctrl_c(tmp_path):
     assert s["ok"] and s["answered"] >= 30 and s["misrouted"] == s["duplicates"] == 0
     assert s["answered"] <= s["profesor_count"] <= s["answered"] + s["unanswered"]
     assert re.search(r"│ result\s+│ OK", out.read_text())
-
-
-def stop_run(run: subprocess.Popen) -> None:
-    """Stop a run that is still going the way that reaps its class: SIGTERM lets it stop
-    its children (each in its own session); a SIGKILL first would leave them all behind."""
-    if run.poll() is None:
-        run.send_signal(signal.SIGTERM)
-        try:
-            run.wait(30)
-        except subprocess.TimeoutExpired:
-            run.kill()
-            run.wait()

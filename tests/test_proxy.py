@@ -19,7 +19,7 @@ from protocol.errors import ConnectionClosed, TransportError, Truncated
 from protocol.transport import Connection
 from roles.eco import Eco
 from roles.wire import WireSettings
-from tests.procs import ayudantia_cmd, running
+from tests.procs import ayudantia_cmd, running, stop_run
 
 # --- a plain TCP server: echoes messages that start with E, acks bulk ending in "!" ------
 
@@ -288,12 +288,7 @@ def test_run_network_puts_a_proxy_on_each_hop_and_reports_it(tmp_path) -> None:
         try:
             stdout, stderr = run.communicate(timeout=80)
         finally:  # a hung class: SIGTERM lets the run reap its roles, SIGKILL only after
-            if run.poll() is None:
-                run.send_signal(signal.SIGTERM)
-                try:
-                    run.wait(20)
-                except subprocess.TimeoutExpired:
-                    run.kill()
+            stop_run(run, grace=20)
     done = subprocess.CompletedProcess(cmd, run.returncode, stdout, stderr)
     assert not [
         p.pid
