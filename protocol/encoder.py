@@ -7,6 +7,8 @@ transport's ``write`` as they are, so a large payload is never copied to be fram
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import EllipsisType
+from typing import NamedTuple
 
 from protocol.encodings import Compression
 from protocol.header import check_chunk_size, pack_header
@@ -132,3 +134,32 @@ def encode_message(
         codec_id, payload, chunk_size, signer=signer, compression=compression
     )
     return b"".join(frames)
+
+
+class Plan(NamedTuple):
+    """How one message goes out: its chunk size, its compression, and whether it is one
+    plain frame (the fast path both front-ends take without generators or batching)."""
+
+    chunk_size: int
+    compression: Compression | None
+    single: bool
+
+
+def plan_message(
+    length: int,
+    *,
+    chunk_size: int | None,
+    default_chunk: int,
+    compression: Compression | EllipsisType | None,
+    default_compression: Compression | None,
+    signer: Signer | None,
+) -> Plan:
+    """Resolve a send's options against the connection's (``None``/``...``: the connection's).
+
+    ``chunk_size`` None means the connection's; ``compression`` ``...`` means the
+    connection's and None means identity for this message.
+    """
+    size = default_chunk if chunk_size is None else check_chunk_size(chunk_size)
+    compress = default_compression if compression is ... else compression
+    single = signer is None and compress is None and (size <= 0 or length <= size)
+    return Plan(size, compress, single)
