@@ -8,20 +8,17 @@ both sync and async HTTP servers.
 A :class:`FrameConnection` is an :class:`asyncio.Protocol`. Bytes in go to the decoder;
 each whole message (decoded) or streamed chunk goes to its :class:`Handler`'s callbacks,
 on the loop's thread, in order. Messages out are written whole, so frames of two messages
-never interleave. Flow control goes both ways, in the shape of uvicorn's ``FlowControl``:
+never interleave. What a connection decides alone lives in its own module:
 
-* **in**: a handler that takes work it will finish later calls :meth:`FrameConnection.hold`
-  and, when done, :meth:`FrameConnection.release`; while ``max_held`` pieces of work are
-  pending, the connection stops reading that peer, so TCP pushes back on it alone;
-* **out**: the transport's write buffer is bounded (``write_high``); while the peer does not
-  drain it (``pause_writing``), the connection stops reading that peer too, and if it stays
-  full for ``send_timeout`` seconds the peer is dropped. A peer that never reads can grow
-  this process by about one message plus ``write_high``, never more.
+* :mod:`protocol.flow`: when to read this peer (its pending work, its unread answers,
+  its turn), in the shape of uvicorn's ``FlowControl``;
+* :mod:`protocol.deadlines`: the idle, per-read, per-message and send deadlines, on one
+  timer re-armed lazily;
+* :mod:`protocol.receipts`: delivery receipts (an answer counts once it left the process);
+* :mod:`protocol.options`, :mod:`protocol.handler`: the settings and the owner's callbacks.
 
-Timeouts mirror the blocking front-end: ``idle_timeout`` between messages, ``read_timeout``
-between reads inside a message, ``message_timeout`` for a whole message, plus the send
-deadline above. One timer per connection, re-armed lazily, so 10,000 idle peers cost 10,000
-timer entries and nothing per byte.
+A peer that never reads can grow this process by about one message plus ``write_high``,
+never more: it is not read while its buffer is full, and dropped after ``send_timeout``.
 
 Coroutines (:meth:`FrameConnection.recv`, :meth:`FrameConnection.send`, :func:`connect`)
 serve scripts and tests; servers use the callbacks, which cost no task per message.
@@ -33,17 +30,18 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 import socket
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from ssl import SSLContext, SSLError
 from types import EllipsisType
 from typing import Any, Final
 
 from protocol import codecs
-from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
+from protocol.budget import REFUSALS
+from protocol.codecs import Codec
+from protocol.deadlines import Deadlines
+from protocol.decoder import FrameDecoder
+from protocol.encoder import frame_buffers, iter_frame_buffers, plan_message
 from protocol.encodings import Compression
 from protocol.errors import (
     REFUSAL_CODES,
@@ -54,120 +52,42 @@ from protocol.errors import (
     ProtocolError,
     Timeout,
 )
-from protocol.framing import (
-    CLOSED,
-    DEFAULT_MAX_MESSAGE,
-    NEED_DATA,
-    Chunk,
-    FrameDecoder,
-    Message,
-    check_chunk_size,
-    encode_refusal,
-    frame_buffers,
-    frame_count,
-    iter_frame_buffers,
-    pack_header,
-    refusal_frame,
-)
+from protocol.events import CLOSED, NEED_DATA, Chunk, Message
+from protocol.flow import FlowControl
+from protocol.handler import Handler, Inbox
 from protocol.handshake import Handshake, SessionKeys, handshake_timeout
+from protocol.header import check_chunk_size, frame_count, pack_header
+from protocol.messages import Received, Sent
+from protocol.options import DEFAULT_MAX_HELD, DEFAULT_WRITE_HIGH, Limits, Speech
+from protocol.receipts import Receipts
+from protocol.refusals import encode_refusal, refusal_frame
 from protocol.signing import Side, Signer, check_key, check_side, signer_for
 from protocol.tls import failure as tls_failure
-from protocol.transport import Received, Sent
+
+__all__ = [
+    "DEFAULT_MAX_HELD",
+    "DEFAULT_WRITE_HIGH",
+    "FrameConnection",
+    "Handler",
+    "Inbox",
+    "Limits",
+    "Speech",
+    "connect",
+    "is_peer_fault",
+]
 
 log = logging.getLogger("ayudantia.aio")
 
 # Below this a header and its payload are joined into one write (one system call, and the
 # copy costs less than the call); above it they go as two writes without copying.
 _JOIN_BELOW: Final = 64 * 1024
-DEFAULT_WRITE_HIGH: Final = 256 * 1024
-DEFAULT_MAX_HELD: Final = 256
 _TURN: Final = 64  # messages a peer may have handled before it yields the loop to others
-_RECEIPT_CHECK: Final = 0.05  # seconds between looks at a write buffer that drains slowly
 _REFUSAL_DRAIN: Final = 256 * 1024  # bytes a refused peer may still send before a reset
 _REFUSAL_LINGER: Final = 0.25  # seconds a refused peer's bytes are drained before the close
 _CLOSE_GRACE: Final = 5.0  # seconds a closing connection may take to flush, with no deadline
 
 
 REFUSAL_BUSY: Final = next(code for code, name in REFUSAL_CODES.items() if name == "busy")
-
-
-class TokenBucket:
-    """At most ``rate`` events a second on average, ``burst`` at once (loop thread only)."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
-# Refusal frames a process sends: a flood of bad connections gets plain closes past this,
-# so refusing can never cost more than closing.
-REFUSALS = TokenBucket(rate=50, burst=100)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one connection may cost and how long it may take (None: no limit)."""
-
-    max_message: int = DEFAULT_MAX_MESSAGE
-    idle_timeout: float | None = 300.0
-    read_timeout: float | None = 10.0
-    message_timeout: float | None = 120.0
-    send_timeout: float | None = 10.0
-    write_high: int = DEFAULT_WRITE_HIGH
-    max_held: int = DEFAULT_MAX_HELD
-    # A server stops reading a peer whose answers pile up. A link (client of one server)
-    # must not: the replies it reads are what lets that server read it again.
-    pause_reads_on_writes: bool = True
-
-
-@dataclass(frozen=True)
-class Speech:
-    """How a connection speaks: what it sends and what it accepts."""
-
-    codec: str = "json"
-    chunk_size: int = 0
-    accept: frozenset[str] = field(default_factory=lambda: DEFAULT_ACCEPT)
-    key: bytes | None = field(default=None, repr=False)
-    registry: Registry | None = None
-    compression: Compression | None = None  # what every frame sent is compressed with
-
-
-class Handler:
-    """What a connection's owner decides. Every callback runs on the loop's thread.
-
-    Raising from a callback drops that peer (logged), never the server.
-    """
-
-    def connection_made(self, conn: FrameConnection) -> None:
-        """A peer connected."""
-
-    def message_received(self, conn: FrameConnection, received: Received) -> None:
-        """A whole message arrived and decoded."""
-
-    def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
-        """One frame of a streamed message (see :meth:`stream`)."""
-
-    def stream(self, codec_id: int) -> bool:
-        """Whether a message in ``codec_id`` comes frame by frame (chunk_received)."""
-        return False
-
-    def decode_failed(self, conn: FrameConnection, error: DecodeError) -> None:
-        """A message arrived whole but its payload is malformed; the stream is still in step."""
-        raise error
-
-    def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
-        """The connection is gone; ``error`` says why (None: a clean close)."""
 
 
 class FrameConnection(asyncio.Protocol):
@@ -212,28 +132,17 @@ class FrameConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.peer = "?"
-        # flow control
-        self._read_paused = False  # the transport's state: blocked or yielding
-        self._blocked = False  # backpressure: its answers or its work pile up
-        self._write_paused = False
-        self._yielding = False  # this peer had its turn; its staged bytes wait for the next
+        self._flow = FlowControl(self.limits)
+        self._deadlines = Deadlines(self.limits, self._flow, self._deadline_passed)
         self._turn = 0  # messages handled in this peer's current turn
-        self._held = 0
         self._writable: asyncio.Future[None] | None = None
-        # deadlines
-        self._timer: asyncio.TimerHandle | None = None
-        self._last_rx = 0.0
-        self._msg_start: float | None = None
-        self._write_paused_at: float | None = None
         # lifetime
         self._closing = False
         self._out_open = False  # a streamed message of ours is half sent
         self._aborted = False  # closed without flushing: what was queued never left
         self._refusing = False  # a refusal is out; the peer's bytes are drained and dropped
         self._drained = 0
-        # (bytes_sent when the message's last byte is written, callback) per message
-        self._receipts: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
-        self._receipt_timer: asyncio.TimerHandle | None = None
+        self._receipts: Receipts | None = None  # made at the first send that asks for one
         self.undelivered = 0  # messages with a receipt dropped with the connection
         self._eof = False
         self.closed: asyncio.Future[BaseException | None] | None = None
@@ -261,8 +170,7 @@ class FrameConnection(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple):
             self.peer = f"{peername[0]}:{peername[1]}"
-        self._last_rx = self._loop.time()
-        self._arm(self._last_rx)
+        self._deadlines.start(self._loop)
         if self._handshake is not None:
             self._start_handshake()
         try:
@@ -280,7 +188,7 @@ class FrameConnection(asyncio.Protocol):
             return
         self.bytes_received += len(data)
         assert self._loop is not None
-        self._last_rx = self._loop.time()
+        self._deadlines.last_rx = self._loop.time()
         if self._handshake is not None:
             data = self._handshake_data(data)
             if not data:
@@ -309,10 +217,9 @@ class FrameConnection(asyncio.Protocol):
         self._closing = True
         if self._handshake is not None:
             self._handshake_over(self.error or exc or ConnectionClosed("closed in the handshake"))
-        self._settle_receipts(flushed=exc is None and not self._aborted)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._receipts is not None:
+            self.undelivered += self._receipts.settle(flushed=exc is None and not self._aborted)
+        self._deadlines.cancel()
         error = self.error or exc
         self.error = error
         if self._writable is not None and not self._writable.done():
@@ -329,15 +236,16 @@ class FrameConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         assert self._loop is not None
-        self._write_paused = True
-        self._write_paused_at = self._loop.time()
+        self._flow.write_paused = True
+        now = self._deadlines.write_paused_at = self._loop.time()
         self._update_reading()
-        self._arm(self._write_paused_at)
+        self._deadlines.arm(now)
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        self._write_paused_at = None
-        self._check_receipts()
+        self._flow.write_paused = False
+        self._deadlines.write_paused_at = None
+        if self._receipts is not None:
+            self._receipts.check()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self._writable = None
@@ -357,7 +265,7 @@ class FrameConnection(asyncio.Protocol):
         peer would grow the decoder's staging area without bound.
         """
         decoder = self._decoder
-        while not self._closing and not self._blocked:
+        while not self._closing and not self._flow.blocked:
             if self._turn >= _TURN:
                 self._yield_turn()
                 return
@@ -367,8 +275,8 @@ class FrameConnection(asyncio.Protocol):
                 self._abort(exc)
                 return
             if event is NEED_DATA or event is CLOSED:
-                if self._yielding:  # everything staged is handled: read this peer again
-                    self._yielding = False
+                if self._flow.yielding:  # everything staged is handled: read this peer again
+                    self._flow.yielding = False
                     self._update_reading()
                 if self._eof:
                     self._maybe_finish()
@@ -384,7 +292,7 @@ class FrameConnection(asyncio.Protocol):
                 self._abort(exc)
                 return
         if not self._closing:
-            self._track_message_start(decoder.in_message)
+            self._deadlines.message_started(decoder.in_message)
 
     def _dispatch(self, event: Message | Chunk) -> None:
         if isinstance(event, Chunk):
@@ -404,8 +312,8 @@ class FrameConnection(asyncio.Protocol):
     def _yield_turn(self) -> None:
         """Stop reading this peer; its next turn comes after the other ready peers'."""
         assert self._loop is not None
-        if not self._yielding:
-            self._yielding = True
+        if not self._flow.yielding:
+            self._flow.yielding = True
             self._update_reading()
         self._loop.call_soon(self._next_turn)
 
@@ -413,69 +321,42 @@ class FrameConnection(asyncio.Protocol):
         self._turn = 0
         self._process()
 
-    def _track_message_start(self, in_message: bool) -> None:
-        if in_message:
-            if self._msg_start is None:
-                self._msg_start = self._last_rx
-                self._arm(self._last_rx)  # the per-read and per-message deadlines now apply
-        else:
-            self._msg_start = None
-
     # -- flow control -------------------------------------------------------------------
 
     def hold(self) -> None:
         """This peer has one more piece of work pending (an answer it will get later)."""
-        self._held += 1
-        if self._held >= self.limits.max_held and not self._blocked:
+        if self._flow.hold():
             self._update_reading()
 
     def release(self) -> None:
         """One piece of this peer's pending work is done."""
-        self._held -= 1
-        if self._blocked:
+        if self._flow.release():
             self._update_reading()
         if self._eof:
             self._maybe_finish()
 
     @property
     def held(self) -> int:
-        return self._held
+        return self._flow.held
 
     @property
     def reading_paused(self) -> bool:
-        return self._read_paused
+        return self._flow.read_paused
 
     @property
     def writing_paused(self) -> bool:
         """The peer is not draining what we send it (its buffer is past ``write_high``)."""
-        return self._write_paused
+        return self._flow.write_paused
 
     def _update_reading(self) -> None:
-        """Read while this peer has room and its turn; stop while its work or answers pile up.
-
-        Backpressure lifts at half of ``max_held``, not at every release, so a busy peer is
-        paused and resumed a few times, not once per message.
-        """
+        """Pause or resume reading this peer (protocol/flow.py decides which)."""
         if self.transport is None or self._closing:
             return
-        was_blocked = self._blocked
-        writes = self._write_paused and self.limits.pause_reads_on_writes
-        if was_blocked:
-            self._blocked = writes or self._held > self.limits.max_held // 2
-        else:
-            self._blocked = writes or self._held >= self.limits.max_held
-        pause = self._blocked or self._yielding
+        change = self._flow.update(self.transport)
         assert self._loop is not None
-        if pause and not self._read_paused:
-            self._read_paused = True
-            with contextlib.suppress(RuntimeError):
-                self.transport.pause_reading()
-        elif not pause and self._read_paused:
-            self._read_paused = False
-            self._last_rx = self._loop.time()  # paused time is not the peer's silence
-            with contextlib.suppress(RuntimeError):
-                self.transport.resume_reading()
-        if was_blocked and not self._blocked:
+        if change.resumed:
+            self._deadlines.last_rx = self._loop.time()  # paused time is not the peer's silence
+        if change.unblocked:
             self._loop.call_soon(self._process)  # events already staged in the decoder
 
     # -- sending ------------------------------------------------------------------------
@@ -500,44 +381,17 @@ class FrameConnection(asyncio.Protocol):
         """
         sent = self.send_payload(self.codec.id, self.encode(obj), chunk_size=chunk_size)
         if on_delivered is not None:
-            self._receipts.append((self.bytes_sent, on_delivered))
-            self._check_receipts()
+            if self._receipts is None:
+                assert self._loop is not None
+                self._receipts = Receipts(self._loop, self._flushed, self.name)
+            self._receipts.add(self.bytes_sent, on_delivered)
         return sent
 
-    def _check_receipts(self) -> None:
-        """Call the receipts of every message whose bytes have all left the write buffer."""
-        receipts = self._receipts
-        if not receipts or self.transport is None:
-            return
-        self._call_receipts(self.bytes_sent - self.transport.get_write_buffer_size())
-        if receipts and self._loop is not None and self._receipt_timer is None:
-            self._receipt_timer = self._loop.call_later(_RECEIPT_CHECK, self._receipt_tick)
-
-    def _call_receipts(self, flushed: float) -> None:
-        """Call, in order, the receipts of the messages that end at or before ``flushed``."""
-        receipts = self._receipts
-        while receipts and receipts[0][0] <= flushed:
-            _, callback = receipts.popleft()
-            try:
-                callback()
-            except Exception:
-                log.exception("%s: delivery receipt failed", self.name)
-
-    def _receipt_tick(self) -> None:
-        self._receipt_timer = None
-        if not self._closing:
-            self._check_receipts()
-
-    def _settle_receipts(self, flushed: bool) -> None:
-        """At the end: a close that flushed everything delivered all; an abort delivered none."""
-        if self._receipt_timer is not None:
-            self._receipt_timer.cancel()
-            self._receipt_timer = None
-        if flushed:
-            self._call_receipts(math.inf)
-        else:
-            self.undelivered += len(self._receipts)
-            self._receipts.clear()
+    def _flushed(self) -> int | None:
+        """Bytes that have left this process so far (None once closing: nothing more will)."""
+        if self.transport is None or self._closing:
+            return None
+        return self.bytes_sent - self.transport.get_write_buffer_size()
 
     def send_payload(
         self,
@@ -551,11 +405,17 @@ class FrameConnection(asyncio.Protocol):
 
         ``compression`` overrides the connection's for this message (None: identity).
         """
-        size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
-        compress = self.compression if compression is ... else compression
         transport = self._live_transport()
         length = len(payload)
-        if self._signer is None and compress is None and (size <= 0 or length <= size):
+        size, compress, single = plan_message(
+            length,
+            chunk_size=chunk_size,
+            default_chunk=self.chunk_size,
+            compression=compression,
+            default_compression=self.compression,
+            signer=self._signer,
+        )
+        if single:
             header = pack_header(codec_id, length)
             if length < _JOIN_BELOW:
                 transport.write(header + bytes(payload))
@@ -630,7 +490,7 @@ class FrameConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its high-water mark (or the send deadline)."""
-        if not self._write_paused:
+        if not self._flow.write_paused:
             if self._closing:
                 raise ConnectionClosed(f"{self.name}: connection is closed")
             return
@@ -749,70 +609,11 @@ class FrameConnection(asyncio.Protocol):
         except TimeoutError as exc:
             raise Timeout(f"{self.name}: the keyed handshake did not complete in time") from exc
 
-    # -- deadlines ----------------------------------------------------------------------
+    # -- deadlines (protocol/deadlines.py) ----------------------------------------------
 
-    def _arm(self, now: float) -> None:
-        """Make sure the timer fires no later than the nearest deadline from ``now``."""
-        assert self._loop is not None
-        when = self._next_deadline(now)
-        if when is None:
-            return
-        if self._timer is not None:
-            if self._timer.when() <= when:
-                return
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _next_deadline(self, now: float) -> float | None:
-        lim = self.limits
-        candidates = []
-        if self._write_paused_at is not None and lim.send_timeout is not None:
-            candidates.append(self._write_paused_at + lim.send_timeout)
-        if not self._read_paused:
-            if self._msg_start is not None:
-                if lim.read_timeout is not None:
-                    candidates.append(self._last_rx + lim.read_timeout)
-                if lim.message_timeout is not None:
-                    candidates.append(self._msg_start + lim.message_timeout)
-            elif lim.idle_timeout is not None and not self._held:
-                candidates.append(self._last_rx + lim.idle_timeout)
-        # Nothing applies now (paused, or waiting on our own work): look again later.
-        return min(candidates) if candidates else now + 1.0
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._closing:
-            return
-        assert self._loop is not None
-        now = self._loop.time()
-        expired = self._expired(now)
-        if expired is not None:
-            self._abort(Timeout(expired))
-            return
-        self._arm(now)
-
-    def _expired(self, now: float) -> str | None:
-        lim = self.limits
-        if (
-            self._write_paused_at is not None
-            and lim.send_timeout is not None
-            and now - self._write_paused_at >= lim.send_timeout
-        ):
-            return f"peer did not read for send_timeout={lim.send_timeout:g}s"
-        if self._read_paused:
-            return None
-        if self._msg_start is not None:
-            if lim.read_timeout is not None and now - self._last_rx >= lim.read_timeout:
-                return f"receive timed out in the middle of a message ({lim.read_timeout:g}s)"
-            if lim.message_timeout is not None and now - self._msg_start >= lim.message_timeout:
-                return f"message not complete within message_timeout={lim.message_timeout:g}s"
-        elif (
-            lim.idle_timeout is not None
-            and not self._held
-            and now - self._last_rx >= lim.idle_timeout
-        ):
-            return f"no message for idle_timeout={lim.idle_timeout:g}s"
-        return None
+    def _deadline_passed(self, reason: str) -> None:
+        if not self._closing:
+            self._abort(Timeout(reason))
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -824,14 +625,7 @@ class FrameConnection(asyncio.Protocol):
             self._loop.call_soon(self._finish_if_done)
 
     def _finish_if_done(self) -> None:
-        if (
-            self._eof
-            and not self._closing
-            and not self._held
-            and not self._write_paused
-            and not self._yielding
-            and not self._blocked
-        ):
+        if self._eof and not self._closing and self._flow.settled:
             self.close()
 
     def _abort(self, error: BaseException) -> None:
@@ -839,7 +633,7 @@ class FrameConnection(asyncio.Protocol):
         if self._closing:
             return
         self.error = error
-        if isinstance(error, Timeout) and self._write_paused:
+        if isinstance(error, Timeout) and self._flow.write_paused:
             self.abort()  # it does not read: what is queued for it will never leave
             return
         self.refuse_then_close(error)
@@ -871,9 +665,7 @@ class FrameConnection(asyncio.Protocol):
             return
         self._closing = True
         self._refusing = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadlines.cancel()
         transport.write(frame)
         with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
             if transport.can_write_eof():
@@ -896,9 +688,7 @@ class FrameConnection(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadlines.cancel()
         if self.transport is not None:
             self.transport.close()
             if self._loop is not None and self.transport.get_write_buffer_size():
@@ -914,9 +704,7 @@ class FrameConnection(asyncio.Protocol):
         """Close at once, dropping what is queued (a peer that will not read)."""
         self._closing = True
         self._aborted = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadlines.cancel()
         if self.transport is not None:
             self.transport.abort()
 
@@ -926,16 +714,6 @@ class FrameConnection(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<FrameConnection {self.name} {self.peer} codec={self.codec.name}>"
-
-
-class Inbox(Handler):
-    """The handler behind the coroutine API: messages wait in the connection for recv()."""
-
-    def message_received(self, conn: FrameConnection, received: Received) -> None:
-        conn._deliver_to_inbox(received)
-
-    def decode_failed(self, conn: FrameConnection, error: DecodeError) -> None:
-        conn._deliver_to_inbox(error)
 
 
 async def connect(

@@ -27,12 +27,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from types import EllipsisType
 from typing import IO, Any, Final
 
 from protocol import codecs
 from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
+from protocol.encoder import plan_message
 from protocol.encodings import Compression
 from protocol.errors import (
     AyudantiaError,
@@ -52,7 +52,6 @@ from protocol.framing import (
     FrameDecoder,
     Message,
     check_chunk_size,
-    echo_chunk_size,
     frame_buffers,
     frame_count,
     iter_frame_buffers,
@@ -60,6 +59,7 @@ from protocol.framing import (
     refusal_frame,
 )
 from protocol.handshake import Handshake, handshake_timeout, run_blocking
+from protocol.messages import Received, Sent
 from protocol.signing import Side, Signer, check_key, check_side, signer_for
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
@@ -74,49 +74,6 @@ REFUSAL_SEND_TIMEOUT: Final = 1.0
 _REFUSAL_DRAIN_SECONDS: Final = 0.25  # read what the peer was still sending, so close sends FIN
 _REFUSAL_DRAIN_BYTES: Final = 256 * 1024
 _DONTWAIT: Final = socket.MSG_DONTWAIT
-
-
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """What one send put on the wire."""
-
-    frames: int
-    wire_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A decoded message and how it travelled."""
-
-    codec: Codec
-    obj: Any
-    payload: bytearray
-    frames: int
-    chunk_size: int  # the first frame's data size when chunked, else 0 (see Message)
-    wire_bytes: int
-    encoding_id: int = 0  # the content encoding it travelled in (0: identity)
-
-    @classmethod
-    def decoded(cls, codec: Codec, event: Message, max_message: int) -> Received:
-        """``event`` decoded by ``codec`` (allocations bounded by ``max_message``).
-
-        Both front-ends receive through this, so a message reads the same on either.
-        """
-        obj = codec.decode(event.payload, max_message=max_message)
-        return cls(
-            codec,
-            obj,
-            event.payload,
-            event.frames,
-            event.chunk_size,
-            event.wire_bytes,
-            event.encoding_id,
-        )
-
-    @property
-    def echo_chunk_size(self) -> int:
-        """The chunk size that sends this payload back in at most as many frames as came."""
-        return echo_chunk_size(len(self.payload), self.frames, self.chunk_size)
 
 
 class Connection:
@@ -277,12 +234,18 @@ class Connection:
         """
         if self._handshake is not None:
             self.handshake()
-        size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
-        compress = self.compression if compression is ... else compression
         if isinstance(payload, memoryview) and payload.format != "B":
             payload = payload.cast("B")
         length = len(payload)
-        if self._signer is None and compress is None and (size == 0 or length <= size):
+        size, compress, single = plan_message(
+            length,
+            chunk_size=chunk_size,
+            default_chunk=self.chunk_size,
+            compression=compression,
+            default_compression=self.compression,
+            signer=self._signer,
+        )
+        if single:
             # The common case, one unsigned frame: header and payload in one sendmsg, with
             # no generator, batching or context manager in between (small messages are
             # dominated by per-call overhead).

@@ -11,6 +11,19 @@ from ayudantia.commands import (
     quijote,
     run,
     tareo,
+    wireshark,
 )
 
-COMMANDS = (run, profesor, tareo, docencio, estudiante, eco, quijote, lesson, proxy, certs)
+COMMANDS = (
+    run,
+    profesor,
+    tareo,
+    docencio,
+    estudiante,
+    eco,
+    quijote,
+    lesson,
+    proxy,
+    certs,
+    wireshark,
+)
