@@ -83,7 +83,7 @@ class Docencio(Peer):
         profesor: str = "http://127.0.0.1:4444",
         timeout: float = 10.0,
         outbox: str | Path | None = None,
-        outbox_sync: str = "full",
+        outbox_sync: str = "normal",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("max_held", MAX_FORWARDED)
