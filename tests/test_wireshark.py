@@ -32,32 +32,22 @@ def _needs_tshark() -> None:
     tshark_path()
 
 
+def command(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``args`` run with HOME in ``home`` (where --install writes), as a user would."""
+    env = None if home is None else {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
 def test_the_dissector_ships_in_the_package_and_the_cli_shows_it(tmp_path: Path) -> None:
     path = dissector_path()
     assert path.is_file() and path.read_text(encoding="utf-8").startswith("-- ayudantia.lua")
-    shown = subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark", "--print-path"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert Path(shown.stdout.strip()) == path
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark", "--install"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=True,
-    )
+    shown = command(sys.executable, "-m", "ayudantia", "wireshark", "--print-path")
+    assert shown.returncode == 0 and Path(shown.stdout.strip()) == path
+    done = command(sys.executable, "-m", "ayudantia", "wireshark", "--install", home=tmp_path)
     target = tmp_path / ".local" / "lib" / "wireshark" / "plugins" / "ayudantia.lua"
-    assert str(target) in done.stdout
+    assert done.returncode == 0 and str(target) in done.stdout
     assert target.read_bytes() == path.read_bytes()
-    bare = subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark"], capture_output=True, text=True, timeout=60
-    )
+    bare = command(sys.executable, "-m", "ayudantia", "wireshark")
     assert bare.returncode == 2 and len(bare.stderr.strip().splitlines()) == 1
 
 
@@ -68,19 +58,9 @@ def test_the_installed_plugin_is_what_tshark_loads(tmp_path: Path) -> None:
         flow = w.flow(("127.0.0.1", 40000), ("127.0.0.1", 12345))
         flow.data(True, encode_message(1, QUESTION))
         flow.close()
-    subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark", "--install"],
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    run = subprocess.run(
-        [tshark_path(), "-r", str(pcap), "-Y", "ay", "-T", "fields", "-e", "ay.codec"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    command(sys.executable, "-m", "ayudantia", "wireshark", "--install", home=tmp_path)
+    run = command(
+        tshark_path(), "-r", str(pcap), "-Y", "ay", "-T", "fields", "-e", "ay.codec", home=tmp_path
     )
     assert run.returncode == 0 and run.stdout.split() == ["1"], run.stderr
 
