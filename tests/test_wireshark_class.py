@@ -29,6 +29,7 @@ ENCODING_IDS = {"none": "0", "zstd": "1", "lz4": "2"}
 BAD_TCP = (
     "tcp.analysis.lost_segment or tcp.analysis.retransmission or tcp.analysis.out_of_order"
     " or tcp.analysis.ack_lost_segment or tcp.analysis.duplicate_ack"
+    " or tcp.checksum.status != 1 or ip.checksum.status != 1"  # 1: good (checked, below)
 )
 
 
@@ -76,8 +77,10 @@ def server_port(pcap: Path, home: Path) -> str:
 
 
 def assert_tcp_is_sound(pcap: Path, home: Path) -> None:
-    """Sequence and acknowledgment numbers as a real stack's: tshark flags nothing."""
-    run = tshark(pcap, "-Y", BAD_TCP, home=home)
+    """Sequence and acknowledgment numbers as a real stack's, checksums right: tshark
+    flags nothing."""
+    checks = ("-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE")
+    run = tshark(pcap, *checks, "-Y", BAD_TCP, home=home)
     assert run.returncode == 0 and run.stdout.strip() == "", run.stdout
 
 
