@@ -112,7 +112,9 @@ def test_every_question_and_answer_is_one_message_in_its_codec(
 
 
 def test_a_keyed_class_shows_its_handshakes_and_signed_frames(tmp_path: Path) -> None:
-    summary, caps = run_class(tmp_path, "--key", "la clave de la clase")
+    """Through --network's shaping proxies this time: they are the ones that capture."""
+    summary, caps = run_class(tmp_path, "--key", "la clave de la clase", "--network", "delay=2ms")
+    assert summary["network_hops"].keys() == summary["captures"].keys()
     home = tmp_path / "home"
     got = packets(caps / HOPS[0], home)
     flows = {p["tcp.stream"][0] for p in got}
