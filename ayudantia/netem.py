@@ -38,8 +38,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Final
 
+from ayudantia.pcap import PcapWriter, TcpFlow
 from ayudantia.rules import Invalid, Rule
 from roles.base import new_event_loop, stop_loop_thread
 from roles.signals import handle_signals
@@ -290,6 +292,8 @@ class _Direction:
             if n:
                 dst.transport.write(data[:n])
                 self.session.count(self.up, n)
+                if self.session.flow is not None:
+                    self.session.flow.data(self.up, data[:n])
             self.queued -= n
             if n < len(data):
                 self.queue[0][1] = data[n:]
@@ -303,6 +307,8 @@ class _Direction:
         if self.eof:
             self.done = True
             dst.send_eof()
+            if self.session.flow is not None:
+                self.session.flow.fin(self.up)
             self.session.check_done()
 
     def _refill(self, ready: float, now: float) -> None:
@@ -362,6 +368,8 @@ class _Side(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self is self.session.server:
+            self.session.opened()  # before the first byte is forwarded: the capture's SYN
         self.outbound.pump()
 
     def data_received(self, data: bytes) -> None:
@@ -433,6 +441,18 @@ class _Session:
         self.server = _Side(self, inbound=self.down, outbound=self.up)
         self.through = 0  # bytes forwarded, both directions: what reset_after counts
         self.finished = False
+        self.flow: TcpFlow | None = None  # this connection in the proxy's capture (--pcap)
+
+    def opened(self) -> None:
+        """Both sockets are up: the capture gets this connection's handshake."""
+        capture = self.proxy.capture
+        client = self.client.transport
+        server = self.server.transport
+        if capture is None or client is None or server is None:
+            return
+        ends = client.get_extra_info("peername"), server.get_extra_info("peername")
+        if all(isinstance(end, tuple) for end in ends):
+            self.flow = capture.flow(ends[0][:2], ends[1][:2])
 
     async def connect(self) -> None:
         host, port = self.proxy.target
@@ -460,6 +480,8 @@ class _Session:
 
     def reset(self) -> None:
         self.proxy.stats.resets += 1
+        if self.flow is not None:
+            self.flow.reset()
         self.up.close()
         self.down.close()
         self.client.reset()
@@ -473,6 +495,8 @@ class _Session:
         self.finished = True
         self.client.close()
         self.server.close()
+        if self.flow is not None:
+            self.flow.close()
         self.proxy.sessions.discard(self)
 
 
@@ -488,8 +512,10 @@ class Proxy:
     link: Link = field(default_factory=Link)
     loop_kind: str = "auto"
     stats: Stats = field(default_factory=Stats)
+    pcap: str | Path | None = None  # write everything forwarded here (ayudantia.pcap)
 
     def __post_init__(self) -> None:
+        self.capture: PcapWriter | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # type: ignore[assignment]
         self.loop_name = ""
         self.sessions: set[_Session] = set()
@@ -535,6 +561,8 @@ class Proxy:
             session.down.close()
             session.client.close()
             session.server.close()
+            if session.flow is not None:
+                session.flow.close()
         await asyncio.sleep(0)
 
     def _run(self) -> None:
@@ -550,6 +578,8 @@ class Proxy:
     def start(self) -> tuple[str, int]:
         """Listen and forward on a loop in a background thread; returns (host, port)."""
         if self._thread is None:
+            if self.pcap is not None and self.capture is None:
+                self.capture = PcapWriter(self.pcap)
             self.loop, self.loop_name = new_event_loop(self.loop_kind)
             self._thread = threading.Thread(target=self._run, name="proxy-loop", daemon=True)
             self._thread.start()
@@ -560,6 +590,8 @@ class Proxy:
 
     def stop(self, timeout: float = 5.0) -> None:
         stop_loop_thread(self.loop, self._stop, self._thread, timeout)
+        if self.capture is not None:
+            self.capture.close()  # after the loop: nothing more is queued
 
     def serve_until_signal(self, ready: Callable[[], None]) -> int:
         """Start, call ``ready``, forward until SIGINT or SIGTERM; returns 0."""
@@ -592,20 +624,35 @@ def link_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
 class Hops:
     """Proxies on a set of TCP hops, one per hop, all with the same link (``run --network``).
 
-    With no link, :meth:`hop` hands the target back unchanged: the hook costs nothing.
+    With ``pcap_dir`` (``run --pcap DIR``) each hop's proxy also writes its capture there,
+    ``DIR/<hop>.pcap``; without ``--network`` those proxies shape nothing. With neither,
+    :meth:`hop` hands the target back unchanged: the hook costs nothing.
     """
 
-    def __init__(self, link: Link | None, loop_kind: str = "auto") -> None:
+    def __init__(
+        self, link: Link | None, loop_kind: str = "auto", pcap_dir: str | Path | None = None
+    ) -> None:
         self.link = link
         self.loop_kind = loop_kind
+        self.pcap_dir = Path(pcap_dir) if pcap_dir is not None else None
         self.proxies: dict[str, Proxy] = {}
 
     def hop(self, name: str, target: str) -> str:
-        """The HOST:PORT to use instead of ``target`` (a proxy to it when shaping)."""
-        if self.link is None:
+        """The HOST:PORT to use instead of ``target`` (a proxy to it when shaping or capturing)."""
+        if self.link is None and self.pcap_dir is None:
             return target
         host, _, port = target.rpartition(":")
-        proxy = Proxy(("127.0.0.1", 0), (host.strip("[]"), int(port)), self.link, self.loop_kind)
+        pcap = None
+        if self.pcap_dir is not None:
+            self.pcap_dir.mkdir(parents=True, exist_ok=True)
+            pcap = self.pcap_dir / pcap_name(name)
+        proxy = Proxy(
+            ("127.0.0.1", 0),
+            (host.strip("[]"), int(port)),
+            self.link or Link(),
+            self.loop_kind,
+            pcap=pcap,
+        )
         self.proxies[name] = proxy
         at_host, at_port = proxy.start()
         return f"{at_host}:{at_port}"
@@ -614,20 +661,34 @@ class Hops:
         for proxy in self.proxies.values():
             proxy.stop()
 
-    def summary(self) -> dict[str, Any]:
-        """What the run's summary (and its JSON report) says about the network."""
-        if self.link is None:
-            return {}
+    def captures(self) -> dict[str, str]:
+        """Each hop's capture file (``run --pcap``), by hop name."""
         return {
-            "network": self.link.describe(),
-            "network_hops": {name: vars(p.stats).copy() for name, p in self.proxies.items()},
+            name: str(p.capture.path) for name, p in self.proxies.items() if p.capture is not None
         }
 
+    def summary(self) -> dict[str, Any]:
+        """What the run's summary (and its JSON report) says about the network."""
+        out: dict[str, Any] = {}
+        if self.link is not None:
+            out["network"] = self.link.describe()
+            out["network_hops"] = {name: vars(p.stats).copy() for name, p in self.proxies.items()}
+        if self.pcap_dir is not None:
+            out["captures"] = self.captures()
+        return out
+
     def describe(self) -> str:
-        """The summary's network lines: the link, then each hop's bytes both ways."""
-        if self.link is None:
-            return ""
-        lines = [f"network       {self.link.describe()}, on each hop"]
-        for name, proxy in self.proxies.items():
-            lines.append(f"              {name}: {proxy.stats.describe()}")
+        """The summary's network lines: the link, then each hop's bytes both ways; captures."""
+        lines = []
+        if self.link is not None:
+            lines.append(f"network       {self.link.describe()}, on each hop")
+            for name, proxy in self.proxies.items():
+                lines.append(f"              {name}: {proxy.stats.describe()}")
+        for name, path in self.captures().items():
+            lines.append(f"capture       {name}: {path}")
         return "\n".join(lines)
+
+
+def pcap_name(hop: str) -> str:
+    """A hop's capture file name: ``students->Docencio`` is ``students-docencio.pcap``."""
+    return re.sub(r"[^a-z0-9]+", "-", hop.lower()).strip("-") + ".pcap"

@@ -205,6 +205,24 @@ TARGETS: Sequence[Target] = (
         unit="",
         required=False,
     ),
+    # A default class's Docencio (outbox and reports on), its kernel high-water mark
+    # (bench/bench_docencio_memory.py).
+    Target(
+        "5,000 students on a default Docencio: peak RSS (VmHWM) < 100 MB",
+        "docencio.5000.vmhwm-mb",
+        100.0,
+        AT_MOST,
+        unit="MB",
+        required=False,
+    ),
+    Target(
+        "5,000 students on a default Docencio: < 16 threads",
+        "docencio.5000.threads",
+        15,
+        AT_MOST,
+        unit="",
+        required=False,
+    ),
     Target(
         "a never-reading student: the others' slowest answer < 100 ms",
         "servers.slow-reader.others-slowest-s",

@@ -26,6 +26,8 @@ class Registered(Protocol):
 
 
 T = TypeVar("T", bound=Registered)
+# Accept-list checkers kept per registry (see _checker); settings make only a few.
+_MAX_CHECKERS = 64
 
 
 class PluginRegistry(Generic[T]):
@@ -43,6 +45,7 @@ class PluginRegistry(Generic[T]):
         self._by_id: dict[int, T] = {}
         self._lock = threading.Lock()
         self._plugins_loaded = not load_plugins
+        self._checkers: dict[frozenset[str], Callable[[int], T]] = {}
         for item in items:
             self._add(item, builtin=True)
 
@@ -111,7 +114,13 @@ class PluginRegistry(Generic[T]):
         One dict lookup per message once an id has been accepted: this runs for every
         message on both front-ends. Refusals are not cached (they end the connection), nor
         unknown ids (a plug-in may register later).
+
+        One checker per accept-list, shared: every connection of a server asks for the same
+        one, and a closure with its cache per connection cost 5,000 students 2 MB.
         """
+        shared = self._checkers.get(accepted)
+        if shared is not None:
+            return shared
         cache: dict[int, T] = {}
 
         def check(item_id: int) -> T:
@@ -123,4 +132,7 @@ class PluginRegistry(Generic[T]):
                 cache[item_id] = found
             return found
 
+        if len(self._checkers) >= _MAX_CHECKERS:  # accept-lists come from settings: few
+            self._checkers.clear()
+        self._checkers[accepted] = check
         return check

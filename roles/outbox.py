@@ -5,8 +5,8 @@ keys to the Profesor in the background. A SIGKILL, an OOM kill or a power cut be
 delivery and the post lost those counts (13 of 98,792 in one try). Now:
 
 1. before a counted answer is sent, its key is committed to a SQLite file (WAL;
-   ``synchronous=FULL`` by default: the commit survives a power cut, not only a crash;
-   ``normal`` survives any crash of the process and skips the fsync, see SYNC_MODES);
+   ``normal`` by default: the commit survives any crash of the process, SIGKILL or OOM,
+   without an fsync; ``full`` fsyncs it and survives a power cut too, see SYNC_MODES);
 2. commits are grouped: one writer thread takes every key queued while the previous
    commit ran (at most ``group_max``), so one fsync covers hundreds of answers under load
    and a lone question waits for one commit only. The answer waits for its group's commit,
@@ -60,9 +60,9 @@ _SCHEMA = (
 )
 
 
-# full: each group commit is fsynced (survives a power cut); normal: written to the OS, fsynced
-# at checkpoints (survives any crash of the process: SIGKILL, OOM; a power cut may lose the
-# last groups). See docs/counting.md for what each costs.
+# normal (the default): written to the OS, fsynced at checkpoints (survives any crash of the
+# process: SIGKILL, OOM; a power cut may lose the last groups); full: each group commit is
+# fsynced (survives a power cut, one fsync per group). See docs/counting.md for what each costs.
 SYNC_MODES = ("full", "normal")
 # Keys waiting for the Profesor, at most (a row is ~100 bytes on disk: ~100 MB). See _full.
 MAX_ROWS = 1_000_000
@@ -106,7 +106,7 @@ def _claim(path: str) -> int:
 class OutboxStore:
     """The SQLite file. One connection, shared by the writer and the poster under a lock."""
 
-    def __init__(self, path: str | Path, sync: str = "full") -> None:
+    def __init__(self, path: str | Path, sync: str = "normal") -> None:
         if sync not in SYNC_MODES:
             raise ValueError(f"unknown outbox sync mode {sync!r}; choose from {SYNC_MODES}")
         self.path = str(path)
@@ -270,7 +270,7 @@ class Outbox:
         *,
         group_max: int = 500,
         batch: int = 500,
-        sync: str = "full",
+        sync: str = "normal",
         max_rows: int = MAX_ROWS,
     ) -> None:
         self.path = str(path) if path is not None else None

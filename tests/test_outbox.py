@@ -88,3 +88,20 @@ def test_the_answer_waits_for_its_keys_commit(tmp_path):
     assert seen == {"failed": None, "keys": {"k1"}, "on_loop": True}
     assert outbox.committed == 1 and outbox.groups >= 1
     assert _keys(path) == {"k1"}  # the Profesor never acknowledged it: kept for the next run
+
+
+@pytest.mark.parametrize(("sync", "pragma"), [(None, 1), ("normal", 1), ("full", 2)])
+def test_outbox_sync_normal_by_default_full_on_request(tmp_path, sync, pragma):
+    """``normal`` (survives any crash of the process, no fsync per commit) is the default of
+    the store and of ``ayudantia docencio``; ``full`` (one fsync per group) is opted into."""
+    from ayudantia.commands import docencio
+
+    kwargs = {} if sync is None else {"sync": sync}
+    store = OutboxStore(tmp_path / "o.sqlite3", **kwargs)
+    try:
+        with store._lock:
+            assert store._db.execute("PRAGMA synchronous").fetchone()[0] == pragma
+    finally:
+        store.close()
+    (option,) = [o for o in docencio.options() if o.name == "outbox_sync"]
+    assert option.default == "normal"

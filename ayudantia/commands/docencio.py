@@ -38,9 +38,10 @@ def options() -> list[Option]:
         ),
         Option(
             "outbox_sync",
-            "full",
-            "full: fsync each group commit (survives a power cut); normal: survives any crash "
-            "of this process, not a power cut, and costs no fsync",
+            "normal",
+            "normal: each group commit survives any crash of this process (SIGKILL, OOM) but "
+            "not a power cut, and costs no fsync; full: fsync each group commit (survives a "
+            "power cut, one fsync per group)",
             rules.choice(("full", "normal"), case=str.lower),
             "MODE",
         ),

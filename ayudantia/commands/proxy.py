@@ -52,6 +52,13 @@ def options() -> list[Option]:
             "S",
         ),
         Option("stall_for", None, "how long each stall lasts", netem.DURATION, "S"),
+        Option(
+            "pcap",
+            None,
+            "write everything forwarded, both directions, to FILE as a pcap (Wireshark, tshark)",
+            rules.OUTPUT_FILE,
+            "FILE",
+        ),
         loop_option(),
         log_level_option("WARNING"),
         config_option(),
@@ -87,13 +94,21 @@ def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
-    proxy = Proxy(settings["listen"], settings["to"], link_from(settings), settings["loop"])
+    proxy = Proxy(
+        settings["listen"],
+        settings["to"],
+        link_from(settings),
+        settings["loop"],
+        pcap=settings["pcap"],
+    )
     target = "{}:{}".format(*settings["to"])
 
     def ready() -> None:
         host, port = proxy.address
         print(f"proxy listening on {host}:{port} -> {target} (loop {proxy.loop_name})")
         print(f"link: {proxy.link.describe()}", flush=True)
+        if proxy.capture is not None:
+            print(f"capture: {proxy.capture.path}", flush=True)
 
     try:
         proxy.start()
@@ -103,4 +118,10 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         return 1
     status = proxy.serve_until_signal(ready)
     print(f"proxy: {proxy.stats.describe()}", flush=True)
+    if proxy.capture is not None:
+        capture = proxy.capture
+        if capture.error is not None:
+            print(f"ayudantia proxy: writing {capture.path}: {capture.error}", file=sys.stderr)
+            return 1
+        print(f"capture: {capture.packets} packets in {capture.path}", flush=True)
     return status

@@ -91,6 +91,13 @@ def options() -> list[Option]:
             netem.LINK_RULE,
             "SPEC",
         ),
+        Option(
+            "pcap",
+            None,
+            "write each TCP hop's traffic to DIR/<hop>.pcap (a proxy on each hop)",
+            rules.OUTPUT_DIR,
+            "DIR",
+        ),
     ]
 
 
@@ -415,7 +422,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     roles: list[Child] = []
     alumnos: list[Child] = []
     barrier = StartBarrier()
-    hops = netem.Hops(settings.get("network"))
+    hops = netem.Hops(settings.get("network"), pcap_dir=settings.get("pcap"))
     secure = SecureClass(args.tls, settings.get("key"))  # certificates in a directory it owns
     try:
         t0 = time.monotonic()
@@ -563,7 +570,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         if faults is not None:
             print(chaos.describe(faults), flush=True)
         console.print(summary_table(summary, settings))
-        if hops.link is not None:
+        if hops.link is not None or hops.pcap_dir is not None:
             print(hops.describe(), flush=True)
         if settings["report"]:
             Path(settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
