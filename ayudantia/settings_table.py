@@ -45,13 +45,26 @@ def command_flags(command: object) -> list[Flag]:
             continue
         opt = options.get(action.dest)
         name = command.NAME  # type: ignore[attr-defined]
-        if opt is None:  # a switch declared by the command itself: flag only
-            flags.append(Flag(name, action.option_strings[0], "", "off", str(action.help), "on"))
+        if opt is None:  # declared by the command itself: flag only, no env or TOML
+            flags.append(_own_flag(name, action))
             continue
         env = "" if opt.name == "config" else opt.env
         default = "" if opt.default is None else str(opt.default)
         flags.append(Flag(name, opt.flag, env, default, opt.help, opt.parse.allowed))
     return flags
+
+
+def _own_flag(command: str, action: argparse.Action) -> Flag:
+    """A flag a command declares with argparse: a switch (off/on), or one taking a value
+    (its metavar; ``append`` ones say they repeat)."""
+    flag, meaning = action.option_strings[0], str(action.help)
+    if action.nargs == 0:
+        return Flag(command, flag, "", "off", meaning, "on")
+    allowed = str(action.metavar or action.dest.upper())
+    if isinstance(action, argparse._AppendAction):
+        allowed += " (repeatable)"
+    default = "" if action.default in (None, []) else str(action.default)
+    return Flag(command, flag, "", default, meaning, allowed)
 
 
 def all_flags() -> list[Flag]:

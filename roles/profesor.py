@@ -165,6 +165,17 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["JSON_AS_ASCII"] = False
     app.extensions["libro"] = libro
+
+    @app.before_request
+    def one_host() -> None:
+        # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request with no Host, or
+        # with more than one (the WSGI servers join repeated headers with a comma, which no
+        # host contains). First of the checks, so that an unsigned request lacking it is a
+        # 400 and not a 401.
+        host = request.environ.get("HTTP_HOST")
+        if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and (not host or "," in host):
+            raise BadBody(400, "an HTTP/1.1 request needs one Host header (RFC 9112 §3.2)")
+
     if key is not None:
         require_signed(app, key, private=private)
 

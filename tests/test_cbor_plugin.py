@@ -12,7 +12,7 @@ import cbor2
 import pytest
 
 from protocol import codecs
-from protocol.errors import DecodeError, UnknownCodec
+from protocol.errors import DecodeError, EncodeError, UnknownCodec
 from protocol.transport import Connection
 from tests.procs import ayudantia_cmd, running
 from tests.test_encodings import BOOKISH
@@ -64,6 +64,51 @@ def test_plain_scalars_and_nesting_up_to_cbor2s_limit_still_decode() -> None:
     plain = {"a": [False, True, None, 1.5, -(2**64), b"x"], 1: {"b": "c"}, 2.5: []}
     assert codec.decode(cbor2.dumps(plain)) == plain
     assert codec.decode(b"\x81" * 300 + b"\x00") is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [
+        (1.5, "f93e00"),  # RFC 8949 §4.2's own example: half precision
+        (0.0, "f90000"),
+        (-0.0, "f98000"),
+        (65504.0, "f97bff"),  # the largest half
+        (5.960464477539063e-08, "f90001"),  # the smallest half subnormal
+        (100000.0, "fa47c35000"),  # single: no half holds it
+        (3.4028234663852886e38, "fa7f7fffff"),  # the largest single
+        (0.1, "fb3fb999999999999a"),  # only a double gives 0.1 back
+        (1e300, "fb7e37e43c8800759c"),
+        (float("inf"), "f97c00"),
+        (float("-inf"), "f9fc00"),
+    ],
+)
+def test_floats_take_the_shortest_width_that_round_trips(value: float, wire: str) -> None:
+    codec = codecs.get("cbor")
+    assert codec.encode(value).hex() == wire
+    back = codec.decode(bytes.fromhex(wire))
+    assert back == value and str(back) == str(value)  # -0.0 keeps its sign
+
+
+def test_nan_is_the_half_precision_quiet_nan() -> None:
+    codec = codecs.get("cbor")
+    assert codec.encode(float("nan")).hex() == "f97e00"
+    assert codec.decode(codec.encode([float("nan")]))[0] != codec.decode(b"\x81\xf9\x7e\x00")[0]
+
+
+@pytest.mark.parametrize("big", [2**64, -(2**64) - 1, 10**40, -(10**40)])
+def test_integers_past_64_bits_are_refused_at_encode_as_the_decoder_refuses_them(big: int) -> None:
+    codec = codecs.get("cbor")
+    with pytest.raises(EncodeError, match="outside -2\\*\\*64"):
+        codec.encode({"n": [big]})
+    with pytest.raises(DecodeError, match="tag"):  # what cbor2 alone would have written
+        codec.decode(cbor2.dumps(big))
+
+
+def test_the_edges_of_64_bit_integers_round_trip() -> None:
+    codec = codecs.get("cbor")
+    for edge in (2**64 - 1, -(2**64), 0, -1, True, False):
+        assert codec.decode(codec.encode(edge)) == edge
+        assert type(codec.decode(codec.encode(edge))) is type(edge)
 
 
 def test_the_item_cap_counts_every_container(monkeypatch) -> None:

@@ -70,3 +70,27 @@ def test_good_body_still_counts_once(profesor: RoleProcess) -> None:
 
 def test_profesor_binds_loopback_by_default(profesor: RoleProcess, tmp_path: Path) -> None:
     assert profesor.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),  # no Host: RFC 9112 §3.2
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),  # two
+        (b"GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", 400),  # empty
+        (b"POST /preguntas HTTP/1.1\r\nContent-Length: 10\r\n\r\n" + b'{"id":"h"}', 400),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 200),
+        (b"GET / HTTP/1.0\r\n\r\n", 200),  # HTTP/1.0 has no Host requirement
+    ],
+)
+def test_an_http_1_1_request_without_one_host_is_a_400(
+    profesor: RoleProcess, request_bytes: bytes, status: int
+) -> None:
+    import socket
+
+    before = count(profesor)
+    with socket.create_connection((profesor.host, profesor.port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        head = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert head.split()[1] == str(status).encode(), head
+    assert count(profesor) == before  # the Host-less POST counted nothing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -64,6 +65,32 @@ def test_writes_need_a_signed_request_and_401s_count_nothing(procs, tmp_path):
     unsigned.add("fuera")
     unsigned.close(flush=5)
     assert unsigned.rejected == 1 and profesor_count(url) == 8
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("source", ["flag", "top-level key", "[profesor] key"])
+def test_every_source_of_the_key_turns_signing_on(procs, tmp_path, source):
+    """The flag and both TOML places sign the Profesor, as the README now says (it said the
+    Profesor ignored AYUDANTIA_KEY and a top-level key and refused --key)."""
+    config = tmp_path / "clase.toml"
+    table = "[profesor]\n" if source == "[profesor] key" else ""
+    config.write_text(f'{table}key = "{KEY}"\n')
+    flags = ["--key", KEY] if source == "flag" else ["--config", str(config)]
+    profesor = procs.profesor(tmp_path / "k.db", *flags)
+    r = requests.post(profesor.address + "/preguntas", json={"id": "sin-firma"}, timeout=5)
+    assert r.status_code == 401
+    assert signed_post(profesor.address, {"id": "firmada"}).status_code == 200
+    assert profesor_count(profesor.address) == 1
+
+
+def test_the_readme_says_the_profesors_key_signs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    flat = " ".join(readme.split())
+    assert "ignores `AYUDANTIA_KEY`" not in flat and "refuses `--key`" not in flat
+    assert (
+        "`--key`, `AYUDANTIA_KEY` or a top-level `key` (or one in `[profesor]`) each turn "
+        "signing on" in flat
+    )
 
 
 @pytest.mark.timeout(60)

@@ -32,32 +32,22 @@ def _needs_tshark() -> None:
     tshark_path()
 
 
+def command(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``args`` run with HOME in ``home`` (where --install writes), as a user would."""
+    env = None if home is None else {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
 def test_the_dissector_ships_in_the_package_and_the_cli_shows_it(tmp_path: Path) -> None:
     path = dissector_path()
     assert path.is_file() and path.read_text(encoding="utf-8").startswith("-- ayudantia.lua")
-    shown = subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark", "--print-path"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert Path(shown.stdout.strip()) == path
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark", "--install"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=True,
-    )
+    shown = command(sys.executable, "-m", "ayudantia", "wireshark", "--print-path")
+    assert shown.returncode == 0 and Path(shown.stdout.strip()) == path
+    done = command(sys.executable, "-m", "ayudantia", "wireshark", "--install", home=tmp_path)
     target = tmp_path / ".local" / "lib" / "wireshark" / "plugins" / "ayudantia.lua"
-    assert str(target) in done.stdout
+    assert done.returncode == 0 and str(target) in done.stdout
     assert target.read_bytes() == path.read_bytes()
-    bare = subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark"], capture_output=True, text=True, timeout=60
-    )
+    bare = command(sys.executable, "-m", "ayudantia", "wireshark")
     assert bare.returncode == 2 and len(bare.stderr.strip().splitlines()) == 1
 
 
@@ -68,19 +58,9 @@ def test_the_installed_plugin_is_what_tshark_loads(tmp_path: Path) -> None:
         flow = w.flow(("127.0.0.1", 40000), ("127.0.0.1", 12345))
         flow.data(True, encode_message(1, QUESTION))
         flow.close()
-    subprocess.run(
-        [sys.executable, "-m", "ayudantia", "wireshark", "--install"],
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    run = subprocess.run(
-        [tshark_path(), "-r", str(pcap), "-Y", "ay", "-T", "fields", "-e", "ay.codec"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    command(sys.executable, "-m", "ayudantia", "wireshark", "--install", home=tmp_path)
+    run = command(
+        tshark_path(), "-r", str(pcap), "-Y", "ay", "-T", "fields", "-e", "ay.codec", home=tmp_path
     )
     assert run.returncode == 0 and run.stdout.split() == ["1"], run.stderr
 
@@ -137,7 +117,15 @@ def test_compressed_signed_and_handshake(tmp_path: Path) -> None:
         flow.data(True, encode_message(1, QUESTION, compression=compression_for("zstd")))
         flow.data(False, encode_message(0, b"z" * 100, 40, compression=compression_for("lz4")))
         flow.close()
-    hello, server, signed, zstd, lz4 = packets(pcap, tmp_path / "home")
+        # The heuristic's first segment cuts a 16 KiB frame: TCP must still reassemble it.
+        other = w.flow(("127.0.0.1", 40002), ("127.0.0.1", 33334))
+        chunked = encode_message(0, bytes(100_000), 16_384)
+        for at in range(0, len(chunked), 32_741):
+            other.data(True, chunked[at : at + 32_741])
+        other.close()
+    hello, server, signed, zstd, lz4, *bulk = packets(pcap, tmp_path / "home")
+    assert [n for p in bulk for n in p["ay.length"]] == ["16384"] * 6 + ["1696"]
+    assert [n for p in bulk for n in p["ay.message.frames"]] == ["7"]
     assert hello["ay.handshake.type"] == ["HELLO"] and hello["ay.message.frames"] == []
     assert server["ay.handshake.type"] == ["HELLO", "PROOF"]
     assert signed["ay.flags.signed"] == ["1"]
@@ -206,11 +194,11 @@ def test_a_fuzzed_capture_never_makes_tshark_error_out(tmp_path: Path) -> None:
                 flow.reset()
             else:
                 flow.close()
-    for args in (("-2", "-V"), ("-T", "json")):
+    for args, shown in ((("-2", "-V"), "Ayudantia frame"), (("-T", "json"), '"ay.codec"')):
         run = tshark(pcap, *args, home=tmp_path / "home")
         assert run.returncode == 0, run.stderr[-2000:]
         assert "Lua Error" not in run.stdout and "Lua Error" not in run.stderr, (
             [line for line in run.stdout.splitlines() if "Lua Error" in line][:5],
             run.stderr[-2000:],
         )
-        assert "Ayudantia" in run.stdout  # the dissector did run on these
+        assert shown in run.stdout  # the dissector did run on these

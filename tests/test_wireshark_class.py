@@ -29,6 +29,7 @@ ENCODING_IDS = {"none": "0", "zstd": "1", "lz4": "2"}
 BAD_TCP = (
     "tcp.analysis.lost_segment or tcp.analysis.retransmission or tcp.analysis.out_of_order"
     " or tcp.analysis.ack_lost_segment or tcp.analysis.duplicate_ack"
+    " or tcp.checksum.status != 1 or ip.checksum.status != 1"  # 1: good (checked, below)
 )
 
 
@@ -76,8 +77,10 @@ def server_port(pcap: Path, home: Path) -> str:
 
 
 def assert_tcp_is_sound(pcap: Path, home: Path) -> None:
-    """Sequence and acknowledgment numbers as a real stack's: tshark flags nothing."""
-    run = tshark(pcap, "-Y", BAD_TCP, home=home)
+    """Sequence and acknowledgment numbers as a real stack's, checksums right: tshark
+    flags nothing."""
+    checks = ("-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE")
+    run = tshark(pcap, *checks, "-Y", BAD_TCP, home=home)
     assert run.returncode == 0 and run.stdout.strip() == "", run.stdout
 
 
@@ -109,7 +112,9 @@ def test_every_question_and_answer_is_one_message_in_its_codec(
 
 
 def test_a_keyed_class_shows_its_handshakes_and_signed_frames(tmp_path: Path) -> None:
-    summary, caps = run_class(tmp_path, "--key", "la clave de la clase")
+    """Through --network's shaping proxies this time: they are the ones that capture."""
+    summary, caps = run_class(tmp_path, "--key", "la clave de la clase", "--network", "delay=2ms")
+    assert summary["network_hops"].keys() == summary["captures"].keys()
     home = tmp_path / "home"
     got = packets(caps / HOPS[0], home)
     flows = {p["tcp.stream"][0] for p in got}

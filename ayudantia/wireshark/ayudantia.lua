@@ -193,16 +193,29 @@ local pdu_id = ""
 
 -- The Info column: this packet's frames, one after another. Kept here and set whole each
 -- time, because the JSON dissector called for a payload writes its own name there.
--- A packet dissected again (the GUI does, when a packet is clicked) starts over.
-local info_packet, info_text, info_seen = -1, "", {}
+-- A packet dissected again (the GUI does, when a packet is clicked) starts over. TCP
+-- calls this dissector once for a frame it reassembled and again for the rest of the
+-- segment, and fences the column in between: the second call's text goes after the fence.
+local info_packet, info_text, info_seen, info_after = -1, "", {}, false
+
+local function info_begin(pinfo)
+    if info_packet == pinfo.number then
+        info_after = info_after or info_text ~= ""
+        info_text = ""
+    end
+end
 
 local function info(pinfo, text)
     local at = pdu_id
     if info_packet ~= pinfo.number or info_seen[at] then
-        info_packet, info_text, info_seen = pinfo.number, "", {}
+        info_packet, info_text, info_seen, info_after = pinfo.number, "", {}, false
     end
     info_seen[at] = true
-    info_text = info_text == "" and text or (info_text .. "; " .. text)
+    if info_text == "" then
+        info_text = (info_after and "; " or "") .. text
+    else
+        info_text = info_text .. "; " .. text
+    end
     pinfo.cols.info:set(info_text)
 end
 
@@ -370,6 +383,7 @@ function ay.dissector(tvb, pinfo, tree)
         return 0 -- not ours (TLS on a default port, say): other dissectors may try
     end
     pinfo.cols.protocol:set("AY")
+    info_begin(pinfo)
     dissect_tcp_pdus(tvb, tree, HEADER, frame_length, dissect_frame, true)
     pinfo.cols.protocol:set("AY")
     return tvb:len()
@@ -383,7 +397,13 @@ local function heuristic(tvb, pinfo, tree)
         return false -- reserved flag bits: "AY\1" by chance, not a frame
     end
     pinfo.conversation = ay
-    ay.dissector(tvb, pinfo, tree)
+    -- Through Dissector.call, not ay.dissector() directly: called straight from a heuristic,
+    -- dissect_tcp_pdus cannot ask TCP for the rest of a frame (a 16 KiB frame across two
+    -- segments came out truncated); the call spends one level of can_desegment, given back.
+    local levels = pinfo.can_desegment
+    pinfo.can_desegment = levels + 1
+    Dissector.get("ay"):call(tvb, pinfo, tree)
+    pinfo.can_desegment = levels
     return true
 end
 

@@ -11,16 +11,25 @@ count the payload cannot hold (one byte per item at least), before cbor2 allocat
 are kept as plain data: the semantic tags cbor2 would turn into objects (regular
 expressions, decimals with huge exponents, sets) are refused, so decoding a peer's CBOR
 never does more than build dicts, lists, strings, bytes and numbers.
+
+Encoding is RFC 8949 §4.2's preferred serialization for numbers: a float is written in the
+shortest of half, single and double precision that gives back the same value (1.5 is
+``f93e00``, NaN ``f97e00``, infinity ``f97c00``), and an integer must fit CBOR's major types
+0 and 1 (-2**64 .. 2**64-1). cbor2 would write a larger one as a bignum (tags 2 and 3),
+which :func:`decode` refuses like every tag: the encoder refuses it first, with an
+:class:`EncodeError`, so that what this codec writes its own decoder always reads.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Any
 
 import cbor2
 
 from protocol.codecs import Codec
-from protocol.errors import DecodeError
+from protocol.errors import DecodeError, EncodeError
 
 CODEC_ID = 64
 # CBOR's major types (the top 3 bits of an item's first byte) that the head walk handles.
@@ -31,11 +40,47 @@ MAX_DEPTH = 400  # cbor2's own limit on nested containers
 # a cap, 64 MiB of one-byte items held the loop for a minute and a half; a million items
 # cost about a second, as much as msgpack's C decoder spends on its own worst case.
 MAX_ITEMS = 1_000_000
+# The integers CBOR's major types 0 and 1 hold without a tag.
+MIN_INT, MAX_INT = -(2**64), 2**64 - 1
+_HALF, _SINGLE, _DOUBLE = 0xF9, 0xFA, 0xFB  # major type 7 heads of the three float widths
+_NAN = bytes((_HALF, 0x7E, 0x00))  # the canonical quiet NaN, in half precision
+
+
+def _encode_float(encoder: cbor2.CBOREncoder, value: float) -> None:
+    """The shortest of half, single and double precision that round-trips ``value`` exactly."""
+    if math.isnan(value):
+        encoder.write(_NAN)
+        return
+    for head, fmt in ((_HALF, ">e"), (_SINGLE, ">f")):
+        try:
+            packed = struct.pack(fmt, value)
+        except OverflowError:  # too large for this width (finite, beyond its maximum)
+            continue
+        if struct.unpack(fmt, packed)[0] == value:
+            encoder.write(bytes((head,)) + packed)
+            return
+    encoder.write(bytes((_DOUBLE,)) + struct.pack(">d", value))
+
+
+def _encode_int(encoder: cbor2.CBOREncoder, value: int) -> None:
+    """An integer in major type 0 or 1, or :class:`EncodeError` (never a bignum tag)."""
+    if not MIN_INT <= value <= MAX_INT:
+        raise EncodeError(
+            "cbor", f"an integer of {value.bit_length()} bits is outside -2**64 .. 2**64-1"
+        )
+    encoder.encode_int(value)
+
+
+_ENCODERS = {float: _encode_float, int: _encode_int}
 
 
 def encode(obj: Any) -> bytes:
-    """CBOR with definite lengths; maps keep their order, as json and msgpack do here."""
-    return cbor2.dumps(obj)
+    """CBOR with definite lengths and preferred numbers; maps keep their order.
+
+    Maps are not sorted (that would be §4.2.1's deterministic encoding, which this codec
+    does not promise): they keep their order, as json and msgpack do here.
+    """
+    return cbor2.dumps(obj, encoders=_ENCODERS)
 
 
 def decode(data: bytes | bytearray | memoryview, max_message: int) -> Any:
