@@ -350,15 +350,20 @@ class Outbox:
             self._cond.notify_all()
 
     def delivered(self, key: str) -> None:
-        self._mark(self._delivered, key)
+        self._mark(key, delivered=True)
 
     def undelivered(self, key: str) -> None:
-        self._mark(self._undelivered, key)
+        self._mark(key, delivered=False)
 
-    def _mark(self, marks: list[str], key: str) -> None:
-        """A mark; the writer is woken for the first of a batch only (see MARK_DELAY)."""
+    def _mark(self, key: str, *, delivered: bool) -> None:
+        """A mark; the writer is woken for the first of a batch only (see MARK_DELAY).
+
+        The list is looked up under the lock: the writer swaps both lists for new ones
+        when it takes a batch, and a mark appended to a list already taken would be lost
+        (its key never posted: the count one short).
+        """
         with self._cond:
-            marks.append(key)
+            (self._delivered if delivered else self._undelivered).append(key)
             if len(self._delivered) + len(self._undelivered) == 1:
                 self._cond.notify_all()
 
