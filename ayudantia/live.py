@@ -71,10 +71,37 @@ def panel_url(profesor: str) -> str:
     return profesor.rstrip("/") + "/panel"
 
 
-def announce_panel(profesor: str, *, open_it: bool, console: Console) -> str:
-    """Print the panel's URL (and open it in a browser when asked); the URL."""
+def trust_line(ca_sha256: str, *, private: bool = False) -> str:
+    """What a browser needs to open the HTTPS panel: to trust the class's CA, this one."""
+    who = (
+        "and, with --private, the class's client certificate"
+        if private
+        else "(no client certificate needed to read it)"
+    )
+    return f"the browser must trust the class's CA, SHA-256 {ca_sha256} {who}"
+
+
+def announce_panel(
+    profesor: str,
+    *,
+    open_it: bool,
+    console: Console,
+    ca_sha256: str | None = None,
+    ca_file: str | None = None,
+    private: bool = False,
+) -> str:
+    """Print the panel's URL (and open it in a browser when asked); the URL. Over HTTPS,
+    also the CA the browser must trust (its fingerprint, and its file while the run lasts)."""
     url = panel_url(profesor)
     console.print(f"Panel: {url}", markup=False, highlight=False, soft_wrap=True)
+    if ca_sha256 is not None:
+        console.print(
+            f"Panel: {trust_line(ca_sha256, private=private)}"
+            + (f"; its file: {ca_file}" if ca_file else ""),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if open_it and not webbrowser.open(url):
         console.print(f"(no browser could be opened: open {url} by hand)", markup=False)
     return url
@@ -86,12 +113,15 @@ def announce_panel(profesor: str, *, open_it: bool, console: Console) -> str:
 class Estado:
     """``GET /estado`` at most every :data:`POLL_EVERY` seconds; the last state it got."""
 
-    def __init__(self, profesor: str, tls: TlsSettings | None = None) -> None:
+    def __init__(
+        self, profesor: str, tls: TlsSettings | None = None, key: bytes | None = None
+    ) -> None:
         self.url = profesor.rstrip("/") + "/estado"
         self.session = requests.Session()
         # A run --tls Profesor is HTTPS with the run's own CA and asks for a client
         # certificate: without them every poll failed and the view stayed blank.
         self.tls = tls or TlsSettings()
+        self.key = key  # run --private --key: the Profesor answers signed reads only
         self.state: dict[str, Any] | None = None
         self._next = 0.0
 
@@ -99,9 +129,15 @@ class Estado:
         now = time.monotonic()
         if now >= self._next:
             self._next = now + POLL_EVERY
+            headers = {}
+            if self.key is not None:
+                from roles.profesor_auth import sign_headers
+
+                headers = sign_headers(self.key, "GET", "/estado", b"")
             with contextlib.suppress(requests.RequestException, ValueError):
                 self.state = self.session.get(
                     self.url,
+                    headers=headers,
                     timeout=0.5,
                     verify=self.tls.requests_verify,
                     cert=self.tls.requests_cert,
@@ -257,9 +293,16 @@ def summary_rows(s: dict[str, Any], settings: dict[str, Any]) -> tuple[str, list
             f"{s['answered']} answers: {verdict}",
         ),
         *([("security", s["security"])] if s.get("security") else []),
+        *([("panel", _panel_fact(s))] if s.get("panel") else []),
         ("result", "OK" if s["ok"] else "FAILED"),
     ]
     return title, rows
+
+
+def _panel_fact(s: dict[str, Any]) -> str:
+    if not s.get("ca_sha256"):
+        return str(s["panel"])
+    return f"{s['panel']}; {trust_line(s['ca_sha256'], private=bool(s.get('private')))}"
 
 
 def summary_table(s: dict[str, Any], settings: dict[str, Any]) -> Table:

@@ -13,7 +13,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from ayudantia.certs import RoleFiles, make_class
+from ayudantia.certs import RoleFiles, file_fingerprint, make_class
 from protocol.tls import TlsSettings
 from roles.profesor import ProfesorClient
 
@@ -40,6 +40,17 @@ class SecureClass:
         return (
             None if files is None else TlsSettings(str(files.cert), str(files.key), str(files.ca))
         )
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The run's CA certificate (there while the run lasts), None without TLS."""
+        return next(iter(self.files.values())).ca if self.files else None
+
+    @property
+    def ca_sha256(self) -> str | None:
+        """The SHA-256 fingerprint of the run's CA: what a browser opening the HTTPS panel
+        must trust (and a person can compare with what the browser shows)."""
+        return None if self.ca_file is None else file_fingerprint(self.ca_file)
 
     def profesor(self, url: str) -> ProfesorClient:
         """A client of the run's Profesor, as the Docencio is (its certificate, the key)."""

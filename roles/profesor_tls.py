@@ -15,6 +15,15 @@ for the socket timeout, and one that dripped its hello a byte at a time, indefin
 (:class:`HandshakeFirst` runs it there, under the connection's timeout, and a failed one
 is one log line, not a traceback): a silent client ties up at most one worker, as a silent
 plain-HTTP client does.
+
+The projector. With ``--tls-ca`` the Profesor used to refuse any client without the class's
+certificate in the handshake, so a browser (which has none) could not open ``/panel``. Now
+the handshake *asks* for a certificate (``CERT_OPTIONAL``: one that is shown must still be
+signed by the class's CA, or the handshake fails), the connection records whether one was
+(``SSL_CLIENT_VERIFY`` in the WSGI environment, mod_ssl's name), and
+:func:`require_client_certificate` lets only the panel's reads through without one: every
+other request, and every write, still needs the certificate (and, with a key, the
+signature). ``--private`` keeps the old handshake: no certificate, no connection.
 """
 
 from __future__ import annotations
@@ -37,6 +46,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ayudantia.profesor")
 REQUEST_DEADLINE = 10.0  # seconds a client has for its TLS handshake, then for each request
+CLIENT_VERIFY = "SSL_CLIENT_VERIFY"  # WSGI environ: "SUCCESS" when a CA-signed cert was shown
+READ_METHODS = frozenset({"GET", "HEAD"})
+PANEL_PATHS = ("/panel", "/estado")  # and the panel's own files, /panel/<name>
+
+
+def is_panel_read(method: str, path: str) -> bool:
+    """Whether a request only reads the panel (its page, its files, the class's state)."""
+    return method in READ_METHODS and (path in PANEL_PATHS or path.startswith("/panel/"))
+
+
+def require_client_certificate(app: Flask) -> None:
+    """Refuse (403) every request made without the class's client certificate except the
+    panel's reads. First of the app's checks: a write with no certificate is refused
+    before its signature is looked at (so it cannot spend a nonce either)."""
+    from flask import jsonify, request
+
+    def check() -> Any:
+        if request.environ.get(CLIENT_VERIFY) == "SUCCESS":
+            return None
+        if is_panel_read(request.method, request.path):
+            return None
+        response = jsonify(
+            {
+                "error": "this request needs the class's client certificate (without one "
+                "only GET /panel and GET /estado are served)"
+            }
+        )
+        response.status_code = 403
+        return response
+
+    app.before_request_funcs.setdefault(None, []).insert(0, check)
 
 
 def _adapter_class() -> type:
@@ -122,21 +162,40 @@ def _connection_class(deadlines: Deadlines) -> type:
                     return False
                 self.socket.settimeout(timeout)
                 self.handshaken = True
+                shown = self.socket.getpeercert(binary_form=True) is not None
+                verified = "SUCCESS" if shown else "NONE"  # a shown one passed CA checks
+                self.ssl_env = {**(self.ssl_env or {}), CLIENT_VERIFY: verified}
             return bool(super().communicate())
 
     return HandshakeFirst
 
 
 def serve_tls(
-    app: Flask, host: str, port: int, *, tls: TlsSettings, threads: int = 8, ready: Any = None
+    app: Flask,
+    host: str,
+    port: int,
+    *,
+    tls: TlsSettings,
+    threads: int = 8,
+    ready: Any = None,
+    private: bool = False,
 ) -> int:
-    """Serve ``app`` over HTTPS until SIGINT/SIGTERM; ``ready(host, port)`` once it listens."""
+    """Serve ``app`` over HTTPS until SIGINT/SIGTERM; ``ready(host, port)`` once it listens.
+
+    With a CA (mutual TLS) and not ``private``, a browser without a client certificate may
+    read the panel and nothing else (:func:`require_client_certificate`); ``private``
+    refuses it in the handshake, as every framed role does.
+    """
     from cheroot import wsgi
 
     if tls.cert is None:
         raise ValueError("HTTPS needs --tls-cert and --tls-key")
     adapter = _adapter_class()(tls.cert, tls.key)
-    adapter.context = tls.server_context  # our policy, not cheroot's default context
+    context = tls.server_context  # our policy, not cheroot's default context
+    if tls.ca is not None and not private:
+        context.verify_mode = ssl.CERT_OPTIONAL  # a shown certificate is still verified
+        require_client_certificate(app)
+    adapter.context = context
     server = wsgi.Server((host, port), app, numthreads=threads, server_name="profesor", timeout=30)
     server.ssl_adapter = adapter
     deadlines = Deadlines()

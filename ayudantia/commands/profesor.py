@@ -52,13 +52,19 @@ def options() -> list[Option]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--private", action="store_true", help="with a key: reads must be signed too"
+        "--private",
+        action="store_true",
+        help="keep reads closed: with --tls-ca no request without the client certificate "
+        "(else a browser may read GET /panel and /estado without one); with a key reads "
+        "must be signed too",
     )
 
 
 def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
-    if args.private and not settings.get("key"):
-        raise ConfigError("--private needs a key (--key or AYUDANTIA_KEY) to check requests with")
+    if args.private and not settings.get("key") and not settings.get("tls_ca"):
+        raise ConfigError(
+            "--private needs a key (--key or AYUDANTIA_KEY) or --tls-ca to check requests with"
+        )
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
@@ -80,6 +86,7 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             tls=tls,
             threads=settings["threads"],
             ready=lambda host, port: announce(NAME, f"https://{host}:{port}", settings["codec"]),
+            private=args.private,
         )
     return serve(
         app,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ayudantia import chaos, netem, rules
-from ayudantia.config import Option, seconds_option, wire_options
+from ayudantia.config import ConfigError, Option, seconds_option, wire_options
 from roles.estado import percentile
 
 if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
@@ -112,6 +112,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TLS on every hop: a classroom CA and a certificate per role, made for this run "
         "(with --key: the class closed to outsiders)",
     )
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        help="keep the Profesor's reads closed: with --tls the panel needs the class's client "
+        "certificate too (else a browser reads it with the CA alone); with --key reads are signed",
+    )
+
+
+def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.private and not args.tls and not settings.get("key"):
+        raise ConfigError("--private needs --tls or a key (--key or AYUDANTIA_KEY)")
 
 
 class RunFailed(Exception):
@@ -429,7 +440,13 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
         start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
         profesor = Child(
             "profesor",
-            ["profesor", *base, "--port", "0", "--db", str(db), *secure.flags("profesor")],
+            [
+                "profesor",
+                *base,
+                *("--port", "0", "--db", str(db)),
+                *secure.flags("profesor"),
+                *(["--private"] if args.private else []),
+            ],
             logdir,
             env,
         )
@@ -485,11 +502,18 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        from ayudantia.live import Console, announce_panel, summary_table
+        from ayudantia.live import Console, announce_panel, panel_url, summary_table
 
         console = Console()
         if args.panel or args.open:
-            announce_panel(url, open_it=args.open, console=console)
+            announce_panel(
+                url,
+                open_it=args.open,
+                console=console,
+                ca_sha256=secure.ca_sha256,
+                ca_file=str(secure.ca_file) if secure.ca_file else None,
+                private=args.private,
+            )
         for i in range(students):
             name = f"Estudiante-{i + 1}"
             alumnos.append(
@@ -537,7 +561,16 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             injector.start()
         limit = time.monotonic() + start_to + settings["timeout"] + 30
         limit += questions * settings["interval"] * 6 if questions else math.inf
-        watch_class(alumnos, students * questions, limit, url, console, secure.settings("docencio"))
+        reads_key = secure.key.encode("utf-8") if args.private and secure.key else None
+        watch_class(
+            alumnos,
+            students * questions,
+            limit,
+            url,
+            console,
+            secure.settings("docencio"),
+            reads_key,
+        )
         faults = injector.finish() if injector is not None else None
         profesor, tareo, docencio = roles  # the live ones, after any restarts
         reports = []
@@ -559,6 +592,10 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
             summary["ok"] = chaos.verdict(summary)
         secure.probe(docencio_at)
         summary["security"] = secure.describe()
+        if args.panel or args.open or secure.tls:
+            summary["panel"] = panel_url(url)
+            summary["ca_sha256"] = secure.ca_sha256
+            summary["private"] = args.private
         docencio.stop()
         tareo.stop()
         settle_count(summary, _profesor_count(url, time.monotonic(), answered, secure))
@@ -604,13 +641,14 @@ def watch_class(
     url: str,
     console: Console,
     tls: TlsSettings | None = None,
+    key: bytes | None = None,
 ) -> None:
     """Show the class live until every student is done (or, with no total, until Ctrl+C)."""
     from ayudantia.live import Estado, LiveView
 
     estado = None
     try:  # from the first line: a Ctrl+C at any moment of the class ends it the same way
-        estado = Estado(url, tls)
+        estado = Estado(url, tls, key)
         with LiveView(total, console=console) as view:
             while any(a.proc.poll() is None for a in alumnos):
                 if time.monotonic() > limit:
