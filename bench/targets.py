@@ -223,6 +223,17 @@ TARGETS: Sequence[Target] = (
         unit="",
         required=False,
     ),
+    # One student asking serially (bench/bench_serial.py): the minimal uvloop server's cycle
+    # time over the default Docencio's, i.e. the Docencio's rate as a share of the floor's.
+    Target(
+        "serial connect-ask-close on a default Docencio >= 1/3 of a minimal uvloop server's rate",
+        "servers.serial-connect-ask-close.vs-min-server",
+        1 / 3,
+        AT_LEAST,
+        bound=1.0,
+        unit="%",
+        required=False,
+    ),
     Target(
         "a never-reading student: the others' slowest answer < 100 ms",
         "servers.slow-reader.others-slowest-s",

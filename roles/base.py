@@ -40,6 +40,10 @@ from roles.wire import WireSettings, tls_client_kwargs, tls_server_kwargs
 __all__ = ["Client", "Link", "Peer", "Server", "Unreachable", "WireSettings", "new_event_loop"]
 
 LOOPS = ("auto", "asyncio", "uvloop")
+# Seconds between two summary lines of who came and went (per-client lines are DEBUG: two
+# INFO lines per student were 8,613 lines for 4,500 connections, and their writes a large
+# part of a serial student's cycle; py-spy, issue 23). No traffic, no line and no timer.
+SUMMARY_EVERY = 10.0
 # File descriptors a server needs beyond one per client: listener, loop, log, executor, links.
 _SPARE_FDS = 64
 
@@ -141,6 +145,8 @@ class Server(Handler):
         self.served = 0
         self.dropped = 0
         self.refused = 0
+        self._comings = [0, 0, 0]  # since the last summary: connected, left, left on an error
+        self._summary: asyncio.TimerHandle | None = None
 
     # -- lifecycle (from any thread) --------------------------------------------------
 
@@ -303,25 +309,49 @@ class Server(Handler):
             return
         self.clients.add(conn)
         self.log.debug("cliente conectado: %s", conn.peer)
+        self._tally(0)
 
     def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
         if conn not in self.clients:
             return
         self.clients.discard(conn)
         self.served += 1
-        if error is None or isinstance(error, ConnectionClosed):
+        clean = error is None or isinstance(error, ConnectionClosed)
+        self._tally(1 if clean else 2)
+        if clean:
             self.log.debug("cliente desconectado: %s", conn.peer)
         elif isinstance(error, Timeout):
-            self.log.info("cliente %s desconectado: %s", conn.peer, error)
+            self.log.debug("cliente %s desconectado: %s", conn.peer, error)
         elif is_peer_fault(error):
             self.dropped += 1
             self.log.warning(
                 "cliente %s enviando datos inválidos, desconectado: %s", conn.peer, error
             )
         elif isinstance(error, AyudantiaError | OSError):
-            self.log.info("cliente %s: %s", conn.peer, error)
+            self.log.debug("cliente %s: %s", conn.peer, error)
         else:
             self.log.error("error atendiendo a %s: %r", conn.peer, error)
+
+    def _tally(self, which: int) -> None:
+        """Count a client's coming or going for the next summary line (timer made lazily)."""
+        self._comings[which] += 1
+        if self._summary is None and self.loop is not None:
+            self._summary = self.loop.call_later(SUMMARY_EVERY, self._log_summary)
+
+    def _log_summary(self) -> None:
+        came, left, failed = self._comings
+        self._comings = [0, 0, 0]
+        self._summary = None
+        self.log.info(
+            "%s: en %g s, %d clientes conectados y %d desconectados (%d por un error o un "
+            "plazo); %d conectados ahora",
+            self.role,
+            SUMMARY_EVERY,
+            came,
+            left + failed,
+            failed,
+            len(self.clients),
+        )
 
 
 Reply = Callable[[dict[str, Any]], None]

@@ -120,7 +120,7 @@ class Docencio(Peer):
         super().connection_made(conn)
         if conn in self.clients:
             self._identity[conn] = f"{self._run_token}:{next(self._serial)}"
-            self.log.info("Docencio: nuevo estudiante conectado")
+            self.log.debug("Docencio: nuevo estudiante conectado")  # summed up at INFO
 
     def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
         super().connection_lost(conn, error)

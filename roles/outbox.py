@@ -66,6 +66,14 @@ _SCHEMA = (
 SYNC_MODES = ("full", "normal")
 # Keys waiting for the Profesor, at most (a row is ~100 bytes on disk: ~100 MB). See _full.
 MAX_ROWS = 1_000_000
+# Seconds the writer lets delivery marks gather before writing them alone: a mark moves only
+# the count's post (never an answer), and one write (and one post) per mark cost a serial
+# student a thread wake-up and an HTTP request per question (py-spy, issue 23).
+MARK_DELAY = 0.05
+# Seconds the poster lets delivered keys gather before a post: one POST /preguntas (and one
+# fsync'd commit at the Profesor) per answer took a serial student's CPU; a count that
+# moves 50 ms later costs nobody an answer.
+POST_GATHER = 0.05
 # Seconds before keys the Profesor refused (a 4xx) are posted again (see _Poster._rejected).
 REJECTED_RETRY = 5.0
 
@@ -206,6 +214,7 @@ class _Poster(Conteo):
     def __init__(self, outbox: Outbox, client: ProfesorClient, batch: int) -> None:
         self.outbox = outbox
         self._wake = True  # look at once: a previous run may have left keys
+        self._more = True  # the last batch was full: post the next at once, no gathering
         super().__init__(client, batch=batch)
 
     def add(self, key: str) -> None:
@@ -228,7 +237,11 @@ class _Poster(Conteo):
                 if self._closing and time.monotonic() > self._flush_until:
                     return None
                 self._wake = False
+                until = time.monotonic() + (0.0 if self._more else POST_GATHER)
+                while not self._closing and (left := until - time.monotonic()) > 0:
+                    self._cond.wait(left)  # let keys gather into one post (POST_GATHER)
             ids = self.outbox.ready_keys(self.batch)
+            self._more = bool(ids) and len(ids) >= self.batch
             if ids:
                 self._wake = True  # after this batch, look again: more may be waiting
                 return ids
@@ -288,6 +301,8 @@ class Outbox:
         self.left_over = 0
         self._cond = threading.Condition()
         self._new: list[tuple[str, Done]] = []
+        self._staged: list[tuple[str, Done]] = []  # on the loop, handed off once per iteration
+        self._loop_thread: int | None = None
         self._delivered: list[str] = []
         self._undelivered: list[str] = []
         self._busy = False
@@ -300,8 +315,9 @@ class Outbox:
     # -- from the loop ------------------------------------------------------------------
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop where ``done`` callbacks run."""
+        """The loop where ``done`` callbacks run (and :meth:`commit` is called from)."""
         self._loop = loop
+        self._loop_thread = threading.get_ident()
 
     def open(self, path: str | Path) -> None:
         """Where the outbox lives, if it was not given at construction."""
@@ -311,19 +327,45 @@ class Outbox:
             self._cond.notify_all()
 
     def commit(self, key: str, done: Done) -> None:
+        """Queue ``key``; ``done`` runs on the loop once its group is committed.
+
+        On the loop, keys are staged and handed to the writer once per loop iteration (one
+        lock and one wake-up for every question that iteration read), not one by one.
+        Nothing changes for the answer: it still waits for its key's commit.
+        """
+        staged = self._staged
+        staged.append((key, done))
+        if len(staged) > 1:
+            return  # a hand-off is already scheduled
+        loop = self._loop
+        if loop is None or threading.get_ident() != self._loop_thread:
+            self._hand_off()
+        else:
+            loop.call_soon(self._hand_off)
+
+    def _hand_off(self) -> None:
         with self._cond:
-            self._new.append((key, done))
+            self._new.extend(self._staged)
+            self._staged.clear()
             self._cond.notify_all()
 
     def delivered(self, key: str) -> None:
-        with self._cond:
-            self._delivered.append(key)
-            self._cond.notify_all()
+        self._mark(key, delivered=True)
 
     def undelivered(self, key: str) -> None:
+        self._mark(key, delivered=False)
+
+    def _mark(self, key: str, *, delivered: bool) -> None:
+        """A mark; the writer is woken for the first of a batch only (see MARK_DELAY).
+
+        The list is looked up under the lock: the writer swaps both lists for new ones
+        when it takes a batch, and a mark appended to a list already taken would be lost
+        (its key never posted: the count one short).
+        """
         with self._cond:
-            self._undelivered.append(key)
-            self._cond.notify_all()
+            (self._delivered if delivered else self._undelivered).append(key)
+            if len(self._delivered) + len(self._undelivered) == 1:
+                self._cond.notify_all()
 
     # -- the writer thread --------------------------------------------------------------
 
@@ -337,6 +379,8 @@ class Outbox:
             with self._cond:
                 while not self._work() and not self._stopping:
                     self._cond.wait()
+                if not self._new and not self._stopping:  # marks alone: let more gather
+                    self._cond.wait(MARK_DELAY)  # a commit wakes us at once
                 if not self._work():
                     return
                 new = self._new[: self.group_max]
@@ -498,7 +542,7 @@ class Outbox:
         """Block until every queued key was written (or ``timeout``); whether it was."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._busy or (self.path is not None and self._new):
+            while self._busy or (self.path is not None and (self._new or self._staged)):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

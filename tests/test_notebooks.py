@@ -120,7 +120,7 @@ def _execute(lang: str, tmp_path: Path) -> str:
     nb = nbformat.read(FOLDER / FILES[lang], as_version=4)
     client = NotebookClient(
         nb,
-        timeout=90,
+        timeout=120,
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     )
@@ -137,7 +137,7 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-@pytest.mark.timeout(110)
+@pytest.mark.timeout(170)  # about 35 s alone, 70 s on a loaded 2-core machine
 @pytest.mark.parametrize("lang", sorted(FILES))
 def test_notebook_runs_top_to_bottom(lang: str, tmp_path: Path) -> None:
     out = _execute(lang, tmp_path)
@@ -244,3 +244,32 @@ def test_wheel_ships_the_notebooks(tmp_path: Path) -> None:
         packaged = zipfile.ZipFile(wheel).read(f"ayudantia/notebooks/{name}")
         assert packaged == (FOLDER / name).read_bytes()
     assert tuple(FILES[lang] for lang in ("es", "en")) == command.FILES
+    # installed from the wheel (no checkout beside it), the command copies the packaged ones
+    unpacked = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    target = tmp_path / "clase"
+    done = subprocess.run(
+        [sys.executable, "-m", "ayudantia", "notebook", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(unpacked)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        str(unpacked / "ayudantia" / "notebooks")
+        == subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from ayudantia.commands import notebook; print(notebook.source_dir())",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(unpacked)},
+        ).stdout.strip()
+    )
+    assert (target / FILES["en"]).read_bytes() == (FOLDER / FILES["en"]).read_bytes()
