@@ -43,7 +43,7 @@ from typing import Any, Final
 
 from ayudantia.pcap import PcapWriter, TcpFlow
 from ayudantia.rules import Invalid, Rule
-from roles.base import new_event_loop, stop_loop_thread
+from roles.loop import new_event_loop, stop_loop_thread
 from roles.signals import handle_signals
 
 _SLACK: Final = 0.0005  # release a chunk this close to its time (see the module docstring)

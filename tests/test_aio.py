@@ -20,7 +20,7 @@ from protocol.aio import FrameConnection, Handler, Limits, Speech
 from protocol.errors import BadMagic, Timeout
 from protocol.framing import Chunk, FrameDecoder, Message, encode_message
 from protocol.transport import Received
-from roles.base import new_event_loop
+from roles.loop import new_event_loop
 
 pytestmark = pytest.mark.timeout(60)
 LOOPS = ["asyncio", "uvloop"]

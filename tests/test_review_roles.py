@@ -19,7 +19,7 @@ import pytest
 from roles_helpers import ask, connect, profesor_count, recv_all, wait_for
 
 from protocol.framing import HEADER_SIZE, FrameDecoder, Message, encode_message
-from roles.base import Link
+from roles.link import Link
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -38,7 +38,7 @@ WHY = N_(
     "reader that routes each answer to the caller waiting for that id."
 )
 FIX_AT = (
-    "roles/base.py Link.request, Link._on_reply, Link._resolve; roles/docencio.py "
+    "roles/link.py Link.request, Link._on_reply, Link._resolve; roles/docencio.py "
     "Docencio._forwarded"
 )
 HEADLINE = "misrouted"
