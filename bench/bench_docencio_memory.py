@@ -5,7 +5,7 @@ moment 5,000 connections and their first questions are all in the process at onc
 kernel's high-water mark cannot. The Docencio runs as a default class runs it: log level
 INFO, its outbox on disk (``--outbox`` in a temporary directory, default sync), reporting to
 a real Profesor's panel (the Informante), a real Tareo upstream. The students are
-bench/loadgen.py's, in this process: 5,000 connect at once, each asks one "Contenido", all
+bench/loadgen/'s, in this process: 5,000 connect at once, each asks one "Contenido", all
 are answered, then they close. The figures are read from ``/proc/PID/status`` of the
 Docencio after the round (``VmHWM``, ``Threads``; the thread count's peak is sampled).
 

@@ -1,7 +1,7 @@
 """Part 5: the event-loop servers under load, black-box, against real role processes.
 
 The figures of the servers issue's targets (bench/targets.py, ``servers.*``, ``eco.*`` and
-``class.questions-per-s``), each measured by bench/loadgen.py from a process of its own
+``class.questions-per-s``), each measured by bench/loadgen/ from a process of its own
 (this one) against ``ayudantia`` processes on loopback, over several rounds: the report
 shows their median and range, and a verdict only when the whole range clears.
 

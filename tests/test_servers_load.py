@@ -1,4 +1,4 @@
-"""Issue 9 from outside: real server processes under load, driven by bench/loadgen.py.
+"""Issue 9 from outside: real server processes under load, driven by bench/loadgen/.
 
 These are correctness bounds, not speed targets (the targets live in the benchmarks): every
 student connected and answered, none misrouted, none lost, within bounds generous enough
