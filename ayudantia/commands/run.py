@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ayudantia import chaos, netem, rules
+from ayudantia.chaos import calm_after
 from ayudantia.config import ConfigError, Option, seconds_option, wire_options
+from ayudantia.counting import count_matches
 from roles.estado import percentile
 
 if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
@@ -255,16 +257,6 @@ class StartBarrier:
         return self.release()
 
 
-def count_matches(count: int | None, answered: int, in_flight: int = 0) -> bool:
-    """Whether the Profesor's count agrees with the answers the students received.
-
-    Equal, for a class that ends. A class stopped by Ctrl+C (``--questions 0``) stops its
-    students mid-question: the count may also hold answers the Docencio delivered that a
-    stopped student never read, at most the questions it still had in flight.
-    """
-    return count is not None and answered <= count <= answered + in_flight
-
-
 def summarize(
     reports: list[dict[str, Any]], count: int | None, expected_students: int, questions: int
 ) -> dict[str, Any]:
@@ -371,18 +363,6 @@ def _profesor_count(url: str, deadline: float, want: int, secure: SecureClass) -
         if (count is not None and count >= want) or time.monotonic() > deadline:
             return count
         time.sleep(0.05)
-
-
-def calm_after(settings: dict[str, Any]) -> float:
-    """Seconds of --chaos before the faults stop (see Chaos._calm).
-
-    Faults stop while the students have 20 s of their deadline left on average: their
-    average asking time, plus the Docencio's timeout. An endless class (``--questions 0``)
-    has no deadline: its faults used to stop for good after the first ``--timeout`` s.
-    """
-    if not settings["questions"]:
-        return math.inf
-    return settings["questions"] * settings["interval"] * 3.5 + settings["timeout"]
 
 
 def settle_count(summary: dict[str, Any], count: int | None) -> None:
