@@ -36,6 +36,7 @@ from ayudantia import chaos, netem, rules
 from ayudantia.chaos import calm_after
 from ayudantia.config import ConfigError, Option, seconds_option, wire_options
 from ayudantia.counting import count_matches
+from ayudantia.procs import terminate
 from roles.estado import percentile
 
 if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
@@ -210,15 +211,7 @@ class Child:
 
     def stop(self, grace: float = 8.0) -> int | None:
         """SIGINT, then SIGKILL after ``grace`` seconds; the exit status."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, grace)
         return self.proc.returncode
 
 
