@@ -36,20 +36,20 @@ def spread(b: Bench, scale: float = 1e3, digits: int = 2) -> str:
     return f"{b.median * scale:.{digits}f} [{b.q1 * scale:.{digits}f}-{b.q3 * scale:.{digits}f}]"
 
 
+# How a target's unit (bench.targets) writes a figure; a unit not listed is written as is.
+UNIT_FORMATS = {
+    "%": "{:.0%}",
+    "x": "{:.2f}x",
+    "s": "{:.3g} s",
+    "MB": "{:.0f} MB",
+    "/s": "{:,.0f}/s",
+}
+
+
 def value(v: float, unit: str) -> str:
-    if unit == "%":
-        return f"{v:.0%}"
-    if unit == "x":
-        return f"{v:.2f}x"
-    if unit == "KiB":
+    if unit == "KiB":  # bytes, written as whole KiB with their sign (a growth or a saving)
         return f"{round(v / KiB):+d} KiB"
-    if unit == "s":
-        return f"{v:.3g} s"
-    if unit == "MB":
-        return f"{v:.0f} MB"
-    if unit == "/s":
-        return f"{v:,.0f}/s"
-    return f"{v:g}"
+    return UNIT_FORMATS.get(unit, "{:g}").format(v)
 
 
 def figure_text(fig: Figure, unit: str) -> str:
