@@ -188,3 +188,65 @@ def _count(net: Lan, profesor: Role, per: dict) -> int:
     out = net.run("alumno-0", sys.executable, "-c", script)
     assert out.returncode == 0, out.stderr
     return int(out.stdout.strip())
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("victim", ["docencio", "tareo"])
+def test_a_host_taken_down_mid_class_keeps_the_count_exact(make_lan, procs, tmp_path, victim):
+    """The victim's link goes down for a while, then up: the students ride through (TCP
+    retransmits or they reconnect), every question is answered and the count is exact."""
+    net: Lan = make_lan(*HOSTS)
+    roles = _class_on_lan(procs, net, tmp_path)
+    students, paths = _students(procs, net, tmp_path, roles["docencio"], 300, "0.002")
+    for s in students:  # connected (and asking) before the link goes
+        assert wait_for(lambda s=s: "Cliente conectado" in s.stdout(), 20), s.stderr()
+    net.down(victim)
+    try:
+        downtime = wait_for(lambda: all(s.proc.poll() is not None for s in students), 2.0)
+        assert not downtime, "the class ended before the link came back: nothing was tested"
+    finally:
+        net.up(victim)
+    reports = _reports(students, paths)
+    answered = sum(r["answered"] for r in reports)
+    assert answered > 0
+    for r, s in zip(reports, students, strict=True):
+        assert r["questions"] == 300 and r["unanswered"] == 0, (r, s.stderr())
+        assert r["misrouted"] == 0 and r["duplicates"] == 0, r
+    assert wait_for(lambda: _count(net, roles["profesor"], {}) == answered, 30), (
+        _count(net, roles["profesor"], {}),
+        answered,
+    )
+
+
+# Round trips through the proxy, from the client's host: prints the shortest in seconds.
+RTT = (
+    "import sys,time\n"
+    "from roles.base import WireSettings\n"
+    "host,port=sys.argv[1].rsplit(':',1)\n"
+    "c=WireSettings.for_codec('json').connect(host,int(port))\n"
+    "best=1e9\n"
+    "for i in range(5):\n"
+    "    t=time.monotonic();c.send({'i':i});got=c.recv();best=min(best,time.monotonic()-t)\n"
+    "    assert got=={'i':i},got\n"
+    "print(best)\n"
+)
+
+
+@pytest.mark.timeout(90)
+def test_the_proxy_between_two_hosts_shapes_the_link(make_lan, procs):
+    """client -> proxy (its own host, --delay 50ms --rate 1mbit) -> eco: every message comes
+    back, and no round trip is shorter than twice the one-way delay."""
+    net: Lan = make_lan("client", "proxy", "server")
+    eco = procs.start(
+        "eco", "eco", "--host", net.address["server"], "--port", "0", prefix=net.cmd("server")
+    )
+    proxy = procs.start(
+        "proxy",
+        *("proxy", "--listen", f"{net.address['proxy']}:0", "--to", eco.address),
+        *("--delay", "50ms", "--rate", "1mbit", "--log-level", "INFO"),
+        prefix=net.cmd("proxy"),
+    )
+    assert net.address["proxy"] in proxy.address, proxy.address
+    out = net.run("client", sys.executable, "-c", RTT, proxy.address)
+    assert out.returncode == 0, out.stderr + proxy.stderr()
+    assert float(out.stdout) >= 2 * 0.050, out.stdout
