@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ayudantia import rules
+from ayudantia.counting import count_matches
 
 if TYPE_CHECKING:
     from ayudantia.config import Option
@@ -168,16 +169,26 @@ class Chaos:
         )
 
 
+def calm_after(settings: dict[str, Any]) -> float:
+    """Seconds of --chaos before the faults stop (see :meth:`Chaos._calm`).
+
+    Faults stop while the students have 20 s of their deadline left on average: their
+    average asking time, plus the Docencio's timeout. An endless class (``--questions 0``)
+    has no deadline: its faults used to stop for good after the first ``--timeout`` s.
+    """
+    if not settings["questions"]:
+        return math.inf
+    return settings["questions"] * settings["interval"] * 3.5 + settings["timeout"]
+
+
 def verdict(summary: dict[str, Any]) -> bool:
     """Under chaos: count exact, nothing misrouted or doubled, every question answered or
     refused with an error (``unanswered`` in the summary counts error answers too).
 
     An endless class stopped by Ctrl+C (``--questions 0``) may end with questions in flight
-    (``in_flight``), judged as :func:`ayudantia.commands.run.count_matches` judges them:
+    (``in_flight``), judged as :func:`ayudantia.counting.count_matches` judges them:
     they used to fail every such run.
     """
-    from ayudantia.commands.run import count_matches
-
     in_flight = summary.get("in_flight", 0)
     silent = summary["unanswered"] - summary["errors"] - in_flight
     return (

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ayudantia.commands import COMMANDS
-from ayudantia.config import ConfigError, add_options, resolve
+from ayudantia.config import ConfigError, add_options, resolve, toml_keys
 from ayudantia.quijote import BookUnavailable
 from protocol.errors import AyudantiaError
 
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{command.NAME} does not take {' '.join(extra)} (see ayudantia {command.NAME} --help)",
         )
     try:
-        settings = resolve(args, command.options(), role=command.NAME)
+        settings = resolve(args, command.options(), role=command.NAME, known=toml_keys(COMMANDS))
         if hasattr(command, "check"):
             command.check(settings, args)
     except ConfigError as exc:

@@ -299,11 +299,13 @@ def _nearest(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def toml_keys() -> dict[str, set[str]]:
-    """Each command's TOML keys: a key misspelt for any command is caught by every one."""
-    from ayudantia.commands import COMMANDS  # the commands declare their options with ours
+def toml_keys(commands: Iterable[Any]) -> dict[str, set[str]]:
+    """Each command's TOML keys: a key misspelt for any command is caught by every one.
 
-    return {c.NAME: {o.name for o in c.options() if o.toml and not o.hidden} for c in COMMANDS}
+    The commands are handed in (``ayudantia.cli`` passes them all): they import this module
+    to declare their options, so this module importing them would be a circle.
+    """
+    return {c.NAME: {o.name for o in c.options() if o.toml and not o.hidden} for c in commands}
 
 
 def check_toml_keys(data: Mapping[str, Any], path: str, known: Mapping[str, set[str]]) -> None:
@@ -336,8 +338,9 @@ def resolve(
 ) -> dict[str, Any]:
     """Each option's value by precedence (flag, environment, TOML file, default), checked.
 
-    ``known`` maps each command to the TOML keys it reads (default: every command's), so
-    a misspelt key is caught whichever command reads the file.
+    ``known`` maps each command to the TOML keys it reads (``ayudantia.cli`` passes every
+    command's, :func:`toml_keys`), so a misspelt key is caught whichever command reads the
+    file; without it, the keys of ``options`` under ``role`` are the ones known.
     """
     env = os.environ if environ is None else environ
     options = list(options)
@@ -346,7 +349,9 @@ def resolve(
     table: dict[str, Any] = {}
     if config_path:
         data = load_toml(config_path)
-        check_toml_keys(data, config_path, toml_keys() if known is None else known)
+        if known is None:
+            known = {role or "": {o.name for o in options if o.toml and not o.hidden}}
+        check_toml_keys(data, config_path, known)
         top = {k: v for k, v in data.items() if not isinstance(v, dict)}
         if role and isinstance(data.get(role), dict):
             table = data[role]

@@ -31,6 +31,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ayudantia.counting import count_matches
 from protocol.tls import TlsSettings
 
 PLAIN_EVERY = 15.0  # seconds between plain lines when the class has no end
@@ -257,8 +258,6 @@ def summary_rows(s: dict[str, Any], settings: dict[str, Any]) -> tuple[str, list
             f"; Docencio->Tareo {human_bytes(s['tareo_bytes_sent'])}, "
             f"Tareo->Docencio {human_bytes(s['tareo_bytes_received'])}"
         )
-    from ayudantia.commands.run import count_matches
-
     count = s["profesor_count"]
     in_flight = s.get("in_flight", 0)
     verdict = "OK" if count_matches(count, s["answered"], in_flight) else "MISMATCH"

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ayudantia.procs import terminate
 from ayudantia.quijote import book_message
 from protocol import codecs
 from protocol.encodings import compression_for
@@ -84,13 +84,7 @@ def spawn(*args: str, timeout: float = 30.0) -> Iterator[tuple[str, int]]:
             raise RuntimeError(f"{' '.join(args)} exited before listening")
         yield m[1], int(m[2])
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 10.0)
         if proc.stdout is not None:
             proc.stdout.close()
 

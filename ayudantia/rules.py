@@ -275,11 +275,16 @@ def _existing_parent(path: Path) -> None:
         raise Invalid(f"its directory {parent} is not writable")
 
 
-def _output_file(raw: Any) -> str:
+def _path(raw: Any) -> Path:
+    """A path setting as given, ``~`` expanded; empty is an error (it would mean the cwd)."""
     text = _text(raw, "a path")
     if not text:
         raise Invalid("the path is empty")
-    path = Path(text).expanduser()
+    return Path(text).expanduser()
+
+
+def _output_file(raw: Any) -> str:
+    path = _path(raw)
     if path.is_dir():
         raise Invalid(f"{path} is a directory")
     _existing_parent(path)
@@ -293,10 +298,7 @@ DATABASE = Rule("a SQLite file in an existing, writable directory", _output_file
 
 
 def _output_dir(raw: Any) -> str:
-    text = _text(raw, "a path")
-    if not text:
-        raise Invalid("the path is empty")
-    path = Path(text).expanduser()
+    path = _path(raw)
     if path.exists() and not path.is_dir():
         raise Invalid(f"{path} exists and is not a directory")
     if not path.exists():
@@ -308,10 +310,7 @@ OUTPUT_DIR = Rule("a directory, or a new one inside an existing directory", _out
 
 
 def _input_file(raw: Any) -> str:
-    text = _text(raw, "a path")
-    if not text:
-        raise Invalid("the path is empty")
-    path = Path(text).expanduser()
+    path = _path(raw)
     if not path.is_file():
         raise Invalid(f"{path} is {'a directory' if path.is_dir() else 'not a file'}")
     if not os.access(path, os.R_OK):

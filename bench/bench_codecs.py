@@ -28,6 +28,7 @@ from bench.conftest import (
     fresh_copy,
     pair_rounds,
     rounds,
+    timed,
 )
 from protocol import codecs
 
@@ -55,16 +56,18 @@ def test_encode(benchmark, benchmarking, codec_name, book_text, book_bytes):
     wire = benchmark.pedantic(
         target,
         setup=lambda: ((fresh_copy(book_text),), {}),
-        rounds=rounds(benchmarking, BOOK_ROUNDS),
-        warmup_rounds=BOOK_WARMUP if benchmarking else 0,
+        **timed(benchmarking, BOOK_ROUNDS, BOOK_WARMUP),
     )
-    benchmark.extra_info.update(
-        kind="encode",
-        codec=codec_name,
-        wire_bytes=len(wire),
-        text_bytes=len(book_bytes),
-        size_vs_text=round(len(wire) / len(book_bytes), 5),
-    )
+    benchmark.extra_info.update(kind="encode", codec=codec_name, **_sizes(wire, book_bytes))
+
+
+def _sizes(wire: bytes | bytearray, book_bytes: bytes) -> dict[str, float]:
+    """What an encode or decode row reports of its payload: its bytes against the text's."""
+    return {
+        "wire_bytes": len(wire),
+        "text_bytes": len(book_bytes),
+        "size_vs_text": round(len(wire) / len(book_bytes), 5),
+    }
 
 
 def test_decode(benchmark, benchmarking, codec_name, book_text, book_bytes):
@@ -84,17 +87,10 @@ def test_decode(benchmark, benchmarking, codec_name, book_text, book_bytes):
     decoded = benchmark.pedantic(
         target,
         args=(payload,),
-        rounds=rounds(benchmarking, BOOK_ROUNDS),
-        warmup_rounds=BOOK_WARMUP if benchmarking else 0,
+        **timed(benchmarking, BOOK_ROUNDS, BOOK_WARMUP),
     )
     _check_roundtrip(codec_name, decoded, book_text)
-    benchmark.extra_info.update(
-        kind="decode",
-        codec=codec_name,
-        wire_bytes=len(payload),
-        text_bytes=len(book_bytes),
-        size_vs_text=round(len(payload) / len(book_bytes), 5),
-    )
+    benchmark.extra_info.update(kind="decode", codec=codec_name, **_sizes(payload, book_bytes))
 
 
 # --- json implementations: stdlib (what the codec uses) vs orjson --------------------------
@@ -133,8 +129,7 @@ def test_json_impl(benchmark, benchmarking, impl, op, book_text, book_bytes):
         wire = benchmark.pedantic(
             lambda text: dumps(codec_object("json", text)),
             setup=lambda: ((fresh_copy(book_text),), {}),
-            rounds=rounds(benchmarking, BOOK_ROUNDS),
-            warmup_rounds=BOOK_WARMUP if benchmarking else 0,
+            **timed(benchmarking, BOOK_ROUNDS, BOOK_WARMUP),
         )
         # Same bytes on the wire: orjson writes compact UTF-8, like the codec.
         assert wire == payload
@@ -142,8 +137,7 @@ def test_json_impl(benchmark, benchmarking, impl, op, book_text, book_bytes):
         decoded = benchmark.pedantic(
             loads,
             args=(payload,),
-            rounds=rounds(benchmarking, BOOK_ROUNDS),
-            warmup_rounds=BOOK_WARMUP if benchmarking else 0,
+            **timed(benchmarking, BOOK_ROUNDS, BOOK_WARMUP),
         )
         assert decoded["Texto"] == book_text
     benchmark.extra_info.update(

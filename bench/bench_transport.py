@@ -35,6 +35,7 @@ from bench.conftest import (
     fresh_copy,
     pair_rounds,
     rounds,
+    timed,
 )
 from protocol.framing import HEADER_SIZE
 
@@ -42,8 +43,7 @@ from protocol.framing import HEADER_SIZE
 def _time_book(benchmark, benchmarking, fn, **pedantic):
     return benchmark.pedantic(
         fn,
-        rounds=rounds(benchmarking, BOOK_ROUNDS),
-        warmup_rounds=BOOK_WARMUP if benchmarking else 0,
+        **timed(benchmarking, BOOK_ROUNDS, BOOK_WARMUP),
         **pedantic,
     )
 
@@ -144,8 +144,7 @@ def test_small_peer(benchmark, benchmarking, server, peer, small_text):
         benchmark.pedantic(
             client.round_trip,
             args=(payload,),
-            rounds=rounds(benchmarking, SMALL_ROUNDS),
-            warmup_rounds=SMALL_WARMUP if benchmarking else 0,
+            **timed(benchmarking, SMALL_ROUNDS, SMALL_WARMUP),
         )
     finally:
         client.close()
@@ -163,8 +162,7 @@ def test_small_ayudantia(benchmark, benchmarking, server, codec_name, small_text
         sent = benchmark.pedantic(
             client.round_trip,
             args=(obj,),
-            rounds=rounds(benchmarking, SMALL_ROUNDS),
-            warmup_rounds=SMALL_WARMUP if benchmarking else 0,
+            **timed(benchmarking, SMALL_ROUNDS, SMALL_WARMUP),
         )
     finally:
         client.close()

@@ -130,6 +130,12 @@ def rounds(benchmarking: bool, n: int) -> int:
     return n if benchmarking else 1
 
 
+def timed(benchmarking: bool, n: int, warmup: int) -> dict[str, int]:
+    """``benchmark.pedantic``'s rounds and warmup: ``n`` after ``warmup`` untimed ones in a
+    timed run, one round and no warmup in the ordinary run (one rule for every benchmark)."""
+    return {"rounds": rounds(benchmarking, n), "warmup_rounds": warmup if benchmarking else 0}
+
+
 def pair_rounds(benchmarking: bool, n: int) -> int:
     """Interleaved rounds per session: a handful in the ordinary run, so a ratio exists."""
     return n if benchmarking else 3

@@ -7,26 +7,28 @@ from pathlib import Path
 from typing import Any
 
 from ayudantia.netbench import LINKS, break_even_bps, format_bps
-from bench import report as rp
+from bench.canvas import pyplot, save
+from bench.formatting import table
+from bench.results import DEFAULT_IMG, ROOT, Bench, Results, codec_key, load
 
 ENCODINGS = ("none", "lz4", "zstd")
 
 
-def grid(res: rp.Results) -> dict[str, dict[tuple[str, str], rp.Bench]]:
+def grid(res: Results) -> dict[str, dict[tuple[str, str], Bench]]:
     """link -> (codec, encoding) -> its benchmark, links in the order of the matrix."""
-    out: dict[str, dict[tuple[str, str], rp.Bench]] = {}
+    out: dict[str, dict[tuple[str, str], Bench]] = {}
     for b in res.of("network"):
         out.setdefault(str(b.info["link"]), {})[(b.info["codec"], b.info["encoding"])] = b
     order = [link.name for link in LINKS]
     return {k: out[k] for k in sorted(out, key=lambda k: order.index(k) if k in order else 99)}
 
 
-def combos(cells: dict[str, dict[tuple[str, str], rp.Bench]]) -> list[tuple[str, str]]:
+def combos(cells: dict[str, dict[tuple[str, str], Bench]]) -> list[tuple[str, str]]:
     found = {c for row in cells.values() for c in row}
-    return sorted(found, key=lambda c: (rp.codec_key(c[0]), ENCODINGS.index(c[1])))
+    return sorted(found, key=lambda c: (codec_key(c[0]), ENCODINGS.index(c[1])))
 
 
-def winners(res: rp.Results) -> dict[str, tuple[str, str, rp.Bench]]:
+def winners(res: Results) -> dict[str, tuple[str, str, Bench]]:
     """Per link, the combination with the fastest median round trip."""
     out = {}
     for link, row in grid(res).items():
@@ -35,7 +37,7 @@ def winners(res: rp.Results) -> dict[str, tuple[str, str, rp.Bench]]:
     return out
 
 
-def break_evens(res: rp.Results) -> dict[tuple[str, str], float | None]:
+def break_evens(res: Results) -> dict[tuple[str, str], float | None]:
     """(codec, encoding) -> bandwidth below which it beats the codec uncompressed (loopback)."""
     direct = grid(res).get("direct", {})
     out = {}
@@ -49,7 +51,7 @@ def break_evens(res: rp.Results) -> dict[tuple[str, str], float | None]:
     return out
 
 
-def network_section(res: rp.Results) -> str:
+def network_section(res: Results) -> str:
     cells = grid(res)
     if not cells:
         return "_No network benchmarks in this run._"
@@ -76,7 +78,7 @@ def network_section(res: rp.Results) -> str:
     even = break_evens(res)
     even_rows = [
         (c, e, format_bps(bps))
-        for (c, e), bps in sorted(even.items(), key=lambda kv: (rp.codec_key(kv[0][0]), kv[0][1]))
+        for (c, e), bps in sorted(even.items(), key=lambda kv: (codec_key(kv[0][0]), kv[0][1]))
     ]
     loads = [
         b.info["load_avg"] for row in cells.values() for b in row.values() if "load_avg" in b.info
@@ -102,15 +104,15 @@ def network_section(res: rp.Results) -> str:
     return "\n\n".join(
         [
             intro,
-            rp.table(headers, rows),
+            table(headers, rows),
             "Winners:\n\n" + "\n".join(lines),
             even_intro,
-            rp.table(["codec", "encoding", "pays below"], even_rows),
+            table(["codec", "encoding", "pays below"], even_rows),
         ]
     )
 
 
-def plot_network(res: rp.Results, path: Path, plt: Any) -> bool:
+def plot_network(res: Results, path: Path, plt: Any) -> bool:
     """Left: each combination's round trip per link (log). Right: break-even bandwidths."""
     cells = grid(res)
     if not cells:
@@ -153,10 +155,7 @@ def plot_network(res: rp.Results, path: Path, plt: Any) -> bool:
         ax2.set_xlabel("break-even bandwidth, Mbit/s (log): compression pays below it")
         ax2.set_title("Where compression starts to pay (from loopback)", fontsize=9)
         ax2.grid(True, axis="x", which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save(fig, path, plt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,19 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from bench import plots
-
     parser = argparse.ArgumentParser(prog="python -m bench.network_report", description=__doc__)
     parser.add_argument("results", type=Path, help="pytest-benchmark JSON of bench_network.py")
-    parser.add_argument("--out", type=Path, default=rp.ROOT / "docs" / "network.md")
-    parser.add_argument("--img", type=Path, default=rp.DEFAULT_IMG)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "network.md")
+    parser.add_argument("--img", type=Path, default=DEFAULT_IMG)
     args = parser.parse_args(argv)
-    res = rp.load(args.results)
+    res = load(args.results)
     if not res.of("network"):
         print(f"{args.results}: no network benchmarks", file=sys.stderr)
         return 1
-    written, _skipped = plots.make_plots(res, args.img, {})
-    image = next((p for p in written if p.name == "network.png"), None)
+    plt, _why = pyplot()
+    image = None
+    if plt is not None:
+        args.img.mkdir(parents=True, exist_ok=True)
+        if plot_network(res, args.img / "network.png", plt):
+            image = args.img / "network.png"
     parts = [
         "# The book across links",
         "",

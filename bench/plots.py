@@ -11,9 +11,20 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench import report as rp
 from bench import targets as tg
+from bench.canvas import pyplot, save
+from bench.formatting import MiB, chunk_label
 from bench.network_report import plot_network
+from bench.results import (
+    Bench,
+    Results,
+    chunk_sort_key,
+    codec_rows,
+    json_impl_rows,
+    memory_rows,
+    readings,
+    transfer_curves,
+)
 from bench.targets import Figure
 
 
@@ -25,14 +36,14 @@ def _x_positions(sizes: list[int]) -> dict[int, float]:
 
 
 def _chunk_axis(ax: Any, pos: dict[int, float]) -> None:
-    ticks = sorted(pos, key=rp.chunk_sort_key)
+    ticks = sorted(pos, key=chunk_sort_key)
     ax.set_xticks([pos[s] for s in ticks])
-    ax.set_xticklabels([rp.chunk_label(s) for s in ticks], rotation=30)
+    ax.set_xticklabels([chunk_label(s) for s in ticks], rotation=30)
     ax.set_xlabel("chunk size")
 
 
-def _curve(ax: Any, pos: dict[int, float], curve: dict[int, rp.Bench], fmt: str, label: str):
-    xs = sorted(curve, key=rp.chunk_sort_key)
+def _curve(ax: Any, pos: dict[int, float], curve: dict[int, Bench], fmt: str, label: str):
+    xs = sorted(curve, key=chunk_sort_key)
     med = [curve[s].mb_per_s for s in xs]
     iqr = [curve[s].mb_per_s_iqr() for s in xs]
     err = [
@@ -42,13 +53,11 @@ def _curve(ax: Any, pos: dict[int, float], curve: dict[int, rp.Bench], fmt: str,
     ax.errorbar([pos[s] for s in xs], med, yerr=err, fmt=fmt, capsize=3, label=label)
 
 
-def plot_throughput(res: rp.Results, path: Path, plt: Any) -> bool:
-    whole, stream = rp.transfer_curves(res, "whole"), rp.transfer_curves(res, "stream")
+def plot_throughput(res: Results, path: Path, plt: Any) -> bool:
+    whole, stream = transfer_curves(res, "whole"), transfer_curves(res, "stream")
     if not whole and not stream:
         return False
-    sizes = sorted(
-        {s for c in (*whole.values(), *stream.values()) for s in c}, key=rp.chunk_sort_key
-    )
+    sizes = sorted({s for c in (*whole.values(), *stream.values()) for s in c}, key=chunk_sort_key)
     pos = _x_positions(sizes)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for codec in res.codecs():
@@ -72,14 +81,14 @@ def plot_throughput(res: rp.Results, path: Path, plt: Any) -> bool:
     ax.set_title("The Quijote over loopback: throughput by codec and chunk size")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    return _save(fig, path, plt)
+    return save(fig, path, plt)
 
 
-def plot_codecs(res: rp.Results, path: Path, plt: Any) -> bool:
-    rows = rp.codec_rows(res)
+def plot_codecs(res: Results, path: Path, plt: Any) -> bool:
+    rows = codec_rows(res)
     if not rows:
         return False
-    impls = {i: p for i, p in rp.json_impl_rows(res).items() if i != "stdlib"}
+    impls = {i: p for i, p in json_impl_rows(res).items() if i != "stdlib"}
     labels = [r["codec"] for r in rows] + [f"json via {i}" for i in impls]
     enc = [r["encode"] for r in rows] + [e for e, _ in impls.values()]
     dec = [r["decode"] for r in rows] + [d for _, d in impls.values()]
@@ -107,11 +116,11 @@ def plot_codecs(res: rp.Results, path: Path, plt: Any) -> bool:
     ax2.set_ylabel("wire bytes / UTF-8 bytes of the text")
     ax2.set_title("Wire size")
     ax2.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path, plt)
+    return save(fig, path, plt)
 
 
-def plot_memory(res: rp.Results, path: Path, plt: Any) -> bool:
-    rows = rp.memory_rows(res)
+def plot_memory(res: Results, path: Path, plt: Any) -> bool:
+    rows = memory_rows(res)
     if not rows:
         return False
     pos = _x_positions([s for s, _, _ in rows])
@@ -122,10 +131,10 @@ def plot_memory(res: rp.Results, path: Path, plt: Any) -> bool:
         for key, ls, what in (("peak_bytes", "-", "tracemalloc"), ("rss_peak_bytes", "--", "RSS")):
             pts = []
             for r in rows:
-                values = rp.readings(r[idx], key) if r[idx] is not None else []
+                values = readings(r[idx], key) if r[idx] is not None else []
                 if not values:
                     continue
-                med = statistics.median(values) / rp.MiB
+                med = statistics.median(values) / MiB
                 if med <= 0:
                     zeros.append(pos[r[0]])
                     continue
@@ -148,7 +157,7 @@ def plot_memory(res: rp.Results, path: Path, plt: Any) -> bool:
     if chunked:
         ax.plot(
             [pos[s] for s in chunked],
-            [(4 * s + rp.MEMORY_CONSTANT) / rp.MiB for s in chunked],
+            [(4 * s + tg.MEMORY_CONSTANT) / MiB for s in chunked],
             color="black",
             lw=1,
             ls=":",
@@ -160,10 +169,10 @@ def plot_memory(res: rp.Results, path: Path, plt: Any) -> bool:
     ax.set_title("Receiver peak memory: whole vs streamed (raw codec, the book)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path, plt)
+    return save(fig, path, plt)
 
 
-def plot_pairs(res: rp.Results, figs: dict[str, Figure], path: Path, plt: Any) -> bool:
+def plot_pairs(res: Results, figs: dict[str, Figure], path: Path, plt: Any) -> bool:
     """Each target with a figure: its session readings over the threshold."""
     shown = [t for t in tg.TARGETS if t.key in figs and len(figs[t.key].values) > 1]
     if not shown:
@@ -184,27 +193,16 @@ def plot_pairs(res: rp.Results, figs: dict[str, Figure], path: Path, plt: Any) -
         "Readings per session or round (dashed: median; red: target; dotted: physical bound)",
         fontsize=9,
     )
-    return _save(fig, path, plt)
-
-
-def _save(fig: Any, path: Path, plt: Any) -> bool:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save(fig, path, plt)
 
 
 def make_plots(
-    res: rp.Results, img_dir: Path, figs: dict[str, Figure]
+    res: Results, img_dir: Path, figs: dict[str, Figure]
 ) -> tuple[list[Path], str | None]:
     """Write the PNGs; returns them, or why there are none."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], "matplotlib is not installed (`uv sync --group bench`)"
+    plt, why = pyplot()
+    if plt is None:
+        return [], why
     img_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fn in (

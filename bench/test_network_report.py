@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from bench import network_report as nr
-from bench import report
+from bench.results import Results, load
 
 NETWORK = Path(__file__).parent / "testdata" / "network.json"
 
 
 @pytest.fixture(scope="module")
-def res() -> report.Results:
-    return report.load(NETWORK)
+def res() -> Results:
+    return load(NETWORK)
 
 
 def test_grid_has_every_link_and_combination(res) -> None:

@@ -13,7 +13,12 @@ import pytest
 
 from bench import report
 from bench import targets as tg
+from bench.figures import figures
+from bench.formatting import chunk_label
+from bench.results import Results, load, memory_rows, readings, transfer_curves
+from bench.tables import default_chunk, memory_section
 from bench.targets import Figure, FigureError, Target
+from bench.verdicts import VERDICT_MARK, target_rows
 
 SAMPLE = Path(__file__).parent / "testdata" / "sample.json"
 # Whole-class runs only (from the same run; one round of pickle's marked failed).
@@ -134,8 +139,8 @@ def _with_pairs(tmp_path: Path, **changes: list[float] | None) -> Path:
 
 
 def _targets_of(path: Path, **kw) -> dict[str, str]:
-    res = report.load(path)
-    rows = report.target_rows(res, report.figures(res), **kw)
+    res = load(path)
+    rows = target_rows(res, figures(res), **kw)
     return {name.split(" (`")[1].rstrip("`)"): verdict for name, _, verdict in rows}
 
 
@@ -174,49 +179,49 @@ def test_duplicate_figure_is_an_error(tmp_path):
     path = tmp_path / "dup.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(FigureError, match="twice"):
-        report.figures(report.load(path))
+        figures(load(path))
 
 
 # --- the saved run ---------------------------------------------------------------------------
 
 
 @pytest.fixture
-def results() -> report.Results:
-    return report.load(SAMPLE)
+def results() -> Results:
+    return load(SAMPLE)
 
 
 def test_sample_has_every_kind_and_figure(results):
     kinds = {b.kind for b in results.benches}
     assert {"encode", "decode", "transfer", "peer", "small", "memory", "pair"} <= kinds
     assert results.codecs()[:4] == ["raw", "json", "pickle", "msgpack"]
-    figs = report.figures(results)
+    figs = figures(results)
     for target in tg.TARGETS:
         assert (target.key in figs) == target.required, target.key
 
 
 def test_every_target_has_a_verdict(results):
-    rows = report.target_rows(results, report.figures(results))
+    rows = target_rows(results, figures(results))
     assert len(rows) == len(tg.TARGETS)
-    assert {v for _, _, v in rows} <= set(report.VERDICT_MARK.values())
+    assert {v for _, _, v in rows} <= set(VERDICT_MARK.values())
     later = [v for name, _, v in rows if "servers." in name]
     assert later and all(v == "not measured" for v in later)
 
 
 def test_default_chunk_is_a_measured_size(results):
-    chosen = report.default_chunk(results)
+    chosen = default_chunk(results)
     assert chosen is not None
     size, why = chosen
-    assert size in report.transfer_curves(results, "stream")["raw"]
-    assert report.chunk_label(size) in why
+    assert size in transfer_curves(results, "stream")["raw"]
+    assert chunk_label(size) in why
 
 
 def test_memory_readings_agree_or_zero_is_explained(results):
-    text = report.memory_section(results)
-    rows = report.memory_rows(results)
+    text = memory_section(results)
+    rows = memory_rows(results)
     whole = [w for _, w, _ in rows if w is not None]
     for b in whole:
-        traced = report.readings(b, "peak_bytes")
-        rss = report.readings(b, "rss_peak_bytes")
+        traced = readings(b, "peak_bytes")
+        rss = readings(b, "rss_peak_bytes")
         # A fresh receiver per configuration: RSS within 20% of tracemalloc, never 0.
         assert min(rss) >= 0.8 * min(traced)
     if "(0*)" in text:

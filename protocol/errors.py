@@ -21,14 +21,26 @@ class CodecError(AyudantiaError):
     """A payload or a codec choice is unusable."""
 
 
-class UnknownCodec(CodecError, LookupError):
-    """No codec is registered under that name or wire id."""
+class _NotRegistered(LookupError):
+    """A key (name or wire id) a registry does not have, and what it has instead.
+
+    Shared by codecs and content encodings, so both say it the same way and keep the key and
+    the known names for a refusal line (protocol.refusals) to quote.
+    """
+
+    what_kind = "key"
 
     def __init__(self, key: str | int, known: list[str]) -> None:
         self.key = key
         self.known = known
         what = f"id {key}" if isinstance(key, int) else repr(key)
-        super().__init__(f"unknown codec {what}; available: {', '.join(known)}")
+        super().__init__(f"unknown {self.what_kind} {what}; available: {', '.join(known)}")
+
+
+class UnknownCodec(CodecError, _NotRegistered):
+    """No codec is registered under that name or wire id."""
+
+    what_kind = "codec"
 
 
 class CodecClash(CodecError, ValueError):
@@ -110,14 +122,10 @@ class EncodingError(ProtocolError):
     """A frame's content encoding (header byte 5) is unusable here, or its data is."""
 
 
-class UnknownEncoding(EncodingError, BadHeader, LookupError):
+class UnknownEncoding(EncodingError, BadHeader, _NotRegistered):
     """No content encoding is registered under that id or name (refused at the header)."""
 
-    def __init__(self, key: str | int, known: list[str]) -> None:
-        self.key = key
-        self.known = known
-        what = f"id {key}" if isinstance(key, int) else repr(key)
-        super().__init__(f"unknown content encoding {what}; available: {', '.join(known)}")
+    what_kind = "content encoding"
 
 
 class EncodingDisallowed(EncodingError, BadHeader):

@@ -21,6 +21,7 @@ What the notebook's sketch got wrong is each a rule here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import select
 import socket
@@ -61,14 +62,20 @@ from protocol.framing import (
 from protocol.handshake import Handshake, handshake_timeout, run_blocking
 from protocol.messages import Received, Sent
 from protocol.signing import Side, Signer, check_key, check_side, signer_for
+from protocol.streams import (
+    DEFAULT_STREAM_CHUNK as DEFAULT_STREAM_CHUNK,  # re-exported: its old home
+)
+from protocol.streams import (
+    StreamWriter,
+    stream_chunk_size,
+    stream_frames,
+    stream_pieces,
+)
 
 _IOV_MAX: Final = 512  # buffers per sendmsg call; Linux allows 1024
 # ...and bytes per call: a stream's frames are batched into few system calls, while the
 # memory they pin stays bounded whatever the chunk size.
 _BATCH_BYTES: Final = 1024 * 1024
-# The default chunk of a stream, from the benchmark curve (docs/benchmarks.md, "Default
-# chunk size"): the smallest chunk within 10% of the best streamed throughput.
-DEFAULT_STREAM_CHUNK: Final = 256 * 1024
 # A refusal is a courtesy: it never holds a server for long.
 REFUSAL_SEND_TIMEOUT: Final = 1.0
 _REFUSAL_DRAIN_SECONDS: Final = 0.25  # read what the peer was still sending, so close sends FIN
@@ -281,27 +288,18 @@ class Connection:
         """
         if self._handshake is not None:
             self.handshake()
-        size = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
-        size = size or DEFAULT_STREAM_CHUNK
-        pieces = _file_chunks(source, size) if hasattr(source, "read") else _split(source, size)
+        size = stream_chunk_size(chunk_size, self.chunk_size)
         raw_id = codecs.get("raw").id
-        frames = 0
+        frames = [0]
 
-        def buffers() -> Iterator[bytes | memoryview]:
-            nonlocal frames
-            pending: bytes | memoryview | None = None
-            for piece in pieces:  # one piece of look-ahead: the last frame clears MORE
-                if pending is not None:
-                    frames += 1
-                    yield from self._frame_buffers(raw_id, pending, more=True)
-                pending = piece
-            frames += 1
-            yield from self._frame_buffers(raw_id, b"" if pending is None else pending, more=False)
+        def frame(data: bytes | memoryview, more: bool) -> list[bytes | memoryview]:
+            return self._frame_buffers(raw_id, data, more=more)
 
         with self._sending():
-            wire = self._write(buffers(), 0).wire_bytes
-        self.frames_sent += frames
-        return Sent(frames, wire)
+            buffers = stream_frames(stream_pieces(source, size), frame, frames)
+            wire = self._write(buffers, 0).wire_bytes
+        self.frames_sent += frames[0]
+        return Sent(frames[0], wire)
 
     def _frame_buffers(
         self, codec_id: int, data: bytes | bytearray | memoryview, *, more: bool
@@ -322,7 +320,7 @@ class Connection:
         if self._handshake is not None:
             self.handshake()
         with self._sending():
-            writer = StreamWriter(self, codec_id)
+            writer = StreamWriter(functools.partial(self._stream_frame, codec_id))
             try:
                 yield writer
             except BaseException:
@@ -331,6 +329,14 @@ class Connection:
                 raise
             if not writer.done:
                 writer.write(b"", last=True)
+
+    def _stream_frame(
+        self, codec_id: int, data: bytes | bytearray | memoryview, more: bool
+    ) -> Sent:
+        """One frame of an open stream, bounded by ``send_timeout`` on its own."""
+        if self.send_timeout is not None:
+            self._send_deadline = time.monotonic() + self.send_timeout
+        return self._write(self._frame_buffers(codec_id, data, more=more), 1)
 
     def _begin_send(self) -> None:
         """Take the send lock within ``send_timeout`` and set this call's send deadline."""
@@ -700,35 +706,6 @@ class Connection:
         return f"<Connection {peer} {side} codec={self.codec.name} chunk={self.chunk_size}>"
 
 
-class StreamWriter:
-    """Writes one message frame by frame; :meth:`write` with ``last=True`` ends it.
-
-    Each write is bounded by the connection's ``send_timeout`` on its own.
-    """
-
-    def __init__(self, conn: Connection, codec_id: int) -> None:
-        self._conn = conn
-        self._codec_id = codec_id
-        self.done = False
-        self.frames = 0
-        self.wire_bytes = 0
-
-    def write(self, data: bytes | bytearray | memoryview, *, last: bool = False) -> None:
-        if self.done:
-            raise RuntimeError("stream already ended")
-        conn = self._conn
-        if conn.send_timeout is not None:
-            conn._send_deadline = time.monotonic() + conn.send_timeout
-        sent = conn._write(conn._frame_buffers(self._codec_id, data, more=not last), 1)
-        self.frames += sent.frames
-        self.wire_bytes += sent.wire_bytes
-        self.done = last
-
-    @property
-    def sent(self) -> Sent:
-        return Sent(self.frames, self.wire_bytes)
-
-
 def _advance(views: list[memoryview], first: int, sent: int) -> int:
     """Drop ``sent`` bytes from the front of ``views[first:]``; returns the new first index."""
     while sent:
@@ -739,22 +716,3 @@ def _advance(views: list[memoryview], first: int, sent: int) -> int:
         sent -= head
         first += 1
     return first
-
-
-def _split(pieces: Iterable[bytes], size: int) -> Iterator[bytes | memoryview]:
-    for piece in pieces:
-        view = memoryview(piece)
-        if len(view) <= size:
-            if len(view):
-                yield view
-            continue
-        for offset in range(0, len(view), size):
-            yield view[offset : offset + size]
-
-
-def _file_chunks(source: IO[bytes], size: int) -> Iterator[bytes]:
-    while True:
-        block = source.read(size)
-        if not block:
-            return
-        yield block

@@ -5,11 +5,10 @@ Three parts of one idea:
 * :class:`Cronometro` runs on the Docencio's loop. It times each question from the moment
   it arrives to the moment its answer leaves (the only place that sees both ends of every
   question, whoever answered it) and counts answers by kind and by who answered.
-* :class:`Informante` is a daemon thread in a role's process. Every :data:`REPORT_EVERY`
-  seconds it takes a snapshot of the role's counters and POSTs it to the Profesor's
-  ``/estado`` with ``requests``. Only the newest snapshot exists: when the Profesor is
-  away that report is dropped and counted, nothing queues, and the role's loop never waits
-  for it. Reports are not the count: ``POST /preguntas`` alone moves the count.
+* :class:`~roles.informante.Informante` (in :mod:`roles.informante`: it is the Profesor's
+  client, and the Profesor imports this module) is a daemon thread in a role's process.
+  Every :data:`REPORT_EVERY` seconds it POSTs a snapshot of the role's counters (built by
+  :func:`docencio_report` or :func:`tareo_report`) to the Profesor's ``/estado``.
 * :class:`Estado` lives in the Profesor: the last report of each role, a minute of history
   for the charts, and the whole class as the JSON of ``GET /estado`` (shape in the README).
   A role whose last report is older than :data:`DOWN_AFTER` seconds is down.
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
 import math
 import os
@@ -29,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported by the thread that posts: ``ayudantia run`` only needs the maths
-    from protocol.tls import TlsSettings
+    pass
 
 REPORT_EVERY = 0.5  # seconds between two reports of one role
 DOWN_AFTER = 1.25  # a role silent this long is down: two reports missed, shown within 2 s
@@ -168,92 +166,6 @@ class Cronometro:
 
 def _key(qid: Any) -> Any:
     return qid if isinstance(qid, str | int) else repr(qid)
-
-
-# -- in a role's process: the reporter ------------------------------------------------------
-
-
-class Informante:
-    """POSTs ``snapshot()`` to ``{profesor}/estado`` every ``every`` seconds, from its thread.
-
-    Drops a report the Profesor does not take at once (away, slow, refusing): the next one
-    carries newer numbers anyway. On :meth:`close` it says goodbye (``"bye": true``), so a
-    role that stops cleanly shows as down at once; one that dies shows as down when its
-    reports stop coming.
-    """
-
-    def __init__(
-        self,
-        profesor: str,
-        role: str,
-        snapshot: Callable[[], dict[str, Any]],
-        *,
-        every: float = REPORT_EVERY,
-        timeout: float = 0.4,
-        key: bytes | None = None,
-        tls: TlsSettings | None = None,
-    ) -> None:
-        from roles.profesor import ProfesorClient
-
-        # Signed with the class's key and over TLS like the count's posts: a keyed
-        # Profesor refuses unsigned writes, and /estado is a write.
-        self.client = ProfesorClient(profesor, "json", timeout=timeout, key=key, tls=tls)
-        self.role = role
-        self.snapshot = snapshot
-        self.every = every
-        self.sent = 0
-        self.dropped = 0
-        self.refused = 0  # of the dropped: those the Profesor answered with an error
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"informante-{role}", daemon=True)
-
-    def start(self) -> Informante:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        next_at = time.monotonic()
-        try:
-            while not self._stop.wait(max(0.0, next_at - time.monotonic())):
-                next_at = max(next_at + self.every, time.monotonic())  # late: no catch-up burst
-                try:
-                    report = self.snapshot()
-                except Exception:  # a counter read mid-change: skip this one, never die
-                    log.debug("informe de %s omitido", self.role, exc_info=True)
-                    continue
-                self._post({"role": self.role, "pid": os.getpid(), "report": report})
-            self._post({"role": self.role, "pid": os.getpid(), "bye": True})
-        finally:
-            self.client.close()
-
-    def _post(self, body: dict[str, Any]) -> None:
-        import requests
-
-        data = json.dumps(body).encode("utf-8")
-        try:
-            response = self.client.send("POST", "/estado", data, JSON_HEADERS)
-            if response.status_code >= 400:
-                # Once at warning: a role whose every report is refused shows as down on
-                # the panel, and nobody would know why. Then quiet: no line every 500 ms.
-                level = logging.DEBUG if self.refused else logging.WARNING
-                log.log(level, "el Profesor rechazó el informe: %s", response.text[:200])
-                self.refused += 1
-                self.dropped += 1
-            else:
-                self.sent += 1
-        except requests.RequestException:
-            self.dropped += 1
-
-    def close(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def __enter__(self) -> Informante:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def docencio_report(docencio: Any) -> dict[str, Any]:

@@ -44,6 +44,11 @@ def procs(tmp_path: Path):
         manager.close()
 
 
+# --- hosts as network namespaces (tests/netns.py): make_lan("a", "b", ...) -----------------
+
+from netns import make_lan  # noqa: E402, F401  (a fixture, shared with every test module)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_data_dir(tmp_path_factory: pytest.TempPathFactory):
     """The roles' default files (the Docencio's outbox, the Profesor's gradebook) go to a

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ayudantia.procs import terminate
+
 LISTENING = re.compile(r"listening on (?:http://)?\[?([\w.:-]+?)\]?:(\d+)\b")
 
 
@@ -23,27 +25,17 @@ class RoleProcess:
     output: list[str] = field(default_factory=list)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        """``sig``, then SIGKILL after ``timeout``; a child that needed the kill fails the test."""
+        if not terminate(self.proc, timeout, sig):
+            raise subprocess.TimeoutExpired(self.proc.args, timeout)
+        return self.proc.returncode
 
 
 def stop_run(run: subprocess.Popen, grace: float = 30.0) -> None:
     """Stop an ``ayudantia run`` that is still going the way that reaps its class: SIGTERM
     lets it stop its children (each in its own session); a SIGKILL first would leave them
     all behind, so it comes only after ``grace`` seconds."""
-    if run.poll() is None:
-        run.send_signal(signal.SIGTERM)
-        try:
-            run.wait(grace)
-        except subprocess.TimeoutExpired:
-            run.kill()
-            run.wait()
+    terminate(run, grace, signal.SIGTERM)
 
 
 def ayudantia_cmd(*args: str) -> list[str]:

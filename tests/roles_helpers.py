@@ -23,14 +23,22 @@ READY = re.compile(r"listening on (\S+)")
 
 
 class Role:
-    def __init__(self, name: str, args: list[str], logdir: Path, env: dict[str, str] | None):
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        logdir: Path,
+        env: dict[str, str] | None,
+        prefix: list[str] | None = None,
+    ):
         self.name = name
+        self.prefix = list(prefix or [])
         self.args = args
         self.out = logdir / f"{name}-{time.monotonic_ns()}.out"
         self.err = self.out.with_suffix(".err")
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ayudantia", *args],
+                [*self.prefix, sys.executable, "-m", "ayudantia", *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -91,8 +99,17 @@ class Procs:
         self.logdir = logdir
         self.started: list[Role] = []
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None, ready=True) -> Role:
-        role = Role(name, list(args), self.logdir, env)
+    def start(
+        self,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        ready=True,
+        prefix: list[str] | None = None,
+    ) -> Role:
+        """Start ``ayudantia ARGS``; ``prefix`` runs it under a wrapper (e.g. ``ip netns exec``
+        from tests/netns.py, to put the role on another host)."""
+        role = Role(name, list(args), self.logdir, env, prefix)
         self.started.append(role)
         if ready:
             role.wait_ready()

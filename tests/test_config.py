@@ -7,13 +7,20 @@ import re
 import pytest
 
 from ayudantia.cli import build_parser
-from ayudantia.config import ConfigError, resolve
+from ayudantia.commands import COMMANDS
+from ayudantia.config import ConfigError, resolve, toml_keys
 
 
 def settings_for(argv: list[str], environ: dict[str, str]) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return resolve(args, args._command.options(), role=args._command.NAME, environ=environ)
+    return resolve(
+        args,
+        args._command.options(),
+        role=args._command.NAME,
+        environ=environ,
+        known=toml_keys(COMMANDS),
+    )
 
 
 @pytest.fixture

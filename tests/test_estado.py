@@ -9,7 +9,8 @@ import pytest
 import requests
 from roles_helpers import ask, connect, profesor_count, recv_all, wait_for
 
-from roles.estado import DOWN_AFTER, Cronometro, Estado, Informante, percentiles
+from roles.estado import DOWN_AFTER, Cronometro, Estado, percentiles
+from roles.informante import Informante
 from roles.profesor import create_app, parse_count
 
 

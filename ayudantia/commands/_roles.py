@@ -104,7 +104,7 @@ def serve_reporting(
 
     The panel's numbers are signed and sent over TLS like the count's posts.
     """
-    from roles.estado import Informante
+    from roles.informante import Informante
 
     with Informante(
         settings["profesor"],

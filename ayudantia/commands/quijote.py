@@ -17,7 +17,8 @@ from ayudantia.commands._roles import wire_settings
 from ayudantia.config import ConfigError, Option, wire_options
 from ayudantia.quijote import ENV_VAR, book_message, book_path, sha256_file
 from protocol.errors import ConnectionClosed, TransportError, Truncated
-from protocol.transport import DEFAULT_STREAM_CHUNK, Connection
+from protocol.streams import DEFAULT_STREAM_CHUNK
+from protocol.transport import Connection
 from roles.eco import Eco
 from roles.wire import WireSettings
 

@@ -29,11 +29,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ayudantia import chaos, netem, rules
+from ayudantia.chaos import calm_after
 from ayudantia.config import ConfigError, Option, seconds_option, wire_options
+from ayudantia.counting import count_matches
+from ayudantia.procs import terminate
 from roles.estado import percentile
 
 if TYPE_CHECKING:  # rich is imported when a class runs, not by every command's start
@@ -208,15 +212,7 @@ class Child:
 
     def stop(self, grace: float = 8.0) -> int | None:
         """SIGINT, then SIGKILL after ``grace`` seconds; the exit status."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, grace)
         return self.proc.returncode
 
 
@@ -253,16 +249,6 @@ class StartBarrier:
                 break
             time.sleep(0.01)
         return self.release()
-
-
-def count_matches(count: int | None, answered: int, in_flight: int = 0) -> bool:
-    """Whether the Profesor's count agrees with the answers the students received.
-
-    Equal, for a class that ends. A class stopped by Ctrl+C (``--questions 0``) stops its
-    students mid-question: the count may also hold answers the Docencio delivered that a
-    stopped student never read, at most the questions it still had in flight.
-    """
-    return count is not None and answered <= count <= answered + in_flight
 
 
 def summarize(
@@ -373,18 +359,6 @@ def _profesor_count(url: str, deadline: float, want: int, secure: SecureClass) -
         time.sleep(0.05)
 
 
-def calm_after(settings: dict[str, Any]) -> float:
-    """Seconds of --chaos before the faults stop (see Chaos._calm).
-
-    Faults stop while the students have 20 s of their deadline left on average: their
-    average asking time, plus the Docencio's timeout. An endless class (``--questions 0``)
-    has no deadline: its faults used to stop for good after the first ``--timeout`` s.
-    """
-    if not settings["questions"]:
-        return math.inf
-    return settings["questions"] * settings["interval"] * 3.5 + settings["timeout"]
-
-
 def settle_count(summary: dict[str, Any], count: int | None) -> None:
     """The count read once more after the Docencio stopped (its last posts are in).
 
@@ -408,14 +382,77 @@ def merge_stats(summary: dict[str, Any], role: str, stats: dict[str, Any]) -> No
         summary[f"{role}_{key}" if name in summary else name] = value
 
 
+@dataclass
+class ClassRun:
+    """What one ``ayudantia run`` holds from its first step to its cleanup.
+
+    Every step of :func:`main` reads and fills it, so each step is a small function and
+    the cleanup knows what exists whichever step failed. ``roles`` is the list ``--chaos``
+    replaces restarted roles in: [profesor, tareo, docencio], the live ones.
+    """
+
+    settings: dict[str, Any]
+    args: argparse.Namespace
+    base: list[str]  # flags every role takes
+    common: list[str]  # ...and every role that speaks the wire format
+    env: dict[str, str]
+    logdir: Path
+    db: Path
+    outbox: Path
+    tmp: tempfile.TemporaryDirectory | None
+    barrier: StartBarrier
+    hops: netem.Hops
+    secure: SecureClass
+    start_to: float
+    roles: list[Child] = field(default_factory=list)
+    alumnos: list[Child] = field(default_factory=list)
+    injector: chaos.Chaos | None = None
+    url: str = ""
+    tareo_real: str = ""
+    tareo_at: str = ""  # where the Docencio reaches the Tareo (its --network proxy, if any)
+    docencio_real: str = ""
+    docencio_at: str = ""
+    released_at: float | None = None
+    console: Console | None = None
+
+    def child(self, name: str, argv: list[str], **kwargs: Any) -> Child:
+        return Child(name, argv, self.logdir, self.env, **kwargs)
+
+
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    """The class, step by step; whatever happens, every child is stopped on the way out."""
     # First of all: a closed terminal (SIGHUP) or a kill (SIGTERM) must still clean up.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
-    students, questions = settings["students"], settings["questions"]
+    run = prepare(settings, args)
+    try:
+        t0 = time.monotonic()
+        start_roles(run)
+        print(
+            f"La clase: Profesor {run.url}, Tareo {run.tareo_at}, Docencio {run.docencio_at} "
+            f"(ready in {time.monotonic() - t0:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        show_panel(run)
+        start_students(run)
+        start_chaos(run)
+        watch(run)
+        summary = gather(run)
+        stop_roles(run, summary)
+        report(run, summary)
+        return 0 if summary["ok"] else 1
+    except RunFailed as exc:
+        print(f"ayudantia run: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        cleanup(run, previous)
+
+
+def prepare(settings: dict[str, Any], args: argparse.Namespace) -> ClassRun:
+    """Flags, environment and files of the class; stale state of an earlier class removed."""
     base = ["--codec", settings["codec"], "--log-level", settings["log_level"]]
     if settings.get("config"):
         base += ["--config", settings["config"]]
-    common = [*base, *wire_flags(settings)]
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if settings.get("key"):
@@ -424,214 +461,230 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     tmp = None if keep else tempfile.TemporaryDirectory(prefix="ayudantia-run-")
     logdir = Path(keep) if keep else Path(tmp.name)  # type: ignore[union-attr]
     logdir.mkdir(parents=True, exist_ok=True)
-    db = logdir / "profesor.sqlite3"
     outbox = Path(settings["outbox_dir"] or logdir) / "docencio.outbox.sqlite3"
     outbox.parent.mkdir(parents=True, exist_ok=True)
     for stale in [*logdir.glob("profesor.sqlite3*"), *outbox.parent.glob(outbox.name + "*")]:
         stale.unlink()  # this class's Profesor starts from zero: so must the outbox
-    injector: chaos.Chaos | None = None
-    roles: list[Child] = []
-    alumnos: list[Child] = []
-    barrier = StartBarrier()
-    hops = netem.Hops(settings.get("network"), pcap_dir=settings.get("pcap"))
-    secure = SecureClass(args.tls, settings.get("key"))  # certificates in a directory it owns
-    try:
-        t0 = time.monotonic()
-        start_to = settings["startup_timeout"] or math.inf  # 0 (None): no limit
-        profesor = Child(
-            "profesor",
-            [
-                "profesor",
-                *base,
-                *("--port", "0", "--db", str(db)),
-                *secure.flags("profesor"),
-                *(["--private"] if args.private else []),
-            ],
-            logdir,
-            env,
-        )
-        roles.append(profesor)
-        url = profesor.wait_ready(start_to)
-        tareo = Child(
-            "tareo",
-            [
-                "tareo",
-                *common,
-                *secure.flags("tareo"),
-                "--port",
-                "0",
-                "--profesor",
-                url,
-                "--stats",
-                str(logdir / "t.json"),
-            ],
-            logdir,
-            env,
-        )
-        roles.append(tareo)
-        tareo_real = tareo.wait_ready(start_to)  # where it listens: --chaos restarts it there
-        tareo_at = hops.hop("Docencio->Tareo", tareo_real)
-        docencio = Child(
-            "docencio",
-            [
-                "docencio",
-                *common,
-                *secure.flags("docencio"),
-                "--port",
-                "0",
-                "--tareo",
-                tareo_at,
-                "--profesor",
-                url,
-                "--timeout",
-                str(settings["timeout"]),
-                "--stats",
-                str(logdir / "d.json"),
-                "--outbox",
-                str(outbox),
-            ],
-            logdir,
-            env,
-        )
-        roles.append(docencio)
-        docencio_real = docencio.wait_ready(start_to)
-        docencio_at = hops.hop("students->Docencio", docencio_real)
-        print(
-            f"La clase: Profesor {url}, Tareo {tareo_at}, Docencio {docencio_at} "
-            f"(ready in {time.monotonic() - t0:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-        from ayudantia.live import Console, announce_panel, panel_url, summary_table
+    return ClassRun(
+        settings=settings,
+        args=args,
+        base=base,
+        common=[*base, *wire_flags(settings)],
+        env=env,
+        logdir=logdir,
+        db=logdir / "profesor.sqlite3",
+        outbox=outbox,
+        tmp=tmp,
+        barrier=StartBarrier(),
+        hops=netem.Hops(settings.get("network"), pcap_dir=settings.get("pcap")),
+        secure=SecureClass(args.tls, settings.get("key")),  # certificates in its own directory
+        start_to=settings["startup_timeout"] or math.inf,  # 0 (None): no limit
+    )
 
-        console = Console()
-        if args.panel or args.open:
-            announce_panel(
-                url,
-                open_it=args.open,
-                console=console,
-                ca_sha256=secure.ca_sha256,
-                ca_file=str(secure.ca_file) if secure.ca_file else None,
-                private=args.private,
-            )
-        for i in range(students):
-            name = f"Estudiante-{i + 1}"
-            alumnos.append(
-                Child(
-                    name,
-                    [
-                        "estudiante",
-                        *common,
-                        *secure.flags("estudiante"),
-                        "--docencio",
-                        docencio_at,
-                        "--questions",
-                        str(questions),
-                        "--interval",
-                        str(settings["interval"]),
-                        "--seed",
-                        str(settings["seed"] + i),
-                        "--name",
-                        name,
-                        "--timeout",
-                        str(settings["timeout"] + 20),  # after the Docencio's own deadline
-                        "--report",
-                        str(logdir / f"{name}.json"),
-                        "--start-fd",
-                        str(barrier.read_fd),
-                    ],
-                    logdir,
-                    env,
-                    pass_fds=(barrier.read_fd,),
-                )
-            )
-        barrier.forget_read_end()
-        released_at = barrier.release_when_connected(alumnos, time.monotonic() + start_to)
-        if settings["chaos"]:
-            injector = chaos.Chaos(
-                settings["chaos"],
-                roles,
-                # The roles' own ports, not their --network proxies' (those stay up).
-                {"profesor": url, "tareo": tareo_real, "docencio": docencio_real},
-                lambda: sum(a.answers_seen for a in alumnos) / max(1, students * questions),
-                seed=settings["seed"],
-                startup_timeout=start_to,
-                calm_after=calm_after(settings),
-            )
-            injector.start()
-        limit = time.monotonic() + start_to + settings["timeout"] + 30
-        limit += questions * settings["interval"] * 6 if questions else math.inf
-        reads_key = secure.key.encode("utf-8") if args.private and secure.key else None
-        watch_class(
-            alumnos,
-            students * questions,
-            limit,
-            url,
-            console,
-            secure.settings("docencio"),
-            reads_key,
+
+def start_roles(run: ClassRun) -> None:
+    """The Profesor, the Tareo and the Docencio, each ready before the next one starts."""
+    settings, secure, logdir = run.settings, run.secure, run.logdir
+    profesor = run.child(
+        "profesor",
+        [
+            "profesor",
+            *run.base,
+            *("--port", "0", "--db", str(run.db)),
+            *secure.flags("profesor"),
+            *(["--private"] if run.args.private else []),
+        ],
+    )
+    run.roles.append(profesor)
+    run.url = profesor.wait_ready(run.start_to)
+    tareo = run.child(
+        "tareo",
+        [
+            "tareo",
+            *run.common,
+            *secure.flags("tareo"),
+            *("--port", "0", "--profesor", run.url),
+            *("--stats", str(logdir / "t.json")),
+        ],
+    )
+    run.roles.append(tareo)
+    run.tareo_real = tareo.wait_ready(run.start_to)  # where it listens: --chaos restarts it there
+    run.tareo_at = run.hops.hop("Docencio->Tareo", run.tareo_real)
+    docencio = run.child(
+        "docencio",
+        [
+            "docencio",
+            *run.common,
+            *secure.flags("docencio"),
+            *("--port", "0", "--tareo", run.tareo_at, "--profesor", run.url),
+            *("--timeout", str(settings["timeout"])),
+            *("--stats", str(logdir / "d.json"), "--outbox", str(run.outbox)),
+        ],
+    )
+    run.roles.append(docencio)
+    run.docencio_real = docencio.wait_ready(run.start_to)
+    run.docencio_at = run.hops.hop("students->Docencio", run.docencio_real)
+
+
+def show_panel(run: ClassRun) -> None:
+    """The console of the live view; with --panel/--open, where the panel is (and open it)."""
+    from ayudantia.live import Console, announce_panel
+
+    run.console = Console()
+    if run.args.panel or run.args.open:
+        announce_panel(
+            run.url,
+            open_it=run.args.open,
+            console=run.console,
+            ca_sha256=run.secure.ca_sha256,
+            ca_file=str(run.secure.ca_file) if run.secure.ca_file else None,
+            private=run.args.private,
         )
-        faults = injector.finish() if injector is not None else None
-        profesor, tareo, docencio = roles  # the live ones, after any restarts
-        reports = []
-        for a in alumnos:
-            path = logdir / f"{a.name}.json"
-            if path.exists():
-                reports.append(json.loads(path.read_text(encoding="utf-8")))
-            else:
-                print(
-                    f"{a.name} exited {a.proc.returncode} without a report:\n{a.stderr_tail()}",
-                    file=sys.stderr,
-                )
-        answered = sum(r.get("answered", 0) for r in reports)
-        count = _profesor_count(url, time.monotonic() + 15, answered, secure)
-        summary = summarize(reports, count, students, questions)
-        summary["barrier_released_at"] = released_at
-        if faults is not None:
-            summary["faults"] = chaos.as_report(faults)
-            summary["ok"] = chaos.verdict(summary)
-        secure.probe(docencio_at)
-        summary["security"] = secure.describe()
-        if args.panel or args.open or secure.tls:
-            summary["panel"] = panel_url(url)
-            summary["ca_sha256"] = secure.ca_sha256
-            summary["private"] = args.private
-        docencio.stop()
-        tareo.stop()
-        settle_count(summary, _profesor_count(url, time.monotonic(), answered, secure))
-        for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
-            stats = logdir / path
-            if stats.exists():
-                merge_stats(summary, name, json.loads(stats.read_text(encoding="utf-8")))
-        summary.update(hops.summary())
-        if faults is not None:
-            print(chaos.describe(faults), flush=True)
-        console.print(summary_table(summary, settings))
-        if hops.link is not None or hops.pcap_dir is not None:
-            print(hops.describe(), flush=True)
-        if settings["report"]:
-            Path(settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        return 0 if summary["ok"] else 1
-    except RunFailed as exc:
-        print(f"ayudantia run: {exc}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        # A second signal must not cut the cleanup short and leave children behind.
-        for sig in (signal.SIGINT, *STOP_SIGNALS):
-            signal.signal(sig, signal.SIG_IGN)
-        barrier.release()
-        if injector is not None:
-            with contextlib.suppress(Exception):  # no restart may outlive the cleanup
-                injector.finish()
-        for child in [*alumnos, *reversed(roles)]:
-            child.stop()
-        hops.close()
-        if tmp is not None:
-            tmp.cleanup()
-        secure.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+
+def start_students(run: ClassRun) -> None:
+    """Every student, connected and waiting on the barrier, then all released at once."""
+    settings, barrier = run.settings, run.barrier
+    for i in range(settings["students"]):
+        name = f"Estudiante-{i + 1}"
+        run.alumnos.append(
+            run.child(
+                name,
+                [
+                    "estudiante",
+                    *run.common,
+                    *run.secure.flags("estudiante"),
+                    *("--docencio", run.docencio_at, "--questions", str(settings["questions"])),
+                    *("--interval", str(settings["interval"])),
+                    *("--seed", str(settings["seed"] + i), "--name", name),
+                    # after the Docencio's own deadline
+                    *("--timeout", str(settings["timeout"] + 20)),
+                    *("--report", str(run.logdir / f"{name}.json")),
+                    *("--start-fd", str(barrier.read_fd)),
+                ],
+                pass_fds=(barrier.read_fd,),
+            )
+        )
+    barrier.forget_read_end()
+    run.released_at = barrier.release_when_connected(run.alumnos, time.monotonic() + run.start_to)
+
+
+def start_chaos(run: ClassRun) -> None:
+    """With --chaos: the thread that kills and restarts roles while the students ask."""
+    settings = run.settings
+    if not settings["chaos"]:
+        return
+    alumnos, asked = run.alumnos, max(1, settings["students"] * settings["questions"])
+    run.injector = chaos.Chaos(
+        settings["chaos"],
+        run.roles,
+        # The roles' own ports, not their --network proxies' (those stay up).
+        {"profesor": run.url, "tareo": run.tareo_real, "docencio": run.docencio_real},
+        lambda: sum(a.answers_seen for a in alumnos) / asked,
+        seed=settings["seed"],
+        startup_timeout=run.start_to,
+        calm_after=calm_after(settings),
+    )
+    run.injector.start()
+
+
+def watch(run: ClassRun) -> None:
+    """The live view until the students are done, within the class's time limit."""
+    settings, args, secure = run.settings, run.args, run.secure
+    questions = settings["questions"]
+    limit = time.monotonic() + run.start_to + settings["timeout"] + 30
+    limit += questions * settings["interval"] * 6 if questions else math.inf
+    reads_key = secure.key.encode("utf-8") if args.private and secure.key else None
+    assert run.console is not None
+    watch_class(
+        run.alumnos,
+        settings["students"] * questions,
+        limit,
+        run.url,
+        run.console,
+        secure.settings("docencio"),
+        reads_key,
+    )
+
+
+def gather(run: ClassRun) -> dict[str, Any]:
+    """The students' reports, the Profesor's count and the verdict, in one summary."""
+    from ayudantia.live import panel_url
+
+    settings, args, secure = run.settings, run.args, run.secure
+    faults = run.injector.finish() if run.injector is not None else None
+    reports = []
+    for a in run.alumnos:
+        path = run.logdir / f"{a.name}.json"
+        if path.exists():
+            reports.append(json.loads(path.read_text(encoding="utf-8")))
+        else:
+            print(
+                f"{a.name} exited {a.proc.returncode} without a report:\n{a.stderr_tail()}",
+                file=sys.stderr,
+            )
+    answered = sum(r.get("answered", 0) for r in reports)
+    count = _profesor_count(run.url, time.monotonic() + 15, answered, secure)
+    summary = summarize(reports, count, settings["students"], settings["questions"])
+    summary["barrier_released_at"] = run.released_at
+    if faults is not None:
+        summary["faults"] = chaos.as_report(faults)
+        summary["ok"] = chaos.verdict(summary)
+    secure.probe(run.docencio_at)
+    summary["security"] = secure.describe()
+    if args.panel or args.open or secure.tls:
+        summary["panel"] = panel_url(run.url)
+        summary["ca_sha256"] = secure.ca_sha256
+        summary["private"] = args.private
+    return summary
+
+
+def stop_roles(run: ClassRun, summary: dict[str, Any]) -> None:
+    """Stop the Docencio and the Tareo, read the count once more, merge their stats."""
+    _profesor, tareo, docencio = run.roles  # the live ones, after any restarts
+    docencio.stop()
+    tareo.stop()
+    answered = summary["answered"]
+    settle_count(summary, _profesor_count(run.url, time.monotonic(), answered, run.secure))
+    for name, path in (("docencio", "d.json"), ("tareo", "t.json")):
+        stats = run.logdir / path
+        if stats.exists():
+            merge_stats(summary, name, json.loads(stats.read_text(encoding="utf-8")))
+    summary.update(run.hops.summary())
+
+
+def report(run: ClassRun, summary: dict[str, Any]) -> None:
+    """The faults, the summary table, the network's figures, and the --report file."""
+    from ayudantia.live import summary_table
+
+    if run.injector is not None:
+        print(chaos.describe(run.injector.faults), flush=True)
+    assert run.console is not None
+    run.console.print(summary_table(summary, run.settings))
+    if run.hops.link is not None or run.hops.pcap_dir is not None:
+        print(run.hops.describe(), flush=True)
+    if run.settings["report"]:
+        Path(run.settings["report"]).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+
+
+def cleanup(run: ClassRun, previous: dict[int, Any]) -> None:
+    """Every child stopped, every proxy and temporary file gone, the signals as they were."""
+    # A second signal must not cut the cleanup short and leave children behind.
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(sig, signal.SIG_IGN)
+    run.barrier.release()
+    if run.injector is not None:
+        with contextlib.suppress(Exception):  # no restart may outlive the cleanup
+            run.injector.finish()
+    for child in [*run.alumnos, *reversed(run.roles)]:
+        child.stop()
+    run.hops.close()
+    if run.tmp is not None:
+        run.tmp.cleanup()
+    run.secure.close()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def watch_class(

@@ -46,7 +46,7 @@ PAGE_HEADERS = {
 
 def render(lang: str) -> str:
     """The page in ``lang``: each ``{{English text}}`` translated, and the script's texts."""
-    from ayudantia.i18n import catalog_ids, translator
+    from roles.i18n import catalog_ids, translator
 
     _ = translator(lang, DOMAIN)
     page = (HERE / "panel.html").read_text(encoding="utf-8")
@@ -79,7 +79,7 @@ def add_routes(app: Flask, count: Callable[[], int]) -> Estado:
     """Add ``/panel``, its assets and ``GET|POST /estado`` to the Profesor's ``app``."""
     from flask import Response, request
 
-    from ayudantia.i18n import languages
+    from roles.i18n import languages
 
     estado = Estado()
     app.extensions["estado"] = estado
