@@ -11,6 +11,7 @@ import argparse
 import errno
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -23,6 +24,7 @@ from protocol.errors import AyudantiaError
 CANNOT_LISTEN = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 USAGE_ERROR = 2
 INTERRUPTED = 130
+_NEGATIVE = re.compile(r"-\.?\d")  # "-5ms", "-.5s", "-1": a value with a sign, not a flag
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,6 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _valued_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Every long flag, in any subcommand, that takes a value."""
+    flags: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _valued_flags(sub)
+        elif action.nargs != 0:
+            flags.update(o for o in action.option_strings if o.startswith("--"))
+    return flags
+
+
+def glue_signed_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--delay -5ms`` as ``--delay=-5ms``.
+
+    argparse takes ``-5ms`` for an unknown flag and says "expected one argument", which
+    hides the real problem; glued, the value reaches its rule and the user reads what is
+    wrong with it (a negative duration), in the same one line as every other bad value.
+    """
+    flags = _valued_flags(parser)
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg in flags and i + 1 < len(args) and _NEGATIVE.match(args[i + 1]):
+            out.append(f"{arg}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def fail(command: str, message: str, status: int = USAGE_ERROR) -> int:
     print(f"ayudantia {command}: {message}", file=sys.stderr, flush=True)
     return status
@@ -55,6 +94,7 @@ def fail(command: str, message: str, status: int = USAGE_ERROR) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = glue_signed_values(parser, sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     command = args._command
     if extra:

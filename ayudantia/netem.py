@@ -74,6 +74,8 @@ _RATE_SCALE: Final = {  # to bytes per second; k/M/G are decimal, as link speeds
 def parse_duration(text: str) -> float:
     """Seconds from ``20ms``, ``1.5s`` or ``500us``; ValueError otherwise."""
     m = _DURATION.match(str(text))
+    if not m and _DURATION.match(str(text).strip().removeprefix("-")):
+        raise ValueError("a duration cannot be negative (a byte cannot arrive before it left)")
     if not m or not math.isfinite(float(m[1])):  # 400 nines parse as inf: no timer takes it
         raise ValueError(f"{text!r} is not a duration like 20ms or 1.5s")
     return float(m[1]) * _DURATION_SCALE[m[2].lower()]
@@ -99,8 +101,9 @@ def _rule(allowed: str, parse: Callable[[str], Any]) -> Rule:
     def convert(raw: Any) -> Any:
         try:
             return parse(raw)
-        except ValueError:
-            raise Invalid("") from None
+        except ValueError as exc:
+            negative = "negative" in str(exc)  # the one problem worth more than `allowed`
+            raise Invalid(str(exc) if negative else "") from None
 
     return Rule(allowed, convert)
 

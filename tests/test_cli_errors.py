@@ -112,6 +112,9 @@ CASES = [
     Case(("estudiante", "--interval", "inf"), "--interval inf"),
     Case(("run", "--interval", "nan"), "--interval nan"),
     Case(("estudiante", "--timeout", "-1"), "--timeout -1"),
+    # a signed value is the value, not an unknown flag (argparse said "expected one argument")
+    Case(("proxy", "--delay", "-5ms"), "--delay -5ms: a duration cannot be negative"),
+    Case(("proxy", "--jitter", "-1s", "--delay", "5ms"), "--jitter -1s: a duration cannot be"),
     Case(("eco",), "AYUDANTIA_HOST='' (environment)", env={"AYUDANTIA_HOST": ""}),
     Case(("eco", "--host", "not a host"), "--host"),
     # flag errors read like environment errors
