@@ -9,6 +9,9 @@ Inflating is where a peer attacks: a few kilobytes of zstd can declare a gigabyt
 So a compressed frame must declare its decompressed size (zstd's content size, lz4's
 content size), the declaration is checked against what ``max_message`` still allows before
 a byte is allocated, and a frame that inflates to another size than it declared is refused.
+The declaration is also held to a ratio of the frame's own size (:func:`inflate_limit`):
+2 KB of zstd can declare 64 MiB of zeros that ``max_message`` allows, and a receiver that
+believed it would give a peer 32,000 bytes of memory for each byte it sent.
 Every failure is a typed :class:`~protocol.errors.EncodingError` (or
 :class:`~protocol.errors.MessageTooLarge` for a bomb), never a library exception.
 """
@@ -27,6 +30,7 @@ from protocol.errors import (
     BadCompressedFrame,
     EncodingDisallowed,
     MessageTooLarge,
+    RatioTooHigh,
     SizeMismatch,
     UndeclaredSize,
     UnknownEncoding,
@@ -38,7 +42,20 @@ PLUGIN_IDS: Final = range(64, 256)
 IDENTITY_ID: Final = 0
 NONE: Final = "none"  # what --compress calls the identity encoding
 
+MAX_RATIO: Final = 256  # text compresses 3-10x, repetitive JSON 20-50x: far below this
+RATIO_FLOOR: Final = 1024 * 1024  # any frame may inflate this much, whatever its size
+
 Buffer = bytes | bytearray | memoryview
+
+
+def inflate_limit(compressed: int) -> int:
+    """The most a frame of ``compressed`` bytes may inflate to, before ``max_message``.
+
+    A ratio, so memory a peer makes us spend stays proportional to the bytes it sent; with
+    a floor, so a small frame of something very repetitive (a page of zeros, a blank
+    board) still passes: its cost is bounded by the floor.
+    """
+    return max(RATIO_FLOOR, compressed * MAX_RATIO)
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,9 @@ class Encoding:
             raise UndeclaredSize(self.name)
         if declared > room:
             raise MessageTooLarge(limit - room + declared, limit)
+        allowed = inflate_limit(len(data))
+        if declared > allowed:
+            raise RatioTooHigh(self.name, len(data), declared, allowed)
         try:
             out = self.inflate(data, declared)
         except Exception as exc:

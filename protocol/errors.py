@@ -164,6 +164,27 @@ class SizeMismatch(BadCompressedFrame):
         super().__init__(encoding, f"declared {declared} bytes; {reason}")
 
 
+class RatioTooHigh(MessageTooLarge, EncodingError):
+    """A compressed frame declares more than ``ratio`` times its own size (a likely bomb).
+
+    A ``MessageTooLarge`` too: to the sender it is the same fix (smaller frames, or none
+    compressed), and it is refused on the wire as ``too_large``.
+    """
+
+    def __init__(self, encoding: str, compressed: int, declared: int, allowed: int) -> None:
+        self.encoding = encoding
+        self.compressed = compressed
+        self.declared = declared
+        self.allowed = allowed
+        self.size = declared
+        self.limit = allowed
+        ProtocolError.__init__(
+            self,
+            f"{encoding}: a frame of {compressed} compressed bytes declares {declared}; "
+            f"this receiver inflates it to {allowed} bytes at most",
+        )
+
+
 class Truncated(ProtocolError):
     """The stream ended inside a frame or between the frames of one message."""
 

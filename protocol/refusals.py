@@ -19,6 +19,7 @@ from protocol.errors import (
     ContentDisallowed,
     EncodingDisallowed,
     MessageTooLarge,
+    RatioTooHigh,
     SignatureMissing,
     SignatureUnexpected,
     UnknownCodec,
@@ -76,6 +77,11 @@ def refusal_for(exc: AyudantiaError) -> tuple[int, str] | None:
     if isinstance(exc, UnknownCodec):
         known = ", ".join(exc.known)
         return _CODE["codec"], f"this server has no codec with {_key_text(exc.key)}; it has {known}"
+    if isinstance(exc, RatioTooHigh):
+        return _CODE["too_large"], (
+            f"a {exc.encoding} frame of {exc.compressed} bytes may inflate to {exc.allowed} "
+            f"bytes here, not {exc.declared}: send smaller frames"
+        )
     if isinstance(exc, MessageTooLarge):
         return _CODE["too_large"], f"message of {exc.size} bytes exceeds max_message={exc.limit}"
     if isinstance(exc, SignatureUnexpected):

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+import zstandard
 
 from protocol.encodings import compression_for
 from protocol.errors import Refused
 from protocol.transport import Connection
 from tests.procs import ayudantia_cmd, running
-from tests.test_encodings import BOMBS, BOOKISH
+from tests.test_encodings import BOMBS, BOOKISH, frame
 from tests.test_hostile_eco import attack, still_serves
 
 MAX = 8 * 1024 * 1024
@@ -69,6 +70,19 @@ def test_a_bomb_gets_a_too_large_refusal(eco) -> None:
         with pytest.raises(Refused) as info:
             conn.recv()
     assert info.value.reason == "too_large" and "1073741824" in info.value.text
+
+
+@pytest.mark.timeout(30)
+def test_a_ratio_bomb_under_max_message_gets_a_too_large_refusal(eco) -> None:
+    cobj = zstandard.ZstdCompressor().compressobj(size=MAX)  # 8 MiB: max_message lets it in
+    bomb = b"".join([*(cobj.compress(bytes(1 << 20)) for _ in range(MAX >> 20)), cobj.flush()])
+    assert len(bomb) < 1024
+    with Connection.connect(eco.host, eco.port, read_timeout=5) as conn:
+        conn.sock.sendall(frame(bomb, 1))
+        with pytest.raises(Refused) as info:
+            conn.recv()
+    assert info.value.reason == "too_large" and "send smaller frames" in info.value.text
+    still_serves(eco)
 
 
 def wire_bytes(book: Path, *args: str) -> int:

@@ -11,6 +11,7 @@ import zstandard
 
 from protocol.encodings import (
     DEFAULT_ACCEPT,
+    RATIO_FLOOR,
     REGISTRY,
     Compression,
     Registry,
@@ -22,6 +23,7 @@ from protocol.errors import (
     EncodingDisallowed,
     EncodingError,
     MessageTooLarge,
+    RatioTooHigh,
     SizeMismatch,
     UndeclaredSize,
     UnknownEncoding,
@@ -218,6 +220,33 @@ def test_an_empty_message_round_trips_compressed(compression: Compression) -> No
     assert bytes(decode_all(frame(empty, 2))[0].payload) == b""
     with pytest.raises(UndeclaredSize):  # a block after all: no size, refused as before
         decode_all(frame(empty[:7] + b"\x01\x00\x00\x80x" + empty[7:], 2))
+
+
+def zstd_64mib_of_zeros() -> bytes:
+    """2 KB of zstd that declares 64 MiB of zeros: exactly what max_message allows."""
+    cobj = zstandard.ZstdCompressor(level=3).compressobj(size=64 << 20)
+    zeros = bytes(1 << 20)
+    return b"".join([*(cobj.compress(zeros) for _ in range(64)), cobj.flush()])
+
+
+@pytest.mark.timeout(60)
+def test_a_frame_inflating_past_the_ratio_is_refused_before_allocating() -> None:
+    bomb = zstd_64mib_of_zeros()
+    assert len(bomb) < 4096  # the whole attack is a couple of kilobytes
+    decoder = FrameDecoder()  # max_message 64 MiB: the size alone would let it through
+    decoder.receive_data(frame(bomb, 1))
+    with pytest.raises(RatioTooHigh) as info:
+        decoder.next_event()
+    assert isinstance(info.value, MessageTooLarge) and info.value.declared == 64 << 20
+    assert decoder.allocated < 256 * 1024
+    code, text = refusal_for(info.value)
+    assert code == 2 and f"of {len(bomb)} bytes" in text and str(64 << 20) in text
+    # very repetitive data still passes in frames of the floor; in one frame it is refused
+    zeros, zstd = bytes(4 << 20), compression_for("zstd")
+    (message,) = decode_all(encode_message(0, zeros, chunk_size=RATIO_FLOOR, compression=zstd))
+    assert bytes(message.payload) == zeros
+    with pytest.raises(RatioTooHigh):
+        decode_all(encode_message(0, zeros, compression=zstd))
 
 
 def test_frames_small_each_summing_beyond_max_message_are_refused() -> None:

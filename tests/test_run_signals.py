@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,4 +51,33 @@ def test_a_closed_terminal_leaves_no_process_and_no_temp_dir(tmp_path, sig):
             run.wait()
         for child in children:
             if child.is_running():
+                child.kill()
+
+
+@pytest.mark.timeout(90)
+def test_a_sigkilled_run_takes_its_roles_with_it(tmp_path):
+    """SIGKILL runs no handler in ``run``: the roles must notice on their own (PDEATHSIG)."""
+    run = subprocess.Popen(
+        ayudantia_cmd("run", "--students", "2", "--questions", "500", "--interval", "0.2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 40
+        while len(children) < 5 and time.monotonic() < deadline:
+            children = _family(run.pid)
+            time.sleep(0.1)
+        assert len(children) >= 5  # profesor, tareo, docencio, 2 students
+        run.kill()
+        run.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()

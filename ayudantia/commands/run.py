@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,6 +135,34 @@ class RunFailed(Exception):
     pass
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when ``run`` dies, even by SIGKILL.
+
+    Without it a SIGKILLed ``run`` (no handler runs) leaves every role listening, holding
+    ports and the gradebook. Linux's PR_SET_PDEATHSIG fires when the *thread* that forked
+    exits; roles are only started from the main thread, which lives as long as ``run``.
+    libc is looked up here, in the parent: the hook itself only calls into it. Elsewhere,
+    or without libc, None (the children then rely on ``run``'s own signal handlers).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # run died between fork and prctl: nobody will tell us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
 class Child:
     """One role process, its stdout and stderr in files (a pipe nobody reads can fill up)."""
 
@@ -157,6 +187,7 @@ class Child:
                 env=env,
                 start_new_session=True,  # a Ctrl+C reaches us only; we stop children in order
                 pass_fds=pass_fds,
+                preexec_fn=_die_with_parent_hook(),
             )
         self._offset = 0
         self.answers_seen = 0
