@@ -18,6 +18,7 @@ and sums up what they asked (a SIGTERM or SIGHUP still just stops everything).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -143,7 +144,8 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 
     Without it a SIGKILLed ``run`` (no handler runs) leaves every role listening, holding
     ports and the gradebook. Linux's PR_SET_PDEATHSIG fires when the *thread* that forked
-    exits; roles are only started from the main thread, which lives as long as ``run``.
+    exits; so every role is started from one spawner thread that lives as long as ``run``
+    (:func:`_spawn`), never from the ``--chaos`` thread that respawns a killed one.
     libc is looked up here, in the parent: the hook itself only calls into it. Elsewhere,
     or without libc, None (the children then rely on ``run``'s own signal handlers).
     """
@@ -163,6 +165,16 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
     return hook
 
 
+_SPAWNER: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _spawn(**popen: Any) -> subprocess.Popen:
+    """``subprocess.Popen(**popen)`` forked by the one spawner thread (see above)."""
+    if not _SPAWNER:
+        _SPAWNER.append(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spawner"))
+    return _SPAWNER[0].submit(subprocess.Popen, **popen).result()
+
+
 class Child:
     """One role process, its stdout and stderr in files (a pipe nobody reads can fill up)."""
 
@@ -179,8 +191,8 @@ class Child:
         self.out_path = logdir / f"{name}.out"
         self.err_path = logdir / f"{name}.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ayudantia", *argv],
+            self.proc = _spawn(
+                args=[sys.executable, "-m", "ayudantia", *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
