@@ -709,7 +709,8 @@ class FrameConnection(asyncio.Protocol):
 
     def _refuse(self, frame: bytes) -> None:
         transport = self.transport
-        if transport is None or self._out_open or not REFUSALS.take() or self._closing:
+        host = self.peer.rpartition(":")[0]  # the budget is per address, not per connection
+        if transport is None or self._out_open or not REFUSALS.take(host) or self._closing:
             self.close()
             return
         self._closing = True
