@@ -1,5 +1,5 @@
 """``python -m ayudantia``: the same CLI as the ``ayudantia`` command."""
 
-from ayudantia.cli import main
+from ayudantia.entry import main
 
 raise SystemExit(main())

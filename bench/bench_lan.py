@@ -56,7 +56,9 @@ def _tls(certs: Path | None, role: str) -> tuple[str, ...]:
     )
 
 
-def run_class(net: Lan | None, students: int, questions: int, secure: bool) -> dict:
+def run_class(
+    net: Lan | None, students: int, questions: int, secure: bool, interval: float = 0.0
+) -> dict:
     """One class; returns answered, questions/s, p50 (ms) and the Profesor's count."""
     with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
         tmp = Path(d)
@@ -85,7 +87,15 @@ def run_class(net: Lan | None, students: int, questions: int, secure: bool) -> d
                 f"alumno-{i}",
                 "estudiante",
                 *("--docencio", docencio.address, "--questions", str(questions)),
-                *("--interval", "0", "--timeout", "30", "--report", str(paths[i]), "--quiet"),
+                *(
+                    "--interval",
+                    str(interval),
+                    "--timeout",
+                    "30",
+                    "--report",
+                    str(paths[i]),
+                    "--quiet",
+                ),
                 ready=False,
             )
             for i in range(students)
@@ -134,12 +144,12 @@ def _count(net: Lan | None, profesor: Role, certs: Path | None, expect: int) -> 
     return seen[0]
 
 
-def _one(where: str, students: int, questions: int, secure: bool) -> dict:
+def _one(where: str, students: int, questions: int, secure: bool, interval: float = 0.0) -> dict:
     if where == "loopback":
-        return run_class(None, students, questions, secure)
+        return run_class(None, students, questions, secure, interval)
     hosts = [*CORE, *(f"alumno-{i}" for i in range(students))]
     with lan(*hosts) as net:
-        return run_class(net, students, questions, secure)
+        return run_class(net, students, questions, secure, interval)
 
 
 @pytest.mark.timeout(180)
@@ -162,16 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--students", type=int, default=3)
     p.add_argument("--questions", type=int, default=200)
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        help="students' pace (0: all at once; p50 is then queueing)",
+    )
     a = p.parse_args(argv)
     if why := unavailable():
         print(f"no network namespaces: {why}", file=sys.stderr)
         return 2
-    print(f"{a.students} students x {a.questions} questions, --interval 0, {a.runs} runs each")
+    print(
+        f"{a.students} students x {a.questions} questions, --interval {a.interval}, "
+        f"{a.runs} runs each"
+    )
     print("| setting | questions/s median (min-max) | p50 ms median (min-max) | count/answered |")
     print("|---|---|---|---|")
     for secure in (False, True):
         for where in ("loopback", "lan"):
-            runs = [_one(where, a.students, a.questions, secure) for _ in range(a.runs)]
+            runs = [_one(where, a.students, a.questions, secure, a.interval) for _ in range(a.runs)]
             q = [r["qps"] for r in runs]
             p50 = [r["p50_ms"] for r in runs]
             counts = ", ".join(f"{r['count']}/{r['answered']}" for r in runs)
