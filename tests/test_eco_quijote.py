@@ -68,6 +68,8 @@ def test_quijote_round_trip_per_codec(codec: str, book: Path) -> None:
     wire = int(field(done.stdout, "wire bytes").split()[0].replace(",", ""))
     frames = int(field(done.stdout, "frames").split()[0].replace(",", ""))
     assert wire > book.stat().st_size * 0.95
+    down = field(done.stdout, "wire bytes").split("up,")[1].split()[0]
+    assert int(down.replace(",", "")) == wire  # same settings both ways: same bytes back
     assert frames == -(-(wire - 10 * frames) // 4096)
     assert float(field(done.stdout, "MB/s").split()[0].replace(",", "")) > 0
     assert ("run code on this machine" in done.stderr) == (codec == "pickle")

@@ -296,3 +296,28 @@ def test_the_runs_live_view_reads_the_https_profesors_estado(pki, procs, tmp_pat
         estado.close()
     assert state is not None and "roles" in state, state
     assert facts(state)["roles"].startswith("up: profesor"), facts(state)
+
+
+@pytest.mark.timeout(30)
+def test_a_tls_echo_logs_no_eof_received_warning(pki, caplog):
+    """asyncio warns when eof_received() returns True over TLS: the server must not ask."""
+    caplog.set_level("WARNING", logger="asyncio")
+    with eco(pki["server"]) as server:
+
+        async def main() -> object:  # its close() sends close_notify: the server's EOF
+            conn = await aio.connect(
+                *server.address, speech=Speech(key=KEY), ssl=pki["client"].client_context
+            )
+            await conn.send({"hola": "mundo"})
+            answer = await conn.recv()
+            conn.close()
+            await asyncio.sleep(0.2)
+            return answer
+
+        assert asyncio.run(main()) == {"hola": "mundo"}
+        deadline = time.monotonic() + 5  # the server reads the clients' EOFs
+        while time.monotonic() < deadline and not any(
+            "eof_received" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.05)
+    assert not [r.getMessage() for r in caplog.records if "eof_received" in r.getMessage()]

@@ -68,11 +68,13 @@ class RoundTrip:
     verified: bool
     detail: str
     encoding: str = "none"
+    down_bytes: int = -1  # the echo's way back; differs when it compresses otherwise
 
     @property
     def mb_per_s(self) -> float:
         """Megabytes (10^6) moved per second, counting both directions of the round trip."""
-        return 2 * self.wire_bytes / self.seconds / 1e6 if self.seconds else 0.0
+        down = self.wire_bytes if self.down_bytes < 0 else self.down_bytes
+        return (self.wire_bytes + down) / self.seconds / 1e6 if self.seconds else 0.0
 
     def report(self) -> str:
         chunk = f"{self.chunk_size:,} B" if self.chunk_size else "unchunked"
@@ -81,7 +83,7 @@ class RoundTrip:
                 f"codec        {self.codec}",
                 f"chunk size   {chunk}",
                 f"compression  {self.encoding}",
-                f"wire bytes   {self.wire_bytes:,} each way",
+                f"wire bytes   {self.wire_bytes:,} up, {max(self.down_bytes, 0):,} down",
                 f"frames       {self.frames:,} each way",
                 f"seconds      {self.seconds:.6f} (round trip)",
                 f"MB/s         {self.mb_per_s:,.1f} (both directions)",
@@ -107,8 +109,10 @@ def round_trip_message(conn: Connection, text: str, repeat: int) -> RoundTrip:
     for _ in range(max(repeat, 1)):
         message = book_message(text)
         start = time.perf_counter()
+        before = conn.bytes_received
         sent = conn.send(message)
         back = conn.recv()
+        down = conn.bytes_received - before
         best = min(best, time.perf_counter() - start)
         verified = verified and back == message
     assert sent is not None
@@ -122,6 +126,7 @@ def round_trip_message(conn: Connection, text: str, repeat: int) -> RoundTrip:
         verified,
         detail,
         compression_name(conn),
+        down,
     )
 
 
@@ -139,10 +144,11 @@ def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
     chunk = conn.chunk_size or DEFAULT_STREAM_CHUNK
     best = float("inf")
     verified = True
-    frames = wire = 0
+    frames = wire = down = 0
     for _ in range(max(repeat, 1)):
         digest = hashlib.sha256()
         start = time.perf_counter()
+        before = conn.bytes_received
         with path.open("rb") as fh:
             # The eco echoes frame by frame, so we must read while we write or both sides'
             # socket buffers fill and deadlock. A helper thread sends; this one receives.
@@ -163,9 +169,12 @@ def round_trip_stream(conn: Connection, path: Path, repeat: int) -> RoundTrip:
             raise result["error"]
         best = min(best, time.perf_counter() - start)
         frames, wire = result["sent"].frames, result["sent"].wire_bytes
+        down = conn.bytes_received - before
         verified = verified and digest.hexdigest() == expected
     detail = f"sha256 {expected[:16]}… {'matches' if verified else 'DIFFERS'}"
-    return RoundTrip("raw", chunk, wire, frames, best, verified, detail, compression_name(conn))
+    return RoundTrip(
+        "raw", chunk, wire, frames, best, verified, detail, compression_name(conn), down
+    )
 
 
 def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
