@@ -120,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BookUnavailable) as exc:
         return fail(command.NAME, str(exc))
     except OSError as exc:
+        if exc.filename is not None:  # a file or directory the command writes, not the socket
+            return fail(command.NAME, f"cannot write {exc.filename}: {exc.strerror or exc}", 1)
         if exc.errno in CANNOT_LISTEN and "port" in settings:
             where = f"{settings['host']}:{settings['port']}"
             return fail(command.NAME, f"cannot listen on {where}: {os.strerror(exc.errno)}", 1)

@@ -180,3 +180,23 @@ def test_a_taken_port_is_named(tmp_path) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         f"ayudantia eco: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("proxy", "--to", "127.0.0.1:9", "--pcap", "/sys/ayudantia-cannot.pcap"),
+        ("run", "--students", "1", "--questions", "1", "--pcap", "/sys/ayudantia-cannot"),
+    ],
+    ids=["proxy --pcap", "run --pcap"],
+)
+def test_an_unwritable_capture_is_named_not_taken_for_the_socket(argv) -> None:
+    """/sys takes no new files even from root: the one line names the path, not a listen."""
+    done = subprocess.run(ayudantia_cmd(*argv), capture_output=True, text=True, timeout=50)
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    assert done.returncode in (1, 2), done.stderr  # 2: the path rule saw it first (not root)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"ayudantia {argv[0]}: ") and "/sys/ayudantia-cannot" in lines[0]
+    assert "listen" not in lines[0] and "Error:" not in lines[0]

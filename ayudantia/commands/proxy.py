@@ -113,6 +113,12 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     try:
         proxy.start()
     except OSError as exc:
+        if exc.filename is not None:  # the capture file, opened before the socket
+            print(
+                f"ayudantia proxy: cannot write {exc.filename}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
         where = "{}:{}".format(*settings["listen"])
         print(f"ayudantia proxy: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
