@@ -30,6 +30,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ayudantia.counting import count_matches
 from protocol.tls import TlsSettings
@@ -94,7 +95,8 @@ def announce_panel(
     """Print the panel's URL (and open it in a browser when asked); the URL. Over HTTPS,
     also the CA the browser must trust (its fingerprint, and its file while the run lasts)."""
     url = panel_url(profesor)
-    console.print(f"Panel: {url}", markup=False, highlight=False, soft_wrap=True)
+    # emoji=False: a fingerprint's ":AB:" is rich's code for an emoji, and a URL may hold one too
+    console.print(f"Panel: {url}", markup=False, highlight=False, soft_wrap=True, emoji=False)
     if ca_sha256 is not None:
         console.print(
             f"Panel: {trust_line(ca_sha256, private=private)}"
@@ -102,6 +104,7 @@ def announce_panel(
             markup=False,
             highlight=False,
             soft_wrap=True,
+            emoji=False,
         )
     if open_it and not webbrowser.open(url):
         console.print(f"(no browser could be opened: open {url} by hand)", markup=False)
@@ -237,7 +240,7 @@ class LiveView:
         table.add_column(style="bold")
         table.add_column()
         for name, value in facts(self.state).items():
-            table.add_row(name, value)
+            table.add_row(name, Text(str(value)))  # plain: no markup, no :emoji: codes
         return Group(self._progress, table)
 
 
@@ -313,5 +316,5 @@ def summary_table(s: dict[str, Any], settings: dict[str, Any]) -> Table:
         style = None
         if name == "result":
             style = "bold green" if s["ok"] else "bold red"
-        table.add_row(name, value, style=style)
+        table.add_row(name, Text(value), style=style)  # a fingerprint's :AB: is no emoji
     return table

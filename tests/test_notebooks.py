@@ -160,7 +160,9 @@ def test_notebook_runs_top_to_bottom(lang: str, tmp_path: Path) -> None:
         codec: _number(m)
         for codec, m in re.findall(r"^(json|msgpack): [^,]+? ([\d,]+), ", out, re.M)
     }
-    cli = [_number(m) for m in re.findall(r"wire bytes\s+([\d,]+) each way", out)]
+    both = re.findall(r"wire bytes\s+([\d,]+) up, ([\d,]+) down", out)
+    assert all(up == down for up, down in both), both  # the eco answers in the same settings
+    cli = [_number(up) for up, _ in both]
     assert wire["json"] == cli[0] and wire["msgpack"] == cli[1], (wire, cli)
     assert wire["json"] > book and wire["msgpack"] > book * 0.95
     # chunked: one frame per 4,096 bytes of the payload, each with the same header
