@@ -334,3 +334,41 @@ def test_run_chaos_with_network_restarts_a_role_on_its_own_port_not_its_proxy(tm
     assert summary["faults"], summary
     assert summary["profesor_count"] == summary["answered"] > 0, summary
     assert set(summary["network_hops"]) == {"students->Docencio", "Docencio->Tareo"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+def test_the_delay_is_a_minimum_for_every_chunk_of_close_messages(echo, loop_kind) -> None:
+    """By the shaper's own clock no chunk leaves before arrival + delay, both ways.
+
+    Messages follow each other a fraction of a millisecond apart, so many chunks come due
+    between two of the timers' millisecond ticks: the case that let bytes out up to 0.4 ms
+    early, and that uvloop's early timers make likely. The timers fire a bounded number
+    of times per chunk: a timer that re-arms for the same instant would spin.
+    """
+    delay, messages, size = 0.010, 300, 40
+    link = Link(delay=delay)
+    with (
+        Proxy(("127.0.0.1", 0), echo, link, loop_kind=loop_kind, record=10_000) as proxy,
+        connect(*proxy.address) as sock,
+    ):
+        assert proxy.loop_name == loop_kind
+        sent = got = 0
+        for i in range(messages):
+            sock.sendall(b"E" * size)
+            sent += size
+            if i % 3 == 0:
+                time.sleep(0.0003)  # closely, but not all in one segment
+        while got < sent:
+            chunk = sock.recv(1 << 16)
+            assert chunk, "the proxy closed before echoing everything"
+            got += len(chunk)
+        deliveries = list(proxy.deliveries or ())
+        timers = proxy.timer_wakeups
+    assert got == sent
+    up = [d for d in deliveries if d[0]]
+    down = [d for d in deliveries if not d[0]]
+    assert sum(d[3] for d in up) == sent and sum(d[3] for d in down) == sent
+    early = [(leave - came) * 1e3 for _, came, leave, _ in deliveries if leave - came < delay]
+    assert not early, f"{len(early)} of {len(deliveries)} chunks left early, ms after: {early}"
+    assert timers <= 4 * len(deliveries) + 10, f"{timers} timer wake-ups, {len(deliveries)}"
