@@ -119,7 +119,7 @@ def lan_announcer(
             key=key,
             version=discovery.version(),
             addresses=tuple(addresses),
-            port=port,
+            port=int(port),  # waitress reports its port as text
         )
     )
 
