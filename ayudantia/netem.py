@@ -13,9 +13,11 @@ proxy stops reading that side (``pause_reading``) until the queue drains; and it
 only while the other side's transport is below its high-water mark.
 
 Faults, for the reliability lessons: ``reset_after`` cuts each connection with a TCP
-reset once that many bytes have gone through it (both directions counted), mid-message
-as often as not; ``stall_every``/``stall_for`` stop all forwarding for ``stall_for``
-seconds every ``stall_every`` seconds.
+reset once that many bytes have gone through it, both directions counted together (600
+bytes up and their 600-byte echo make 1,200), mid-message as often as not: the byte that
+reaches the count is the last one forwarded either way, then both sockets are reset.
+``stall_every``/``stall_for`` stop all forwarding for ``stall_for`` seconds every
+``stall_every`` seconds.
 
 The delay is a minimum, never less: a chunk leaves only once ``now >= arrival + delay``.
 Timers on an event loop fire on a millisecond grid, and uvloop's can fire up to a
@@ -140,7 +142,7 @@ class Link:
     jitter: float = 0.0
     up_rate: float | None = None  # client -> server
     down_rate: float | None = None  # server -> client
-    reset_after: int | None = None
+    reset_after: int | None = None  # bytes through the connection, up and down together
     stall_every: float | None = None
     stall_for: float = 0.0
 
@@ -185,7 +187,7 @@ class Link:
             delay += f" ± {self.jitter * 1e3:g} ms"
         parts = [delay, f"up {format_rate(self.up_rate)}", f"down {format_rate(self.down_rate)}"]
         if self.reset_after is not None:
-            parts.append(f"reset after {self.reset_after:,} bytes")
+            parts.append(f"reset after {self.reset_after:,} bytes (up + down)")
         if self.stall_every is not None:
             parts.append(f"stall {self.stall_for:g} s every {self.stall_every:g} s")
         return ", ".join(parts)

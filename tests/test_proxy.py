@@ -115,7 +115,7 @@ def test_link_spec_and_description() -> None:
     assert (link.delay, link.up_rate, link.down_rate) == (0.005, 12.5e6, 1.25e6)
     assert link.reset_after == 65_536
     assert link.describe() == (
-        "delay 5 ms, up 100 Mbit/s, down 10 Mbit/s, reset after 65,536 bytes"
+        "delay 5 ms, up 100 Mbit/s, down 10 Mbit/s, reset after 65,536 bytes (up + down)"
     )
     with pytest.raises(ValueError, match="KEY=VALUE"):
         Link.parse("latency=5ms")
@@ -217,6 +217,22 @@ def test_memory_per_connection_is_bounded_by_flow_control(echo) -> None:
     assert proxy.stats.up_bytes < 400_000  # while the link passed ~190 KB in 1.5 s
 
 
+@pytest.mark.timeout(30)
+def test_reset_after_counts_both_directions_together(echo) -> None:
+    """600 bytes up, then their echo: the reset at 1,000 falls 400 bytes into the echo."""
+    with (
+        Proxy(("127.0.0.1", 0), echo, Link(reset_after=1000)) as proxy,
+        connect(*proxy.address) as sock,
+    ):
+        sock.sendall(b"E" * 600)
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                got += chunk
+        assert got == b"E" * 400
+        assert (proxy.stats.up_bytes, proxy.stats.down_bytes, proxy.stats.resets) == (600, 400, 1)
+
+
 @pytest.mark.timeout(60)
 def test_reset_after_cuts_mid_message_and_the_server_keeps_serving() -> None:
     eco = Eco("127.0.0.1", 0, wire=WireSettings(read_timeout=5.0))
@@ -254,7 +270,10 @@ def test_proxy_prints_its_link_and_exits_0_on_sigint_with_counts(echo) -> None:
         status = p.stop(signal.SIGINT)
     out = "".join(p.output)
     assert status == 0, out
-    assert "link: delay 1 ms, up 10 Mbit/s, down unlimited, reset after 1,048,576 bytes" in out
+    assert (
+        "link: delay 1 ms, up 10 Mbit/s, down unlimited, reset after 1,048,576 bytes (up + down)"
+        in out
+    )
     assert "1 connections; up (client->server) 300 bytes, down (server->client) 300 bytes" in out
 
 
