@@ -45,6 +45,9 @@ SERVICE_TYPE = "_ayudantia._tcp.local."
 TXT_KEYS = ("role", "class", "codec", "encoding", "tls", "key", "version")
 ROLES = ("profesor", "tareo", "docencio")
 DEFAULT_TIMEOUT = 3.0  # mDNS answers within ~120 ms of a query; 3 s covers a second query
+# Every record lives 120 s (zeroconf's PTR/TXT default is 75 min): a SIGKILLed server,
+# which sends no goodbye, leaves the caches of long-running browsers within two minutes.
+ANNOUNCE_TTL = 120
 WITHDRAW_TIMEOUT = 2.0  # goodbye packets go out in ~0.5 s; the rest is margin
 _LABEL = re.compile(r"[^A-Za-z0-9-]+")
 log = logging.getLogger("ayudantia.discovery")
@@ -141,6 +144,10 @@ class Announcement:
             return f"?:{self.port}"
         host = pick_address(self.addresses, local)
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) to connect to, from this host (see :meth:`address`)."""
+        return pick_address(self.addresses, local_networks()), self.port
 
 
 # -- addresses ---------------------------------------------------------------------------------
@@ -357,6 +364,8 @@ class Announcer:
             properties=a.txt(),
             server=server,
             parsed_addresses=list(a.addresses),
+            host_ttl=ANNOUNCE_TTL,
+            other_ttl=ANNOUNCE_TTL,
         )
 
     def _register(self) -> None:
@@ -378,11 +387,14 @@ class Announcer:
             self.registered.set()
             log.info("announced %s as %s on %s", a.role, info.name, ", ".join(a.addresses))
         except Exception as exc:  # a LAN without multicast must not stop the server
-            log.warning("cannot announce %s on the LAN (mDNS): %s", a.role, exc)
+            if not self._closed:  # else: closed while probing, nothing to say
+                log.warning("cannot announce %s on the LAN (mDNS): %s", a.role, exc)
 
     def close(self, timeout: float = WITHDRAW_TIMEOUT) -> None:
         """Withdraw the announcement (goodbye packets) and stop zeroconf, within ``timeout``."""
         with self._lock:
+            if self._closed:
+                return  # idempotent: at the signal, and again when serving ends
             self._closed = True
             zc = self._zc
         if self._thread is not None:
@@ -436,7 +448,8 @@ def browse(timeout: float = DEFAULT_TIMEOUT) -> list[Announcement]:
                     found.pop(name, None)
             for name in list(pending):
                 info = ServiceInfo(SERVICE_TYPE, name)
-                if info.request(zc, int(max(0.05, min(0.5, deadline - time.monotonic())) * 1000)):
+                wait_ms = int(max(0.05, min(0.5, deadline - time.monotonic())) * 1000)
+                if info.request(zc, wait_ms) and info.parsed_addresses():
                     pending.discard(name)
                     try:
                         found[name] = Announcement.from_txt(
@@ -463,15 +476,15 @@ def find(
     compress: str,
     tls: bool,
     key: bool,
-) -> tuple[str, int]:
-    """The (host, port) of the one ``role`` server (of ``class_name``) this client can use.
+) -> Announcement:
+    """The one ``role`` server (of ``class_name``) a client with these settings can use.
 
-    Raises :class:`NoServerFound`, :class:`AmbiguousServers` or :class:`ServerMismatch`.
+    Raises :class:`NoServerFound`, :class:`AmbiguousServers` or :class:`ServerMismatch`;
+    dial what it returns with :meth:`Announcement.endpoint`.
     """
     found = browse(timeout)
     if not found:
         raise NoServerFound(f"no ayudantia server answered within {timeout:g} s (mDNS)")
     chosen = pick(found, role, class_name)
     check(chosen, codec=codec, compress=compress, tls=tls, key=key)
-    host, _, port = chosen.address(local_networks()).rpartition(":")
-    return host.strip("[]"), int(port)
+    return chosen

@@ -47,7 +47,9 @@ from protocol.framing import (
     CLOSED,
     DEFAULT_MAX_MESSAGE,
     HEADER_SIZE,
+    MAX_FRAME_PAYLOAD,
     NEED_DATA,
+    VERSION,
     Chunk,
     FrameDecoder,
     Message,
@@ -81,6 +83,7 @@ REFUSAL_SEND_TIMEOUT: Final = 1.0
 _REFUSAL_DRAIN_SECONDS: Final = 0.25  # read what the peer was still sending, so close sends FIN
 _REFUSAL_DRAIN_BYTES: Final = 256 * 1024
 _DONTWAIT: Final = socket.MSG_DONTWAIT
+_new: Final = tuple.__new__
 # How far past unread answers a failed send looks for the peer's refusal frame.
 _PEEK_BYTES: Final = 256 * 1024
 
@@ -244,6 +247,22 @@ class Connection:
 
         ``compression`` overrides the connection's for this message (None: identity).
         """
+        kind = type(payload)
+        if (
+            (kind is bytes or kind is bytearray)
+            and (compression is None or (compression is ... and self.compression is None))
+            and self._signer is None
+            and self._handshake is None
+        ):
+            # The common case, one plain frame: resolved here without plan_message (what
+            # it would conclude for bytes, without compression or a signer).
+            length = len(payload)
+            size = self.chunk_size if chunk_size is None else chunk_size
+            if (size == 0 or length <= size) and length <= MAX_FRAME_PAYLOAD:
+                header = HEADER.pack(MAGIC, VERSION, codec_id, 0, 0, length)
+                return self._send_frame(
+                    [header, payload] if length else [header], HEADER_SIZE + length
+                )
         if self._handshake is not None:
             self.handshake()
         if isinstance(payload, memoryview) and payload.format != "B":
@@ -258,19 +277,8 @@ class Connection:
             signer=self._signer,
         )
         if single:
-            # The common case, one unsigned frame: header and payload in one sendmsg, with
-            # no generator, batching or context manager in between (small messages are
-            # dominated by per-call overhead).
-            buffers = (
-                [pack_header(codec_id, length), payload] if length else [pack_header(codec_id, 0)]
-            )
-            self._begin_send()
-            try:
-                wire = self._sendmsg_all(buffers)
-            finally:
-                self._send_lock.release()
-            self.frames_sent += 1
-            return Sent(1, wire)
+            header = pack_header(codec_id, length)
+            return self._send_frame([header, payload] if length else [header], HEADER_SIZE + length)
         frames = frame_count(length, size)
         with self._sending():
             buffers = iter_frame_buffers(
@@ -342,6 +350,40 @@ class Connection:
         if self.send_timeout is not None:
             self._send_deadline = time.monotonic() + self.send_timeout
         return self._write(self._frame_buffers(codec_id, data, more=more), 1)
+
+    def _send_frame(self, buffers: list[bytes | bytearray | memoryview], total: int) -> Sent:
+        """One unsigned frame's buffers in one ``sendmsg``, under the send lock.
+
+        Small messages are dominated by per-call overhead, so without a ``send_timeout``
+        this is the lock, one system call and the counters, with no generator, batching,
+        context manager or deadline in between; a partial write resumes as any other.
+        """
+        if (
+            self.send_timeout is not None
+            or self._failure is not None
+            or self._closed
+            or self._send_failure is not None
+        ):
+            self._begin_send()  # a deadline to set, or the error to raise
+        else:
+            self._send_lock.acquire()
+            self._send_deadline = None
+        try:
+            flags = 0 if self._send_deadline is None else _DONTWAIT
+            try:
+                sent = self.sock.sendmsg(buffers, (), flags)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise self._send_failed(exc) from exc
+            self._wire_out += sent
+            if sent != total:
+                self._send_rest(buffers, sent)
+            self.bytes_sent += total
+        finally:
+            self._send_lock.release()
+        self.frames_sent += 1
+        return _new(Sent, (1, total))  # Sent(1, total), without the generated __new__
 
     def _begin_send(self) -> None:
         """Take the send lock within ``send_timeout`` and set this call's send deadline."""
@@ -548,9 +590,10 @@ class Connection:
     def recv_message(self) -> Received:
         """The next message with its codec and how it travelled."""
         event = self._next_event(stream=False)
-        if not isinstance(event, Message):
+        if type(event) is not Message:
             raise self._fail("recv() while a streamed message was still being read")
-        return self._decoded(event)
+        # _decoded, inline: this runs for every message received
+        return Received.decoded(self._check(event.codec_id), event, self.max_message)
 
     def _decoded(self, event: Message) -> Received:
         codec = self._check(event.codec_id)  # cached: the decoder already accepted this id
@@ -605,20 +648,20 @@ class Connection:
     def _next_event(self, *, stream: Any) -> Message | Chunk:
         if self._handshake is not None:
             self.handshake()
-        self._check_usable()
+        if self._failure is not None or self._closed:
+            self._check_usable()
         with self._recv_lock:
             decoder = self._decoder
-            while True:
+            event = decoder.next_event(stream=stream)
+            while event is NEED_DATA:
+                self.bytes_received += decoder.read_from(self._recv_into)
                 event = decoder.next_event(stream=stream)
-                if event is NEED_DATA:
-                    self.bytes_received += decoder.read_from(self._recv_into)
-                    continue
-                if event is CLOSED:
-                    raise ConnectionClosed("peer closed the connection")
-                if isinstance(event, Message) or (isinstance(event, Chunk) and event.last):
-                    self.messages_received += 1
-                    self._deadline = None
-                return event  # type: ignore[return-value]
+            if event is CLOSED:
+                raise ConnectionClosed("peer closed the connection")
+            if type(event) is Message or event.last:  # type: ignore[union-attr]  # else a Chunk
+                self.messages_received += 1
+                self._deadline = None
+            return event  # type: ignore[return-value]
 
     def _wait_limit(self, in_message: bool) -> float | None:
         """How long the next read may wait: idle, per read, and the message deadline."""
@@ -635,7 +678,16 @@ class Connection:
             raise Timeout(f"message not complete within message_timeout={self.message_timeout:g}s")
         return left if self.read_timeout is None else min(self.read_timeout, left)
 
-    def _recv_into(self, view: memoryview) -> int:
+    def _recv_into(self, view: bytearray | memoryview) -> int:
+        if self.idle_timeout is None and self.read_timeout is None and self.message_timeout is None:
+            try:  # no limit on any wait: the kernel blocks (a close or shutdown still wakes it)
+                return self.sock.recv_into(view)
+            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+                return 0
+            except OSError as exc:
+                if self._closed:
+                    return 0
+                raise TransportError(f"receive failed: {exc}") from exc
         in_message = self._decoder.in_message
         limit = self._wait_limit(in_message)
         try:

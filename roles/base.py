@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from protocol.aio import FrameConnection, Handler, Limits, Speech, is_peer_fault
@@ -160,12 +160,18 @@ class Server(Handler):
         stop_loop_thread(self.loop, self._stop, self._thread, timeout)
         self.log.info("%s detenido", self.role)
 
-    def serve_until_signal(self) -> int:
-        """Serve until SIGINT or SIGTERM, then stop cleanly; returns 0."""
+    def serve_until_signal(self, before_stop: Callable[[], None] | None = None) -> int:
+        """Serve until SIGINT or SIGTERM, then stop cleanly; returns 0.
+
+        ``before_stop`` runs as soon as the signal comes, before the (maybe slow) stop:
+        whatever tells others we are here (a LAN announcement) goes first.
+        """
         self.start()
         with handle_signals() as stop_requested:
             while not stop_requested.is_set() and not self._stopped.is_set():
                 stop_requested.wait(0.5)
+        if before_stop is not None:
+            before_stop()
         self.stop()
         return 0
 

@@ -9,7 +9,10 @@ What it decides, and nothing else (sockets, the loop and errors live in :mod:`ro
   ``"por": "Profesor"``; a Profesor that is down or slow gives an error answer with the
   question's id; past ``max_in_flight`` hard questions at once, an error answer too, and
   one that waited in the queue longer than ``queue_timeout`` is answered with an error
-  rather than asked late; a Tareo that stops answers every waiting one with an error;
+  rather than asked late; a Tareo that stops answers every waiting one with an error.
+  The pool's threads and the ``max_in_flight`` budget are shared fairly by source (the
+  peer's address: one client however many connections it opens, or one Docencio link),
+  see :mod:`roles.slots`: one source that floods cannot starve another's hard question;
 * anything else, or a malformed question: an error answer, never silence.
 
 The Tareo's clients are links (the Docencio's one connection carries every student), so
@@ -47,6 +50,9 @@ from roles.clase import (
     send_answer,
 )
 from roles.profesor import ProfesorClient
+from roles.slots import FairSlots
+
+SATURADO = "el Tareo está saturado; pregunta luego"
 
 
 class Tareo(Server):
@@ -78,7 +84,9 @@ class Tareo(Server):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tareo-profesor")
         self.max_in_flight = max_in_flight
         self.queue_timeout = 2 * profesor_timeout if queue_timeout is None else queue_timeout
-        self._waiting: dict[int, tuple[FrameConnection, Any]] = {}  # hard questions owed
+        # Hard questions owed, by token: the asker, the id, the source, when it arrived.
+        self._waiting: dict[int, tuple[FrameConnection, Any, str, float]] = {}
+        self._slots: FairSlots[int] = FairSlots(workers, max_in_flight)
         self._tokens = itertools.count()
         self._rng = SystemRandom()
         self.answered = 0
@@ -99,22 +107,49 @@ class Tareo(Server):
         if tipo == TAREA:
             self._send(conn, answer(qid, self._rng.choice(RESPUESTAS), TAREO))
         elif tipo == DIFICIL:
-            if len(self._waiting) >= self.max_in_flight:
-                self._send(conn, error(qid, "el Tareo está saturado; pregunta luego"))
-                return
-            token = next(self._tokens)
-            self._waiting[token] = (conn, qid)
-            conn.hold()
-            self.spawn(self._ask_profesor(token), name=f"profesor-{token}")
+            self._ask_later(conn, qid)
         else:
             self._send(conn, error(qid, f"el Tareo no responde preguntas de tipo {tipo!r}"))
 
     def decode_failed(self, conn: FrameConnection, exc: DecodeError) -> None:
         self._send(conn, error(None, f"mensaje ilegible: {exc}"))
 
-    async def _ask_profesor(self, token: int) -> None:
+    def _ask_later(self, conn: FrameConnection, qid: Any) -> None:
+        """Queue a hard question for a pool slot, in its source's turn (roles.slots)."""
+        source = conn.peer.rpartition(":")[0]
+        token = next(self._tokens)
+        admission = self._slots.admit(source, token)
+        if not admission.admitted:
+            self._send(conn, error(qid, SATURADO))
+            return
+        if admission.bumped is not None:  # a heavier source's newest question makes room
+            self._answer_now(admission.bumped, SATURADO)
+        self._waiting[token] = (conn, qid, source, time.monotonic())
+        conn.hold()
+        self._start_ready()
+
+    def _start_ready(self) -> None:
+        """Ask the Profesor the questions whose turn has come, one pool slot each."""
+        while started := self._slots.ready():
+            for source, token in started:
+                owed = self._waiting.get(token)
+                if owed is None or owed[0].is_closing:  # the asker left: no slot spent on it
+                    self._waiting.pop(token, None)
+                    self._slots.done(source)
+                    if owed is not None:
+                        owed[0].release()
+                    continue
+                task = self._ask_profesor(token, source, owed[3])
+                self.spawn(task, name=f"profesor-{token}")
+
+    def _answer_now(self, token: int, reason: str) -> None:
+        owed = self._waiting.pop(token, None)
+        if owed is not None:
+            self._send(owed[0], error(owed[1], reason))
+            owed[0].release()
+
+    async def _ask_profesor(self, token: int, source: str, queued: float) -> None:
         loop = asyncio.get_running_loop()
-        queued = time.monotonic()
         try:
             texto = await loop.run_in_executor(self._pool, self._respuesta, queued)
             self.log.debug("CONSULTA AL PROFESOR: 200")
@@ -122,12 +157,15 @@ class Tareo(Server):
         except (requests.RequestException, CodecError, RuntimeError, TimeoutError) as exc:
             self.log.warning("CONSULTA AL PROFESOR falló: %s", exc)
             reply_of = functools.partial(error, reason=f"el Profesor no está disponible: {exc}")
+        finally:
+            self._slots.done(source)  # whatever happened, the slot is free again
         owed = self._waiting.pop(token, None)
         if owed is None:  # already answered (the Tareo is stopping)
             return
-        conn, qid = owed
+        conn, qid = owed[0], owed[1]
         self._send(conn, reply_of(qid))  # send first: releasing may let a half-closed peer go
         conn.release()
+        self._start_ready()
 
     def _respuesta(self, queued: float) -> str:
         """In the pool: ask the Profesor, unless this question waited too long to be worth it."""
@@ -149,7 +187,8 @@ class Tareo(Server):
 
     async def on_stop(self) -> None:
         owed, self._waiting = list(self._waiting.values()), {}
-        for conn, qid in owed:  # every hard question still waiting gets its error answer
+        self._slots.clear()
+        for conn, qid, _source, _queued in owed:  # every one still waiting gets its error
             self._send(conn, error(qid, "el Tareo se está retirando"))
             conn.release()
         # Calls still running end within the Profesor timeout; nobody waits for their answers.

@@ -9,8 +9,14 @@ on a LAN of network namespaces (tests/netns.py): servers announce, ``ayudantia f
 from __future__ import annotations
 
 import ipaddress
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from netns import Lan
+from roles_helpers import Procs, Role, wait_for
 
 from ayudantia.discovery import (
     COLUMNS,
@@ -190,3 +196,150 @@ def test_every_difference_is_in_the_one_line():
     with pytest.raises(ServerMismatch) as exc:
         check(_ann(tls=True, key=True), **PLAIN)
     assert "TLS" in str(exc.value) and "key" in str(exc.value)
+
+
+# --- on a LAN of network namespaces (tests/netns.py) -------------------------------------
+
+AY = (sys.executable, "-m", "ayudantia")
+UNREACHABLE = "198.18.0.99"  # inside the LAN's subnet, no host: connects there just fail
+# Prints every add and removal of an _ayudantia._tcp service it hears, until killed.
+WATCH = (
+    "import time\n"
+    "from zeroconf import ServiceBrowser, Zeroconf\n"
+    "zc = Zeroconf()\n"
+    "def on(zeroconf, service_type, name, state_change):\n"
+    "    print(state_change.name, name, flush=True)\n"
+    "ServiceBrowser(zc, '_ayudantia._tcp.local.', handlers=[on])\n"
+    "time.sleep(120)\n"
+)
+
+
+def _find(net: Lan, host: str, timeout: str = "2") -> subprocess.CompletedProcess:
+    return net.run(host, *AY, "find", "--timeout", timeout, timeout=30)
+
+
+def _rows(out: str) -> list[list[str]]:
+    """The table's rows after its header, each split into its cells."""
+    lines = out.strip().splitlines()
+    assert lines and lines[0].split() == list(COLUMNS), out
+    return [line.split() for line in lines[1:]]
+
+
+def _where(role: Role) -> str:
+    return role.address.removeprefix("http://")
+
+
+def _heard(net: Lan, host: str, rows: int, role: str) -> list[list[str]]:
+    """Run ``ayudantia find`` from ``host`` until ``rows`` servers of ``role`` are listed
+    (registration probes its name for a second or two after the server's ready line)."""
+    seen: list[list[str]] = []
+
+    def enough() -> bool:
+        out = _find(net, host)
+        seen[:] = _rows(out.stdout) if out.returncode == 0 else []
+        return sum(r[1] == role for r in seen) >= rows
+
+    assert wait_for(enough, 40, interval=0.2), seen
+    return seen
+
+
+def _docencio(procs: Procs, net: Lan, tmp: Path, host: str, *flags: str) -> Role:
+    """A Docencio on ``host`` whose Tareo and Profesor are nowhere: enough to be found."""
+    return procs.start(
+        host,
+        *("docencio", "--port", "0", "--tareo", f"{UNREACHABLE}:9"),
+        *("--profesor", f"http://{UNREACHABLE}:9", "--outbox", str(tmp / f"{host}.sqlite3")),
+        *flags,
+        prefix=net.cmd(host),
+    )
+
+
+@pytest.mark.timeout(150)
+def test_find_lists_the_class_and_estudiante_find_asks_its_docencio(make_lan, procs, tmp_path):
+    """Profesor, Tareo and Docencio on three hosts, class 'aula'; the Docencio finds its
+    Tareo with --find; a student's host lists all three and asks the Docencio it finds."""
+    net: Lan = make_lan("profesor", "tareo", "docencio", "alumno")
+
+    def here(host: str) -> tuple[str, ...]:
+        return ("--host", net.address[host], "--port", "0")
+
+    profesor = procs.start(
+        "profesor",
+        *("profesor", *here("profesor"), "--db", str(tmp_path / "p.sqlite3"), "--class", "aula"),
+        prefix=net.cmd("profesor"),
+    )
+    tareo = procs.start(
+        "tareo",
+        *("tareo", *here("tareo"), "--profesor", profesor.address, "--class", "aula"),
+        prefix=net.cmd("tareo"),
+    )
+    _heard(net, "docencio", 1, "tareo")
+    docencio = procs.start(  # no --tareo, no --class: both from the Tareo's announcement
+        "docencio",
+        *("docencio", *here("docencio"), "--find", "aula", "--profesor", profesor.address),
+        *("--outbox", str(tmp_path / "outbox.sqlite3")),
+        prefix=net.cmd("docencio"),
+    )
+    assert f"found the tareo of class 'aula' at {_where(tareo)}" in docencio.stderr()
+    rows = _heard(net, "alumno", 1, "docencio")
+    listed = {(r[0], r[1], r[2]) for r in rows}
+    assert listed == {
+        ("aula", "profesor", _where(profesor)),
+        ("aula", "tareo", _where(tareo)),
+        ("aula", "docencio", _where(docencio)),
+    }, rows
+    assert all(r[3:] == ["json", "no", "no"] for r in rows), rows
+
+    asks = ("--questions", "6", "--interval", "0", "--quiet", "--name", "Ana", "--timeout", "20")
+    out = net.run("alumno", *AY, "estudiante", "--find", "aula", *asks, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Ana: 6/6 respondidas, 0 errores" in out.stdout, out.stdout
+    assert f"found the docencio of class 'aula' at {_where(docencio)}" in out.stderr
+
+    # a client whose settings do not match what is announced: one line, exit 2
+    out = net.run("alumno", *AY, "estudiante", "--find", *asks, "--key", "k", timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and "has no key: drop --key" in out.stderr, out.stderr
+    out = net.run("alumno", *AY, "estudiante", "--find", "aula-9", *asks, timeout=60)
+    assert out.returncode == 1 and "no docencio of class 'aula-9'" in out.stderr, out.stderr
+
+
+@pytest.mark.timeout(150)
+def test_two_docencios_of_one_class_are_listed_and_refused(make_lan, procs, tmp_path):
+    net: Lan = make_lan("d1", "d2", "alumno")
+    one = _docencio(procs, net, tmp_path, "d1", "--host", net.address["d1"], "--class", "aula")
+    two = _docencio(procs, net, tmp_path, "d2", "--host", net.address["d2"], "--class", "aula")
+    _heard(net, "alumno", 2, "docencio")
+    out = net.run("alumno", *AY, "estudiante", "--find", "aula", "--questions", "1", timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    listed = {r[2] for r in _rows(out.stdout)}
+    assert listed == {_where(one), _where(two)}, out.stdout
+    assert "2 docencios announce class 'aula'" in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+
+
+@pytest.mark.timeout(150)
+def test_quiet_and_loopback_servers_announce_nothing_and_sigterm_withdraws(
+    make_lan, procs, tmp_path
+):
+    """--announce off and a loopback bind are never heard; an announcing server is, until
+    SIGTERM, whose goodbye removes it at once (its records' TTL is 120 s or more)."""
+    net: Lan = make_lan("quiet", "loop", "ctl", "alumno")
+    _docencio(procs, net, tmp_path, "quiet", "--host", net.address["quiet"], "--announce", "off")
+    _docencio(procs, net, tmp_path, "loop")  # the default: 127.0.0.1
+    watch_log = (tmp_path / "watch.out").open("w")
+    net.popen("alumno", sys.executable, "-c", WATCH, stdout=watch_log, stderr=subprocess.STDOUT)
+    control = _docencio(procs, net, tmp_path, "ctl", "--host", net.address["ctl"])
+    rows = _heard(net, "alumno", 1, "docencio")
+    assert [r[2] for r in rows] == [_where(control)], rows  # only the one that announces
+
+    def watched() -> str:
+        return (tmp_path / "watch.out").read_text(encoding="utf-8")
+
+    assert wait_for(lambda: "Added" in watched(), 20), watched()
+    assert watched().count("Added") == 1, watched()
+    assert control.stop(signal.SIGTERM) == 0, control.stderr()
+    assert wait_for(lambda: "Removed" in watched(), 10), watched()
+    out = _find(net, "alumno")
+    assert out.returncode == 1 and out.stdout == "", out.stdout
+    assert out.stderr.count("\n") == 1 and "no ayudantia server answered" in out.stderr
