@@ -2,7 +2,9 @@
 
 Exit statuses: 0 when everything asked was done, 1 when a run failed (a question went
 unanswered, a peer refused us, a server was unreachable), 2 for a setting that cannot be
-used (one line on stderr, before anything starts), 130 when interrupted.
+used (one line on stderr, before anything starts), 130 when interrupted. ``--find``: 1 when
+no server answers, 2 when two match (their table on stdout) or the one found does not match
+this client's settings (one line).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import NoReturn
 from ayudantia.commands import COMMANDS
 from ayudantia.config import ConfigError, add_options, resolve, toml_keys
 from ayudantia.quijote import BookUnavailable
-from protocol.errors import AyudantiaError
+from protocol.errors import AmbiguousServers, AyudantiaError, DiscoveryError, NoServerFound
 
 CANNOT_LISTEN = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 USAGE_ERROR = 2
@@ -126,8 +128,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f"{settings['host']}:{settings['port']}"
             return fail(command.NAME, f"cannot listen on {where}: {os.strerror(exc.errno)}", 1)
         return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)
+    except DiscoveryError as exc:
+        return discovery_failed(command.NAME, exc)
     except AyudantiaError as exc:
         return fail(command.NAME, f"{type(exc).__name__}: {exc}", 1)
+
+
+def discovery_failed(command: str, exc: DiscoveryError) -> int:
+    """``--find`` did not give one usable server: none is a failed run (1); two candidates
+    (listed, not guessed between) or a server this client cannot talk to is a setting to
+    change (2)."""
+    if isinstance(exc, AmbiguousServers):
+        from ayudantia.discovery import local_networks, table
+
+        print(table(exc.found, local_networks()), flush=True)  # type: ignore[arg-type]
+    return fail(command, str(exc), 1 if isinstance(exc, NoServerFound) else USAGE_ERROR)
 
 
 if __name__ == "__main__":

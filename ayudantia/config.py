@@ -229,6 +229,33 @@ def server_options(clients: str) -> list[Option]:
     ]
 
 
+def announce_options() -> list[Option]:
+    """``--class`` and ``--announce``: how a server bound to a LAN address announces itself
+    (DNS-SD over mDNS, ayudantia/discovery.py); a loopback bind never announces."""
+    return [
+        Option(
+            "class",
+            None,
+            "the class's name this server announces on the LAN (default: the host name)",
+            rules.NAME,
+            "NAME",
+        ),
+        Option(
+            "announce",
+            "on",
+            "announce this server with mDNS (_ayudantia._tcp) when bound to a non-loopback "
+            "address; off keeps it quiet",
+            rules.choice(("on", "off"), case=str.lower),
+            "{on,off}",
+        ),
+    ]
+
+
+def find_timeout_option(name: str = "find_timeout", what: str = "with --find") -> Option:
+    """Seconds to listen for announcements: every candidate must be heard, not the first."""
+    return seconds_option(name, 3.0, f"to listen for announcements {what}", unlimited=False)
+
+
 # -- argparse ---------------------------------------------------------------------------------
 
 

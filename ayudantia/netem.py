@@ -13,15 +13,23 @@ proxy stops reading that side (``pause_reading``) until the queue drains; and it
 only while the other side's transport is below its high-water mark.
 
 Faults, for the reliability lessons: ``reset_after`` cuts each connection with a TCP
-reset once that many bytes have gone through it (both directions counted), mid-message
-as often as not; ``stall_every``/``stall_for`` stop all forwarding for ``stall_for``
-seconds every ``stall_every`` seconds.
+reset once that many bytes have gone through it, both directions counted together (600
+bytes up and their 600-byte echo make 1,200), mid-message as often as not: the byte that
+reaches the count is the last one forwarded either way, then both sockets are reset.
+``stall_every``/``stall_for`` stop all forwarding for ``stall_for`` seconds every
+``stall_every`` seconds.
 
-Timers on an event loop fire on a millisecond grid (epoll's timeout, libuv's clock), a
-fraction of a millisecond late; a chunk whose time is within half a millisecond when a
-timer fires leaves then, rather than waiting for the next tick. tests/test_proxy.py holds
-the proxy to its promise: a 10 ms delay makes a 20 ms round trip, and a bulk transfer at
-100 Mbit/s takes size / rate, each within 10%.
+The delay is a minimum, never less: a chunk leaves only once ``now >= arrival + delay``.
+Timers on an event loop fire on a millisecond grid, and uvloop's can fire up to a
+millisecond *early* (it rounds the delay to whole milliseconds and counts from libuv's
+cached clock, which lags). A timer that fires before its chunk is due re-arms for the
+rest, rounded up to a whole millisecond, rather than delivering early; rounding up means
+each re-arm waits for the clock to move, so a timer never re-fires at the same instant (no
+spin), at the cost of a chunk leaving up to a millisecond late. tests/test_proxy.py holds
+the proxy to its promise with its own timestamps (``Proxy(record=N)``: no chunk leaves
+before its delay, over messages that follow each other closely), and to its figures: a
+10 ms delay makes a 20 ms round trip, and a bulk transfer at 100 Mbit/s takes size /
+rate, each within 10%.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from ayudantia.rules import Invalid, Rule
 from roles.loop import new_event_loop, stop_loop_thread
 from roles.signals import handle_signals
 
-_SLACK: Final = 0.0005  # release a chunk this close to its time (see the module docstring)
+_TICK: Final = 0.001  # the timers' grid: a re-arm waits whole ticks (see the module docstring)
 _MIN_QUEUE: Final = 256 * 1024
 _MAX_QUEUE: Final = 16 * 1024 * 1024
 _UNLIMITED_QUEUE: Final = 4 * 1024 * 1024
@@ -134,7 +142,7 @@ class Link:
     jitter: float = 0.0
     up_rate: float | None = None  # client -> server
     down_rate: float | None = None  # server -> client
-    reset_after: int | None = None
+    reset_after: int | None = None  # bytes through the connection, up and down together
     stall_every: float | None = None
     stall_for: float = 0.0
 
@@ -179,7 +187,7 @@ class Link:
             delay += f" ± {self.jitter * 1e3:g} ms"
         parts = [delay, f"up {format_rate(self.up_rate)}", f"down {format_rate(self.down_rate)}"]
         if self.reset_after is not None:
-            parts.append(f"reset after {self.reset_after:,} bytes")
+            parts.append(f"reset after {self.reset_after:,} bytes (up + down)")
         if self.stall_every is not None:
             parts.append(f"stall {self.stall_for:g} s every {self.stall_every:g} s")
         return ", ".join(parts)
@@ -213,6 +221,16 @@ class Stats:
         )
 
 
+def _ticks(seconds: float) -> float:
+    """A timer's delay rounded up to whole ticks, one at least.
+
+    Rounding up, not to nearest (uvloop's own rounding), so a timer is not set to fire
+    before its time; one tick at least, so a timer that did fire early and re-arms for
+    the sliver left waits for the clock to move instead of firing again at once.
+    """
+    return max(1, math.ceil(seconds / _TICK - 1e-9)) * _TICK
+
+
 class _Direction:
     """Bytes from ``src`` to ``dst``: delayed each by the link's latency, paced by its rate."""
 
@@ -224,7 +242,8 @@ class _Direction:
         self.up = up
         self.src: _Side | None = None
         self.dst: _Side | None = None
-        self.queue: collections.deque[list[Any]] = collections.deque()  # [ready, memoryview]
+        # [ready, memoryview, arrival]: when the chunk may leave, what is left, when it came
+        self.queue: collections.deque[list[Any]] = collections.deque()
         self.queued = 0
         self.last_ready = 0.0
         self.eof = False  # the source finished: after the queue, the destination gets EOF
@@ -250,7 +269,7 @@ class _Direction:
             delay += random.uniform(-self.link.jitter, self.link.jitter)
         ready = max(now + delay, self.last_ready)  # bytes never overtake each other
         self.last_ready = ready
-        self.queue.append([ready, memoryview(data)])
+        self.queue.append([ready, memoryview(data), now])
         self.queued += len(data)
         if self.queued > self.high and self.src is not None:
             self.src.pause()
@@ -278,8 +297,8 @@ class _Direction:
             self._wake_at(stalled, now)
             return
         while self.queue:
-            ready, data = self.queue[0]
-            if ready > now + _SLACK:
+            ready, data, arrival = self.queue[0]
+            if now < ready:  # never early, even when a timer fired before its time
                 self._wake_at(ready, now)
                 return
             n = len(data)
@@ -293,6 +312,9 @@ class _Direction:
                 self.tokens -= n
             n, cut = self.session.allow(n)
             if n:
+                record = self.session.proxy.deliveries
+                if record is not None:
+                    record.append((self.up, arrival, time.perf_counter(), n))
                 dst.transport.write(data[:n])
                 self.session.count(self.up, n)
                 if self.session.flow is not None:
@@ -337,10 +359,11 @@ class _Direction:
                 return
             self.timer.cancel()
         self.timer_at = when
-        self.timer = self.loop.call_later(max(0.0, when - now), self._on_timer)
+        self.timer = self.loop.call_later(_ticks(when - now), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
+        self.session.proxy.timer_wakeups += 1
         self.pump()
 
     def close(self) -> None:
@@ -516,6 +539,9 @@ class Proxy:
     loop_kind: str = "auto"
     stats: Stats = field(default_factory=Stats)
     pcap: str | Path | None = None  # write everything forwarded here (ayudantia.pcap)
+    # Keep the last ``record`` deliveries as (up, arrival, delivery, bytes), perf_counter
+    # seconds: the shaper's own account of each chunk, for checking it keeps the delay.
+    record: int = 0
 
     def __post_init__(self) -> None:
         self.capture: PcapWriter | None = None
@@ -529,6 +555,10 @@ class Proxy:
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._t0 = time.perf_counter()
+        self.timer_wakeups = 0  # the shaper's timers that fired: a re-arm loop that spins shows
+        self.deliveries: collections.deque[tuple[bool, float, float, int]] | None = (
+            collections.deque(maxlen=self.record) if self.record else None
+        )
 
     def stalled_until(self, now: float) -> float:
         """When a stall in progress at ``now`` ends; 0.0 when forwarding is not stalled."""

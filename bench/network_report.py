@@ -158,6 +158,27 @@ def plot_network(res: Results, path: Path, plt: Any) -> bool:
     return save(fig, path, plt)
 
 
+# Written after the figures on every regeneration: what the proxy's link promises, which
+# the tables above rely on, and where to look at its bytes.
+PROXY_NOTES = """## What the proxy's link does
+
+- `--delay T` is a minimum, never less: by the proxy's own clock every byte leaves at
+  least T after it arrived, each way (a round trip through `--delay 10ms` is 20 ms or a
+  little more, never less). Timers fire on a millisecond grid, so a byte may leave up to
+  about a millisecond late; with `--jitter J` the delay of a byte is between T - J and
+  T + J, and bytes still never overtake each other.
+- `--reset-after BYTES` counts both directions of a connection together: up
+  (client->server) plus down (server->client). 600 bytes up and their 600-byte echo make
+  1,200, so `--reset-after 1000` resets the connection 400 bytes into the echo. The count
+  is per connection, from its first byte; once it is reached both sockets are reset
+  (TCP RST), mid-message as often as not.
+
+To see what crosses a hop, `ayudantia proxy --pcap FILE` (and `ayudantia run --pcap DIR`)
+writes everything the proxy forwards as a capture for Wireshark: see
+[docs/wireshark.md](wireshark.md).
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the network section alone (docs/network.md and its plot) from a run's JSON."""
     import argparse
@@ -188,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if image is not None:
         parts += [f"![round trip per link](img/{image.name})", ""]
-    parts += [network_section(res), ""]
+    parts += [network_section(res), "", PROXY_NOTES]
     args.out.write_text("\n".join(parts), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

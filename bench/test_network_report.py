@@ -57,3 +57,15 @@ def test_section_and_plot(res, tmp_path) -> None:
     assert nr.main([str(NETWORK), "--out", str(tmp_path / "n.md"), "--img", str(tmp_path)]) == 0
     assert (tmp_path / "network.png").stat().st_size > 10_000
     assert "![round trip per link](img/network.png)" in (tmp_path / "n.md").read_text()
+
+
+def test_the_proxy_notes_survive_regeneration_and_are_in_the_docs(tmp_path) -> None:
+    """docs/network.md is generated: what it says about --delay and --reset-after lives in
+    the generator, so a regeneration keeps it, and the committed page carries it."""
+    assert nr.main([str(NETWORK), "--out", str(tmp_path / "n.md"), "--img", str(tmp_path)]) == 0
+    assert (tmp_path / "n.md").read_text(encoding="utf-8").endswith(nr.PROXY_NOTES)
+    docs = Path(__file__).resolve().parents[1] / "docs" / "network.md"
+    assert docs.read_text(encoding="utf-8").endswith(nr.PROXY_NOTES)
+    flat = " ".join(nr.PROXY_NOTES.split())
+    assert "`--reset-after BYTES` counts both directions of a connection together" in flat
+    assert "`--delay T` is a minimum, never less" in flat

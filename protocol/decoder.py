@@ -189,12 +189,42 @@ class FrameDecoder:
         self._release()
         self._eof = True
 
-    def read_from(self, recv_into: Callable[[memoryview], int]) -> int:
+    def read_from(self, recv_into: Callable[[bytearray | memoryview], int]) -> int:
         """Let ``recv_into`` write straight into the decoder's buffers; returns bytes read.
 
         Call it after :meth:`next_event` returned :data:`NEED_DATA`. It is
         :meth:`get_buffer`, the call, then :meth:`buffer_updated`; a return of 0 records EOF.
+        ``recv_into`` gets a writable buffer to fill from its start (a socket's
+        ``recv_into`` takes either kind).
+
+        Between frames with nothing staged (every small message's case) it is the same,
+        minus the lending: ``recv_into`` gets the staging area itself, with no memoryview
+        made and released per read, since nothing else holds the area during the call.
         """
+        if (
+            self._start == self._end
+            and self._remaining is None
+            and self._lent is None
+            and self._error is None
+            and not self._eof
+        ):
+            stage = self._stage
+            room = len(stage)
+            if room < HEADER_SIZE + MAX_REFUSAL_PAYLOAD:  # the first read: as get_buffer
+                stage.extend(bytes(_STAGE_SIZE))
+                room = len(stage)
+            elif room > 4 * _STAGE_SIZE:  # a large receive_data is not kept: as _compact
+                del stage[_STAGE_SIZE:]
+                room = _STAGE_SIZE
+            self._start = self._end = 0
+            n = recv_into(stage)
+            if 0 < n <= room:
+                self._end = n
+            elif n:
+                raise ValueError(f"nbytes must be 1-{room}, not {n} (EOF is eof_received())")
+            else:
+                self._eof = True
+            return n
         if self._error is None and self._eof:
             return 0
         view = self.get_buffer()
@@ -257,6 +287,8 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
+        if self._remaining is None and self._end - self._start < HEADER_SIZE and not self._eof:
+            return NEED_DATA  # waiting for a header: what the general path would conclude
         try:
             return self._next_event(stream)
         except AyudantiaError as exc:

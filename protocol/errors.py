@@ -298,3 +298,33 @@ class TlsFailed(TransportError):
     Not an OSError on purpose: retrying with the same certificates never helps, so a
     client that retries on socket errors stops at once and says why.
     """
+
+
+# --- discovery (DNS-SD over mDNS, ayudantia/discovery.py) ----------------------------------
+
+
+class DiscoveryError(AyudantiaError):
+    """Finding a server on the LAN did not give one server this client can talk to."""
+
+
+class BadAnnouncement(DiscoveryError, ValueError):
+    """A ``_ayudantia._tcp`` announcement whose TXT record lacks a key or has a bad value."""
+
+
+class NoServerFound(DiscoveryError):
+    """Nothing that matches answered within the timeout."""
+
+
+class AmbiguousServers(DiscoveryError):
+    """More than one server matches: the client lists them instead of guessing.
+
+    ``found`` holds the matching announcements, for the table the command prints.
+    """
+
+    def __init__(self, message: str, found: tuple[object, ...]) -> None:
+        self.found = found
+        super().__init__(message)
+
+
+class ServerMismatch(DiscoveryError):
+    """The server found speaks differently (codec, encoding, TLS, key) from this client."""

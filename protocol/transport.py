@@ -47,8 +47,9 @@ from protocol.framing import (
     CLOSED,
     DEFAULT_MAX_MESSAGE,
     HEADER_SIZE,
-    MAX_REFUSAL_PAYLOAD,
+    MAX_FRAME_PAYLOAD,
     NEED_DATA,
+    VERSION,
     Chunk,
     FrameDecoder,
     Message,
@@ -60,6 +61,7 @@ from protocol.framing import (
     refusal_frame,
 )
 from protocol.handshake import Handshake, handshake_timeout, run_blocking
+from protocol.header import FLAG_REFUSAL, HEADER, MAGIC
 from protocol.messages import Received, Sent
 from protocol.signing import Side, Signer, check_key, check_side, signer_for
 from protocol.streams import (
@@ -81,6 +83,8 @@ REFUSAL_SEND_TIMEOUT: Final = 1.0
 _REFUSAL_DRAIN_SECONDS: Final = 0.25  # read what the peer was still sending, so close sends FIN
 _REFUSAL_DRAIN_BYTES: Final = 256 * 1024
 _DONTWAIT: Final = socket.MSG_DONTWAIT
+# How far past unread answers a failed send looks for the peer's refusal frame.
+_PEEK_BYTES: Final = 256 * 1024
 
 
 class Connection:
@@ -157,6 +161,9 @@ class Connection:
         self._recv_lock = threading.Lock()
         self._closed = False
         self._failure: str | None = None
+        # The peer closed while we sent: nothing more can leave, but what it sent before
+        # (answers, then perhaps the refusal that says why) is still ours to read.
+        self._send_failure: str | None = None
         self._wire_out = 0  # bytes the kernel took, counted per system call
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -239,6 +246,22 @@ class Connection:
 
         ``compression`` overrides the connection's for this message (None: identity).
         """
+        kind = type(payload)
+        if (
+            (kind is bytes or kind is bytearray)
+            and (compression is None or (compression is ... and self.compression is None))
+            and self._signer is None
+            and self._handshake is None
+        ):
+            # The common case, one plain frame: resolved here without plan_message (what
+            # it would conclude for bytes, without compression or a signer).
+            length = len(payload)
+            size = self.chunk_size if chunk_size is None else chunk_size
+            if (size == 0 or length <= size) and length <= MAX_FRAME_PAYLOAD:
+                header = HEADER.pack(MAGIC, VERSION, codec_id, 0, 0, length)
+                return self._send_frame(
+                    [header, payload] if length else [header], HEADER_SIZE + length
+                )
         if self._handshake is not None:
             self.handshake()
         if isinstance(payload, memoryview) and payload.format != "B":
@@ -253,19 +276,8 @@ class Connection:
             signer=self._signer,
         )
         if single:
-            # The common case, one unsigned frame: header and payload in one sendmsg, with
-            # no generator, batching or context manager in between (small messages are
-            # dominated by per-call overhead).
-            buffers = (
-                [pack_header(codec_id, length), payload] if length else [pack_header(codec_id, 0)]
-            )
-            self._begin_send()
-            try:
-                wire = self._sendmsg_all(buffers)
-            finally:
-                self._send_lock.release()
-            self.frames_sent += 1
-            return Sent(1, wire)
+            header = pack_header(codec_id, length)
+            return self._send_frame([header, payload] if length else [header], HEADER_SIZE + length)
         frames = frame_count(length, size)
         with self._sending():
             buffers = iter_frame_buffers(
@@ -338,10 +350,44 @@ class Connection:
             self._send_deadline = time.monotonic() + self.send_timeout
         return self._write(self._frame_buffers(codec_id, data, more=more), 1)
 
+    def _send_frame(self, buffers: list[bytes | bytearray | memoryview], total: int) -> Sent:
+        """One unsigned frame's buffers in one ``sendmsg``, under the send lock.
+
+        Small messages are dominated by per-call overhead, so without a ``send_timeout``
+        this is the lock, one system call and the counters, with no generator, batching,
+        context manager or deadline in between; a partial write resumes as any other.
+        """
+        if (
+            self.send_timeout is not None
+            or self._failure is not None
+            or self._closed
+            or self._send_failure is not None
+        ):
+            self._begin_send()  # a deadline to set, or the error to raise
+        else:
+            self._send_lock.acquire()
+            self._send_deadline = None
+        try:
+            flags = 0 if self._send_deadline is None else _DONTWAIT
+            try:
+                sent = self.sock.sendmsg(buffers, (), flags)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise self._send_failed(exc) from exc
+            self._wire_out += sent
+            if sent != total:
+                self._send_rest(buffers, sent)
+            self.bytes_sent += total
+        finally:
+            self._send_lock.release()
+        self.frames_sent += 1
+        return Sent(1, total)
+
     def _begin_send(self) -> None:
         """Take the send lock within ``send_timeout`` and set this call's send deadline."""
-        if self._failure is not None or self._closed:
-            self._check_usable()
+        if self._failure is not None or self._closed or self._send_failure is not None:
+            self._check_sendable()
         timeout = self.send_timeout
         if timeout is None:
             self._send_lock.acquire()
@@ -366,7 +412,7 @@ class Connection:
 
     def _write(self, buffers: Iterable[bytes | memoryview], frames: int) -> Sent:
         """Send ``buffers`` in batches; anything that stops it after a byte left fails the link."""
-        self._check_usable()
+        self._check_sendable()
         out_before = self._wire_out
         seq_before = self._signer.seq if self._signer is not None else 0
         wire = 0
@@ -433,37 +479,44 @@ class Connection:
             raise
 
     def _send_failed(self, exc: OSError) -> AyudantiaError:
-        """The error for a socket that refused our bytes: the peer's refusal when it sent one."""
-        self._fail(f"send failed: {exc}")
+        """The error for a socket that refused our bytes: the peer's refusal when it sent one.
+
+        A peer that closed (a broken pipe, a reset) fails the sending side only: what it
+        sent before closing stays readable, so a reader still gets the answers it was owed
+        and then the peer's :class:`Refused` (the reason), not a bare close. Any other
+        socket error fails the whole connection.
+        """
+        reason = f"send failed: {exc}"
+        if isinstance(exc, BrokenPipeError | ConnectionResetError) and self._failure is None:
+            if self._send_failure is None:
+                self._send_failure = f"connection failed: {reason}"
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+        else:
+            self._fail(reason)
         refused = self._peek_refusal()
         if refused is not None:  # the peer said why before it closed: that is the news
             return refused
-        return ConnectionClosed(f"send failed: {exc}")
+        return ConnectionClosed(reason)
 
     def _peek_refusal(self) -> Refused | None:
         """A refusal frame waiting in the receive buffer, read without consuming anything.
 
         A server that refuses a large message closes while the client is still sending,
-        so the client learns of it as a failed send; the refusal is already here.
+        so the client learns of it as a failed send; the refusal is already here, perhaps
+        behind answers nobody has read yet: whole frames are stepped over (by their
+        headers, up to ``_PEEK_BYTES``) to find it.
         """
         decoder = self._decoder
         if decoder.in_message or not self._recv_lock.acquire(blocking=False):
             return None
         try:
-            peeked = self.sock.recv(HEADER_SIZE + MAX_REFUSAL_PAYLOAD, socket.MSG_PEEK | _DONTWAIT)
+            peeked = self.sock.recv(_PEEK_BYTES, socket.MSG_PEEK | _DONTWAIT)
         except OSError:
             return None
         finally:
             self._recv_lock.release()
-        probe = FrameDecoder()
-        try:
-            probe.receive_data(peeked)
-            probe.next_event()
-        except Refused as refused:
-            return refused
-        except AyudantiaError:
-            pass
-        return None
+        return find_refusal(peeked)
 
     def _wait(self, poller: select.poll, deadline: float | None, what: str) -> None:
         """Block until ``poller`` reports the socket ready, or raise Timeout at ``deadline``."""
@@ -593,20 +646,20 @@ class Connection:
     def _next_event(self, *, stream: Any) -> Message | Chunk:
         if self._handshake is not None:
             self.handshake()
-        self._check_usable()
+        if self._failure is not None or self._closed:
+            self._check_usable()
         with self._recv_lock:
             decoder = self._decoder
-            while True:
+            event = decoder.next_event(stream=stream)
+            while event is NEED_DATA:
+                self.bytes_received += decoder.read_from(self._recv_into)
                 event = decoder.next_event(stream=stream)
-                if event is NEED_DATA:
-                    self.bytes_received += decoder.read_from(self._recv_into)
-                    continue
-                if event is CLOSED:
-                    raise ConnectionClosed("peer closed the connection")
-                if isinstance(event, Message) or (isinstance(event, Chunk) and event.last):
-                    self.messages_received += 1
-                    self._deadline = None
-                return event  # type: ignore[return-value]
+            if event is CLOSED:
+                raise ConnectionClosed("peer closed the connection")
+            if type(event) is Message or event.last:  # type: ignore[union-attr]  # else a Chunk
+                self.messages_received += 1
+                self._deadline = None
+            return event  # type: ignore[return-value]
 
     def _wait_limit(self, in_message: bool) -> float | None:
         """How long the next read may wait: idle, per read, and the message deadline."""
@@ -623,7 +676,16 @@ class Connection:
             raise Timeout(f"message not complete within message_timeout={self.message_timeout:g}s")
         return left if self.read_timeout is None else min(self.read_timeout, left)
 
-    def _recv_into(self, view: memoryview) -> int:
+    def _recv_into(self, view: bytearray | memoryview) -> int:
+        if self.idle_timeout is None and self.read_timeout is None and self.message_timeout is None:
+            try:  # no limit on any wait: the kernel blocks (a close or shutdown still wakes it)
+                return self.sock.recv_into(view)
+            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+                return 0
+            except OSError as exc:
+                if self._closed:
+                    return 0
+                raise TransportError(f"receive failed: {exc}") from exc
         in_message = self._decoder.in_message
         limit = self._wait_limit(in_message)
         try:
@@ -657,6 +719,12 @@ class Connection:
         if self._closed:
             raise ConnectionClosed("connection is closed")
 
+    def _check_sendable(self) -> None:
+        """:meth:`_check_usable`, and the peer has not closed on one of our sends."""
+        self._check_usable()
+        if self._send_failure is not None:
+            raise ConnectionFailed(self._send_failure)
+
     def _fail(self, reason: str) -> ConnectionFailed:
         """Make the connection unusable (the first reason sticks) and wake its users."""
         if self._failure is None:
@@ -685,8 +753,8 @@ class Connection:
 
     @property
     def failed(self) -> str | None:
-        """Why this side failed the connection, or None."""
-        return self._failure
+        """Why this side failed the connection (or its sending side), or None."""
+        return self._failure or self._send_failure
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -704,6 +772,33 @@ class Connection:
             peer = "?"
         side = self.side or "-"
         return f"<Connection {peer} {side} codec={self.codec.name} chunk={self.chunk_size}>"
+
+
+def find_refusal(data: bytes | bytearray | memoryview) -> Refused | None:
+    """The refusal frame among whole frames at the start of ``data`` (peeked bytes), or None.
+
+    Steps over each frame by its header's length (a signed frame's tag included), so a
+    refusal behind unread answers is found without decoding them; stops at anything that
+    is not a frame header or at the end of ``data``.
+    """
+    view = memoryview(data)
+    at = 0
+    while len(view) - at >= HEADER_SIZE:
+        magic, _version, _codec, flags, _enc, length = HEADER.unpack_from(view, at)
+        if magic != MAGIC:
+            return None
+        if flags & FLAG_REFUSAL:
+            probe = FrameDecoder()
+            try:
+                probe.receive_data(bytes(view[at : at + HEADER_SIZE + length]))
+                probe.next_event()
+            except Refused as refused:
+                return refused
+            except AyudantiaError:
+                pass
+            return None
+        at += HEADER_SIZE + length
+    return None
 
 
 def _advance(views: list[memoryview], first: int, sent: int) -> int:

@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from protocol.aio import FrameConnection, Handler, Limits, Speech, is_peer_fault
@@ -53,6 +53,11 @@ __all__ = [
 SUMMARY_EVERY = 10.0
 # File descriptors a server needs beyond one per client: listener, loop, log, executor, links.
 _SPARE_FDS = 64
+# Connections turned away as busy that may linger at once (each drains for the refusal's
+# quarter of a second, protocol.aio._REFUSAL_LINGER, so the close does not reset the
+# refusal away). Past this, a busy peer gets a plain close: a flood of connects holds at
+# most max_clients + REFUSING_MAX sockets open, and each refused one costs a descriptor.
+REFUSING_MAX = 16
 
 
 class Server(Handler):
@@ -91,6 +96,7 @@ class Server(Handler):
         overrides = {"max_held": max_held} if max_held is not None else {}
         self.limits: Limits = self.wire.limits(**overrides)
         self.clients: set[FrameConnection] = set()
+        self.refusing: set[FrameConnection] = set()  # turned away as busy, still draining
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -154,12 +160,18 @@ class Server(Handler):
         stop_loop_thread(self.loop, self._stop, self._thread, timeout)
         self.log.info("%s detenido", self.role)
 
-    def serve_until_signal(self) -> int:
-        """Serve until SIGINT or SIGTERM, then stop cleanly; returns 0."""
+    def serve_until_signal(self, before_stop: Callable[[], None] | None = None) -> int:
+        """Serve until SIGINT or SIGTERM, then stop cleanly; returns 0.
+
+        ``before_stop`` runs as soon as the signal comes, before the (maybe slow) stop:
+        whatever tells others we are here (a LAN announcement) goes first.
+        """
         self.start()
         with handle_signals() as stop_requested:
             while not stop_requested.is_set() and not self._stopped.is_set():
                 stop_requested.wait(0.5)
+        if before_stop is not None:
+            before_stop()
         self.stop()
         return 0
 
@@ -174,19 +186,24 @@ class Server(Handler):
     def client_count(self) -> int:
         return len(self.clients)
 
+    @property
+    def open_connections(self) -> int:
+        """Sockets this server holds for peers: its clients and the busy ones still draining."""
+        return len(self.clients) + len(self.refusing)
+
     # -- the loop ---------------------------------------------------------------------
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        available, why = raise_fd_limit(self.max_clients + _SPARE_FDS)
+        available, why = raise_fd_limit(self.max_clients + REFUSING_MAX + _SPARE_FDS)
         if why is not None:
-            cap = max(1, available - _SPARE_FDS)
+            cap = max(1, available - REFUSING_MAX - _SPARE_FDS)
             self.log.warning(
                 "%s: --max-clients %d needs %d open files; %s: serving at most %d clients",
                 self.role,
                 self.max_clients,
-                self.max_clients + _SPARE_FDS,
+                self.max_clients + REFUSING_MAX + _SPARE_FDS,
                 why,
                 cap,
             )
@@ -218,7 +235,7 @@ class Server(Handler):
                 else:
                     conn.close()
             await self._wait_clients_gone(2.0)
-            for conn in list(self.clients):
+            for conn in list(self.clients | self.refusing):
                 conn.abort()
 
     async def _wait_clients_gone(self, timeout: float) -> None:
@@ -260,6 +277,10 @@ class Server(Handler):
             self.log.warning(
                 "rechazando %s: %d clientes ya conectados", conn.peer, self.max_clients
             )
+            if len(self.refusing) >= REFUSING_MAX:  # a flood: no courtesy, no lingering socket
+                conn.abort()
+                return
+            self.refusing.add(conn)
             conn.refuse_busy(f"server full: {self.max_clients} clients connected")
             return
         self.clients.add(conn)
@@ -268,6 +289,7 @@ class Server(Handler):
 
     def connection_lost(self, conn: FrameConnection, error: BaseException | None) -> None:
         if conn not in self.clients:
+            self.refusing.discard(conn)
             return
         self.clients.discard(conn)
         self.served += 1

@@ -6,16 +6,20 @@ What it decides, and nothing else (sockets, the loop and errors live in :mod:`ro
 * "Pregunta Dificil": the Profesor's answer (``GET /respuesta``), through ``requests`` in a
   bounded pool of threads (never on the loop), so one slow Profesor call never holds up the
   other questions on the same connection (answers may leave out of order: the ids route
-  them); ``"por": "Profesor"``. Calls are grouped: at most ``workers`` run at once, and each
-  takes every hard question that queued while the others ran (at most ``batch``) in one
-  ``GET /respuesta?n=K``, one answer drawn per question; a lone question is the notebook's
-  ``GET /respuesta``. One call per question was most of the class's CPU: about 1 ms of it
-  between ``requests`` here and Flask in the Profesor, two thirds of a 2,000-question
-  class's 1.7 CPU-seconds with the Profesor's (yappi and py-spy, issue 23). A Profesor
-  that is down or slow gives an error answer with each question's id; past
-  ``max_in_flight`` hard questions at once, an error answer too, and one that waited in the
-  queue longer than ``queue_timeout`` is answered with an error rather than asked late; a
-  Tareo that stops answers every waiting one with an error;
+  them); ``"por": "Profesor"``. Calls are grouped: at most ``workers`` run at once, and
+  each takes the hard questions that queued while the others ran (at most ``batch``) in
+  one ``GET /respuesta?n=K``, one answer drawn per question; a lone question is the
+  notebook's ``GET /respuesta``. One call per question was most of the class's CPU:
+  about 1 ms of it between ``requests`` here and Flask in the Profesor, two thirds of a
+  2,000-question class's 1.7 CPU-seconds (yappi and py-spy, issue 23). A Profesor that
+  is down or slow gives an error answer with each question's id; past ``max_in_flight``
+  hard questions at once, an error answer too, and one that waited in the queue longer
+  than ``queue_timeout`` is answered with an error rather than asked late; a Tareo that
+  stops answers every waiting one with an error. The calls and the ``max_in_flight``
+  budget are shared fairly by source (the peer's address: one client however many
+  connections it opens, or one Docencio link), see :mod:`roles.slots`: each call's batch
+  takes the sources' questions in turn, so one source that floods cannot starve another's
+  hard question;
 * anything else, or a malformed question: an error answer, never silence.
 
 The Tareo's clients are links (the Docencio's one connection carries every student), so
@@ -27,7 +31,6 @@ questions. Fairness between students is the Docencio's (see docs/servers.md).
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import itertools
 import time
@@ -55,7 +58,9 @@ from roles.clase import (
     send_answer,
 )
 from roles.profesor import MAX_RESPUESTAS, ProfesorClient
+from roles.slots import FairSlots
 
+SATURADO = "el Tareo está saturado; pregunta luego"
 # Hard questions one Profesor call may carry (GET /respuesta?n=K).
 BATCH = 256
 # How to answer one question, given its id: an answer or an error answer.
@@ -92,14 +97,12 @@ class Tareo(Server):
             tls=self.wire.tls,
         )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tareo-profesor")
-        self.workers = workers
-        self.batch = batch
         self.max_in_flight = max_in_flight
         self.queue_timeout = 2 * profesor_timeout if queue_timeout is None else queue_timeout
-        self._waiting: dict[int, tuple[FrameConnection, Any]] = {}  # hard questions owed
-        # Hard questions not yet given to a call: (token, when it queued), oldest first.
-        self._queue: collections.deque[tuple[int, float]] = collections.deque()
-        self._calls = 0  # Profesor calls under way (at most ``workers``)
+        # Hard questions owed, by token: the asker, the id, the source, when it arrived.
+        self._waiting: dict[int, tuple[FrameConnection, Any, str, float]] = {}
+        self._slots: FairSlots[int] = FairSlots(workers, max_in_flight)
+        self.batch = batch
         self._call_soon = False  # a look at the queue is scheduled for this loop iteration
         self._tokens = itertools.count()
         self.profesor_calls = 0
@@ -122,69 +125,91 @@ class Tareo(Server):
         if tipo == TAREA:
             self._send(conn, answer(qid, self._rng.choice(RESPUESTAS), TAREO))
         elif tipo == DIFICIL:
-            if len(self._waiting) >= self.max_in_flight:
-                self._send(conn, error(qid, "el Tareo está saturado; pregunta luego"))
-                return
-            token = next(self._tokens)
-            self._waiting[token] = (conn, qid)
-            conn.hold()
-            self._queue.append((token, time.monotonic()))
-            if not self._call_soon:  # once per loop iteration: what it read goes in one call
-                self._call_soon = True
-                assert self.loop is not None
-                self.loop.call_soon(self._call_profesor)
+            self._ask_later(conn, qid)
         else:
             self._send(conn, error(qid, f"el Tareo no responde preguntas de tipo {tipo!r}"))
 
     def decode_failed(self, conn: FrameConnection, exc: DecodeError) -> None:
         self._send(conn, error(None, f"mensaje ilegible: {exc}"))
 
-    def _call_profesor(self) -> None:
-        """Start Profesor calls for the queued hard questions, while fewer than ``workers``
-        run: each takes the oldest ``batch`` of them."""
-        self._call_soon = False
-        while self._queue and self._calls < self.workers:
-            n = min(self.batch, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(n)]
-            self._calls += 1
-            self.profesor_calls += 1
-            self.spawn(self._ask_profesor(batch), name=f"profesor-{batch[0][0]}")
+    def _ask_later(self, conn: FrameConnection, qid: Any) -> None:
+        """Queue a hard question for a pool slot, in its source's turn (roles.slots)."""
+        source = conn.peer.rpartition(":")[0]
+        token = next(self._tokens)
+        admission = self._slots.admit(source, token)
+        if not admission.admitted:
+            self._send(conn, error(qid, SATURADO))
+            return
+        if admission.bumped is not None:  # a heavier source's newest question makes room
+            self._answer_now(admission.bumped, SATURADO)
+        self._waiting[token] = (conn, qid, source, time.monotonic())
+        conn.hold()
+        if not self._call_soon:  # once per loop iteration: what it read shares one call
+            self._call_soon = True
+            assert self.loop is not None
+            self.loop.call_soon(self._start_ready)
 
-    async def _ask_profesor(self, batch: list[tuple[int, float]]) -> None:
+    def _start_ready(self) -> None:
+        """Ask the Profesor the questions whose turn has come: one call per free slot, each
+        for a batch that takes the waiting sources' questions in turn (roles.slots)."""
+        self._call_soon = False
+        while batch := self._slots.take(self.batch):
+            asked = []
+            for _source, token in batch:
+                owed = self._waiting.get(token)
+                if owed is None or owed[0].is_closing:  # the asker left: nothing to ask
+                    self._waiting.pop(token, None)
+                    if owed is not None:
+                        owed[0].release()
+                    continue
+                asked.append((token, owed[3]))
+            if not asked:
+                self._slots.finished(batch)
+                continue
+            self.profesor_calls += 1
+            self.spawn(self._ask_profesor(batch, asked), name=f"profesor-{asked[0][0]}")
+
+    def _answer_now(self, token: int, reason: str) -> None:
+        owed = self._waiting.pop(token, None)
+        if owed is not None:
+            self._send(owed[0], error(owed[1], reason))
+            owed[0].release()
+
+    async def _ask_profesor(
+        self, batch: list[tuple[str, int]], asked: list[tuple[int, float]]
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            try:
-                replies = await loop.run_in_executor(self._pool, self._respuestas, batch)
-                self.log.debug("CONSULTA AL PROFESOR: 200 (%d preguntas)", len(batch))
-            except (requests.RequestException, CodecError, RuntimeError, TimeoutError) as exc:
-                self.log.warning("CONSULTA AL PROFESOR falló: %s", exc)
-                failed = functools.partial(error, reason=f"el Profesor no está disponible: {exc}")
-                replies = [failed] * len(batch)
+            replies = await loop.run_in_executor(self._pool, self._respuestas, asked)
+            self.log.debug("CONSULTA AL PROFESOR: 200 (%d preguntas)", len(asked))
+        except (requests.RequestException, CodecError, RuntimeError, TimeoutError) as exc:
+            self.log.warning("CONSULTA AL PROFESOR falló: %s", exc)
+            failed = functools.partial(error, reason=f"el Profesor no está disponible: {exc}")
+            replies = [failed] * len(asked)
         finally:
-            self._calls -= 1
-            if self._queue and not self._call_soon:
-                self._call_profesor()
-        for (token, _), reply_of in zip(batch, replies, strict=True):
+            self._slots.finished(batch)  # whatever happened, the slot is free again
+        for (token, _), reply_of in zip(asked, replies, strict=True):
             owed = self._waiting.pop(token, None)
             if owed is None:  # already answered (the Tareo is stopping)
                 continue
-            conn, qid = owed
+            conn, qid = owed[0], owed[1]
             self._send(conn, reply_of(qid))  # send first: releasing may let a half-closed peer go
             conn.release()
+        self._start_ready()
 
-    def _respuestas(self, batch: list[tuple[int, float]]) -> list[Reply]:
-        """In the pool: how to answer each question of ``batch``, the Profesor asked once for
-        them all; a question that waited too long to be worth asking gets an error instead."""
+    def _respuestas(self, asked: list[tuple[int, float]]) -> list[Reply]:
+        """In the pool: how to answer each question of a batch, the Profesor asked once for
+        them all; one that waited too long to be worth asking gets an error instead."""
         now = time.monotonic()
-        waited = [now - queued for _, queued in batch]
+        waited = [now - queued for _, queued in asked]
         late = [bool(self.queue_timeout) and w > self.queue_timeout for w in waited]
         fresh = late.count(False)
         textos = iter(self.profesor.respuestas(fresh) if fresh else ())
         return [
             functools.partial(
                 error,
-                reason=f"el Profesor no está disponible: la pregunta esperó {w:.1f} s "
-                "en la cola del Tareo",
+                reason=f"el Profesor no está disponible: la pregunta esperó {w:.1f} s en la "
+                "cola del Tareo",
             )
             if stale
             else functools.partial(answer, respuesta=next(textos), por=PROFESOR)
@@ -204,8 +229,8 @@ class Tareo(Server):
 
     async def on_stop(self) -> None:
         owed, self._waiting = list(self._waiting.values()), {}
-        self._queue.clear()
-        for conn, qid in owed:  # every hard question still waiting gets its error answer
+        self._slots.clear()
+        for conn, qid, _source, _queued in owed:  # every one still waiting gets its error
             self._send(conn, error(qid, "el Tareo se está retirando"))
             conn.release()
         # Calls still running end within the Profesor timeout; nobody waits for their answers.

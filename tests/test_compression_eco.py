@@ -104,3 +104,30 @@ def test_quijote_with_zstd_reports_the_smaller_wire_size(tmp_path: Path) -> None
     plain = wire_bytes(book)
     packed = wire_bytes(book, "--compress", "zstd")
     assert packed < 0.5 * plain
+
+
+def up_and_down(book: Path, *args: str) -> tuple[int, int]:
+    """``quijote``'s 'wire bytes X up, Y down' line as two numbers."""
+    out = subprocess.run(
+        ayudantia_cmd("quijote", "--codec", "msgpack", "--file", str(book), *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "verified     yes" in out, out
+    up, down = re.search(r"wire bytes\s+([\d,]+) up, ([\d,]+) down", out).groups()
+    return int(up.replace(",", "")), int(down.replace(",", ""))
+
+
+@pytest.mark.timeout(120)
+def test_quijote_prints_the_echos_own_bytes_back_when_its_level_differs(tmp_path: Path) -> None:
+    """The eco answers at its default level whatever level came in: the way down is then
+    another size, which quijote must print instead of repeating the way up (issue 24)."""
+    book = tmp_path / "libro.txt"
+    book.write_bytes(BOOKISH * 10)
+    default_up, default_down = up_and_down(book, "--compress", "zstd")
+    assert default_up == default_down  # same level both ways: same bytes
+    fast_up, fast_down = up_and_down(book, "--compress", "zstd", "--compress-level", "-7")
+    assert fast_up != fast_down
+    assert fast_down == default_up  # the eco's default level, byte for byte

@@ -115,7 +115,7 @@ def test_link_spec_and_description() -> None:
     assert (link.delay, link.up_rate, link.down_rate) == (0.005, 12.5e6, 1.25e6)
     assert link.reset_after == 65_536
     assert link.describe() == (
-        "delay 5 ms, up 100 Mbit/s, down 10 Mbit/s, reset after 65,536 bytes"
+        "delay 5 ms, up 100 Mbit/s, down 10 Mbit/s, reset after 65,536 bytes (up + down)"
     )
     with pytest.raises(ValueError, match="KEY=VALUE"):
         Link.parse("latency=5ms")
@@ -217,6 +217,22 @@ def test_memory_per_connection_is_bounded_by_flow_control(echo) -> None:
     assert proxy.stats.up_bytes < 400_000  # while the link passed ~190 KB in 1.5 s
 
 
+@pytest.mark.timeout(30)
+def test_reset_after_counts_both_directions_together(echo) -> None:
+    """600 bytes up, then their echo: the reset at 1,000 falls 400 bytes into the echo."""
+    with (
+        Proxy(("127.0.0.1", 0), echo, Link(reset_after=1000)) as proxy,
+        connect(*proxy.address) as sock,
+    ):
+        sock.sendall(b"E" * 600)
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                got += chunk
+        assert got == b"E" * 400
+        assert (proxy.stats.up_bytes, proxy.stats.down_bytes, proxy.stats.resets) == (600, 400, 1)
+
+
 @pytest.mark.timeout(60)
 def test_reset_after_cuts_mid_message_and_the_server_keeps_serving() -> None:
     eco = Eco("127.0.0.1", 0, wire=WireSettings(read_timeout=5.0))
@@ -254,7 +270,10 @@ def test_proxy_prints_its_link_and_exits_0_on_sigint_with_counts(echo) -> None:
         status = p.stop(signal.SIGINT)
     out = "".join(p.output)
     assert status == 0, out
-    assert "link: delay 1 ms, up 10 Mbit/s, down unlimited, reset after 1,048,576 bytes" in out
+    assert (
+        "link: delay 1 ms, up 10 Mbit/s, down unlimited, reset after 1,048,576 bytes (up + down)"
+        in out
+    )
     assert "1 connections; up (client->server) 300 bytes, down (server->client) 300 bytes" in out
 
 
@@ -334,3 +353,41 @@ def test_run_chaos_with_network_restarts_a_role_on_its_own_port_not_its_proxy(tm
     assert summary["faults"], summary
     assert summary["profesor_count"] == summary["answered"] > 0, summary
     assert set(summary["network_hops"]) == {"students->Docencio", "Docencio->Tareo"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+def test_the_delay_is_a_minimum_for_every_chunk_of_close_messages(echo, loop_kind) -> None:
+    """By the shaper's own clock no chunk leaves before arrival + delay, both ways.
+
+    Messages follow each other a fraction of a millisecond apart, so many chunks come due
+    between two of the timers' millisecond ticks: the case that let bytes out up to 0.4 ms
+    early, and that uvloop's early timers make likely. The timers fire a bounded number
+    of times per chunk: a timer that re-arms for the same instant would spin.
+    """
+    delay, messages, size = 0.010, 300, 40
+    link = Link(delay=delay)
+    with (
+        Proxy(("127.0.0.1", 0), echo, link, loop_kind=loop_kind, record=10_000) as proxy,
+        connect(*proxy.address) as sock,
+    ):
+        assert proxy.loop_name == loop_kind
+        sent = got = 0
+        for i in range(messages):
+            sock.sendall(b"E" * size)
+            sent += size
+            if i % 3 == 0:
+                time.sleep(0.0003)  # closely, but not all in one segment
+        while got < sent:
+            chunk = sock.recv(1 << 16)
+            assert chunk, "the proxy closed before echoing everything"
+            got += len(chunk)
+        deliveries = list(proxy.deliveries or ())
+        timers = proxy.timer_wakeups
+    assert got == sent
+    up = [d for d in deliveries if d[0]]
+    down = [d for d in deliveries if not d[0]]
+    assert sum(d[3] for d in up) == sent and sum(d[3] for d in down) == sent
+    early = [(leave - came) * 1e3 for _, came, leave, _ in deliveries if leave - came < delay]
+    assert not early, f"{len(early)} of {len(deliveries)} chunks left early, ms after: {early}"
+    assert timers <= 4 * len(deliveries) + 10, f"{timers} timer wake-ups, {len(deliveries)}"

@@ -5,6 +5,7 @@ from ayudantia.commands import (
     docencio,
     eco,
     estudiante,
+    find,
     lesson,
     notebook,
     profesor,
@@ -27,5 +28,6 @@ COMMANDS = (
     notebook,
     proxy,
     certs,
+    find,
     wireshark,
 )

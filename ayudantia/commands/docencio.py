@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from ayudantia import rules
 from ayudantia.commands._roles import (
+    add_find_argument,
+    check_find,
+    locate,
     serve_reporting,
     server_settings,
     stats_option,
     timeout_option,
     upstream_option,
 )
-from ayudantia.config import Option, server_options, wire_options
+from ayudantia.config import (
+    Option,
+    announce_options,
+    find_timeout_option,
+    server_options,
+    wire_options,
+)
 from roles.clase import DOCENCIO_PORT, PROFESOR_PORT, TAREO_PORT
 
 NAME = "docencio"
@@ -28,6 +38,8 @@ def options() -> list[Option]:
         timeout_option(10.0, "the Tareo's answer to each question"),
         *server_options("students served at once"),
         stats_option(),
+        *announce_options(),
+        find_timeout_option(),
         Option(
             "outbox",
             None,
@@ -49,12 +61,24 @@ def options() -> list[Option]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_find_argument(parser, "the Tareo")
+
+
+def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    check_find(args, "tareo")
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     from roles.docencio import Docencio
 
+    if args.find is not None:
+        # The Tareo's class is ours unless --class says otherwise: one class, one name.
+        tareo = locate("tareo", args.find, settings)
+        settings["tareo"] = tareo.endpoint()
+        settings["class"] = settings["class"] or tareo.class_name
+        logging.getLogger("ayudantia.docencio").info(
+            "found the tareo of class %r at %s:%s", tareo.class_name, *settings["tareo"]
+        )
     server = Docencio(
         settings["host"],
         settings["port"],

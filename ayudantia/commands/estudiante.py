@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 from typing import Any
 
 from ayudantia import rules
-from ayudantia.commands._roles import upstream_option, wire_settings, write_stats
-from ayudantia.config import Option, seconds_option, wire_options
+from ayudantia.commands._roles import (
+    add_find_argument,
+    check_find,
+    locate,
+    upstream_option,
+    wire_settings,
+    write_stats,
+)
+from ayudantia.config import Option, find_timeout_option, seconds_option, wire_options
 from roles.clase import DOCENCIO_PORT
 from roles.signals import handle_signals
 
@@ -41,6 +49,7 @@ def options() -> list[Option]:
         Option("name", None, "the student's name (default Estudiante-<pid>)", rules.NAME, "NAME"),
         seconds_option("timeout", 30.0, "to wait for answers after the last question"),
         Option("report", None, "write a JSON report to FILE at the end", rules.OUTPUT_FILE, "FILE"),
+        find_timeout_option(),
     ]
 
 
@@ -49,14 +58,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json-summary", action="store_true", help="print the report as one JSON line at the end"
     )
+    add_find_argument(parser, "the Docencio")
     # Internal, for ayudantia run: the read end of its start barrier (see roles.estudiante).
     parser.add_argument("--start-fd", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def check(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    check_find(args, "docencio")
 
 
 def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     from roles.estudiante import Estudiante
 
     host, port = settings["docencio"]
+    if args.find is not None:
+        docencio = locate("docencio", args.find, settings)
+        host, port = docencio.endpoint()
+        logging.getLogger("ayudantia.estudiante").info(
+            "found the docencio of class %r at %s:%s", docencio.class_name, host, port
+        )
     alumno = Estudiante(
         host,
         port,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from ayudantia import rules
-from ayudantia.commands._roles import announce
+from ayudantia.commands._roles import announce, lan_announcer
 from ayudantia.config import (
     ConfigError,
     Option,
+    announce_options,
     codec_option,
     config_option,
     key_option,
@@ -47,6 +50,7 @@ def options() -> list[Option]:
             help="shared HMAC-SHA256 key: every write must be a signed request, else 401 "
             "(prefer the environment variable: a flag shows in ps)",
         ),
+        *announce_options(),
     ]
 
 
@@ -74,24 +78,34 @@ def main(settings: dict[str, Any], args: argparse.Namespace) -> int:
     key = str(settings["key"]).encode("utf-8") if settings.get("key") else None
     app = create_app(db, settings["codec"], key=key, private=args.private)
     tls = tls_settings(settings)
-    if tls is not None:
-        from roles.profesor_tls import serve_tls
+    with contextlib.ExitStack() as stack:
 
-        if not tls.serves:
-            raise ConfigError("HTTPS needs --tls-cert and --tls-key (--tls-ca adds mutual TLS)")
-        return serve_tls(
+        def ready(scheme: str) -> Callable[[str, int], None]:
+            def said(host: str, port: int) -> None:
+                announce(NAME, f"{scheme}://{host}:{port}", settings["codec"])
+                lan = lan_announcer(NAME, host, port, settings, tls=tls is not None, key=bool(key))
+                stack.enter_context(lan)  # withdrawn when serving ends
+
+            return said
+
+        if tls is not None:
+            from roles.profesor_tls import serve_tls
+
+            if not tls.serves:
+                raise ConfigError("HTTPS needs --tls-cert and --tls-key (--tls-ca adds mutual TLS)")
+            return serve_tls(
+                app,
+                settings["host"],
+                settings["port"],
+                tls=tls,
+                threads=settings["threads"],
+                ready=ready("https"),
+                private=args.private,
+            )
+        return serve(
             app,
             settings["host"],
             settings["port"],
-            tls=tls,
             threads=settings["threads"],
-            ready=lambda host, port: announce(NAME, f"https://{host}:{port}", settings["codec"]),
-            private=args.private,
+            ready=ready("http"),
         )
-    return serve(
-        app,
-        settings["host"],
-        settings["port"],
-        threads=settings["threads"],
-        ready=lambda host, port: announce(NAME, f"http://{host}:{port}", settings["codec"]),
-    )

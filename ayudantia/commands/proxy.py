@@ -42,7 +42,12 @@ def options() -> list[Option]:
         Option("up_rate", None, "bandwidth client->server (overrides --rate)", netem.RATE, "R"),
         Option("down_rate", None, "bandwidth server->client (overrides --rate)", netem.RATE, "R"),
         Option(
-            "reset_after", None, "reset each connection after this many bytes", netem.BYTES, "BYTES"
+            "reset_after",
+            None,
+            "reset each connection once this many bytes have passed, both directions "
+            "counted together (up + down)",
+            netem.BYTES,
+            "BYTES",
         ),
         Option(
             "stall_every",

@@ -13,7 +13,7 @@ from ayudantia.commands._roles import (
     timeout_option,
     upstream_option,
 )
-from ayudantia.config import Option, server_options, wire_options
+from ayudantia.config import Option, announce_options, server_options, wire_options
 from roles.clase import PROFESOR_PORT, TAREO_PORT
 
 NAME = "tareo"
@@ -28,6 +28,7 @@ def options() -> list[Option]:
         *server_options("clients served at once"),
         Option("workers", 16, "threads asking the Profesor at once", rules.integer(1, 1024), "N"),
         stats_option(),
+        *announce_options(),
     ]
 
 

@@ -1,0 +1,95 @@
+"""Busy refusals count against ``--max-clients``: a flood of connects never holds more
+than the cap plus :data:`roles.base.REFUSING_MAX` sockets open in the server.
+
+A connection turned away as busy lingers a quarter of a second (its refusal drains), so
+without a bound a burst of connects held one socket each past the cap. Real eco process;
+its sockets are read from ``/proc`` (its descriptors matched to the kernel's TCP table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from protocol.transport import Connection
+from roles.base import REFUSING_MAX
+from tests.procs import running
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc"),
+]
+
+CAP = 4
+FLOOD = 60  # more than REFUSING_MAX, within one address's refusal burst (50)
+_LISTEN = "0A"
+
+
+def server_sockets(pid: int, port: int) -> int:
+    """TCP connections (not the listener) on ``port`` that process ``pid`` holds open."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd_dir / fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rpartition(":")[2], 16)
+        if local_port == port and fields[3] != _LISTEN and fields[9] in inodes:
+            count += 1
+    return count
+
+
+def test_a_connect_flood_never_holds_more_than_the_cap_plus_a_small_bound() -> None:
+    with running("eco", "--port", "0", "--max-clients", str(CAP), "--log-level", "ERROR") as eco:
+        pid = eco.proc.pid
+        holders = [
+            Connection.connect(eco.host, eco.port, read_timeout=5, idle_timeout=5)
+            for _ in range(CAP)
+        ]
+        flood: list[socket.socket] = []
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    peak[0] = max(peak[0], server_sockets(pid, eco.port))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        try:
+            for i, holder in enumerate(holders):  # every holder is a client of the server
+                holder.send({"n": i})
+                assert holder.recv() == {"n": i}
+            assert server_sockets(pid, eco.port) == CAP
+            sampler.start()
+            for _ in range(FLOOD):
+                flood.append(socket.create_connection((eco.host, eco.port), timeout=5))
+            told_busy = 0
+            for sock in flood:  # each is refused (a frame) or closed at once; wait for it
+                data = b""
+                with contextlib.suppress(OSError):
+                    while chunk := sock.recv(4096):
+                        data += chunk
+                told_busy += data.startswith(b"AY")
+            # A refusal ends with a half-close; the server's socket lingers after it. Keep
+            # sampling until the server has let every flood socket go.
+            while server_sockets(pid, eco.port) > CAP:
+                done.wait(0.01)
+        finally:
+            done.set()
+            sampler.join(10)
+            for sock in flood:
+                sock.close()
+            for holder in holders:
+                holder.close()
+        assert 1 <= told_busy <= FLOOD
+        assert CAP < peak[0] <= CAP + REFUSING_MAX, peak[0]
