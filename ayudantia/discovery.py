@@ -45,6 +45,9 @@ SERVICE_TYPE = "_ayudantia._tcp.local."
 TXT_KEYS = ("role", "class", "codec", "encoding", "tls", "key", "version")
 ROLES = ("profesor", "tareo", "docencio")
 DEFAULT_TIMEOUT = 3.0  # mDNS answers within ~120 ms of a query; 3 s covers a second query
+# Every record lives 120 s (zeroconf's PTR/TXT default is 75 min): a SIGKILLed server,
+# which sends no goodbye, leaves the caches of long-running browsers within two minutes.
+ANNOUNCE_TTL = 120
 WITHDRAW_TIMEOUT = 2.0  # goodbye packets go out in ~0.5 s; the rest is margin
 _LABEL = re.compile(r"[^A-Za-z0-9-]+")
 log = logging.getLogger("ayudantia.discovery")
@@ -361,6 +364,8 @@ class Announcer:
             properties=a.txt(),
             server=server,
             parsed_addresses=list(a.addresses),
+            host_ttl=ANNOUNCE_TTL,
+            other_ttl=ANNOUNCE_TTL,
         )
 
     def _register(self) -> None:

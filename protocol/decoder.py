@@ -290,6 +290,10 @@ class FrameDecoder:
         if self._remaining is None and self._end - self._start < HEADER_SIZE and not self._eof:
             return NEED_DATA  # waiting for a header: what the general path would conclude
         try:
+            if self._remaining is None and not self._in_message:
+                whole = self._staged_single_frame(stream)  # the common case, in one step
+                if whole is not None:
+                    return whole
             return self._next_event(stream)
         except AyudantiaError as exc:
             self._error = exc
@@ -297,10 +301,6 @@ class FrameDecoder:
             raise
 
     def _next_event(self, stream: bool | Callable[[int], bool]) -> Event:
-        if self._remaining is None and not self._in_message:
-            whole = self._staged_single_frame(stream)
-            if whole is not None:
-                return whole
         while True:
             if self._remaining is None:
                 if self._end - self._start < HEADER_SIZE:
@@ -351,8 +351,8 @@ class FrameDecoder:
         payload = self._stage[start + HEADER_SIZE : stop]
         self._start = stop
         if stream is not False and (stream(codec_id) if callable(stream) else stream):
-            return Chunk(codec_id, payload, 0, last=True)
-        return Message(codec_id, payload, 1, 0, HEADER_SIZE + length)
+            return _new(Chunk, (codec_id, payload, 0, True, 0))
+        return _new(Message, (codec_id, payload, 1, 0, HEADER_SIZE + length, 0))
 
     def _check_header(self) -> tuple[int, int, int]:
         """Magic, version, flags and reserved byte, in the documented order; (codec, flags, n)."""
@@ -565,3 +565,4 @@ class FrameDecoder:
 
 
 _DEFAULT_ENCODINGS: Final = ENCODINGS.accept_checker()
+_new: Final = tuple.__new__  # an event from all its fields, without the generated __new__

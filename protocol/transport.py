@@ -83,6 +83,7 @@ REFUSAL_SEND_TIMEOUT: Final = 1.0
 _REFUSAL_DRAIN_SECONDS: Final = 0.25  # read what the peer was still sending, so close sends FIN
 _REFUSAL_DRAIN_BYTES: Final = 256 * 1024
 _DONTWAIT: Final = socket.MSG_DONTWAIT
+_new: Final = tuple.__new__
 # How far past unread answers a failed send looks for the peer's refusal frame.
 _PEEK_BYTES: Final = 256 * 1024
 
@@ -382,7 +383,7 @@ class Connection:
         finally:
             self._send_lock.release()
         self.frames_sent += 1
-        return Sent(1, total)
+        return _new(Sent, (1, total))  # Sent(1, total), without the generated __new__
 
     def _begin_send(self) -> None:
         """Take the send lock within ``send_timeout`` and set this call's send deadline."""
@@ -589,9 +590,10 @@ class Connection:
     def recv_message(self) -> Received:
         """The next message with its codec and how it travelled."""
         event = self._next_event(stream=False)
-        if not isinstance(event, Message):
+        if type(event) is not Message:
             raise self._fail("recv() while a streamed message was still being read")
-        return self._decoded(event)
+        # _decoded, inline: this runs for every message received
+        return Received.decoded(self._check(event.codec_id), event, self.max_message)
 
     def _decoded(self, event: Message) -> Received:
         codec = self._check(event.codec_id)  # cached: the decoder already accepted this id

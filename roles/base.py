@@ -32,7 +32,7 @@ from roles.client import Client, Unreachable
 from roles.link import Link
 from roles.loop import LOOPS, new_event_loop, raise_fd_limit, stop_loop_thread
 from roles.signals import handle_signals
-from roles.wire import WireSettings, tls_server_kwargs
+from roles.wire import WireSettings, server_protocol_factory
 
 __all__ = [
     "LOOPS",
@@ -211,12 +211,11 @@ class Server(Handler):
         await self.on_start()
         try:
             server = await loop.create_server(
-                self._new_connection,
+                server_protocol_factory(self.wire, self._new_connection),
                 self.host,
                 self.port,
                 reuse_address=True,
                 backlog=min(4096, max(128, self.max_clients)),
-                **tls_server_kwargs(self.wire),
             )
         except BaseException:
             await self.on_stop()
