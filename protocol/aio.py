@@ -256,8 +256,9 @@ class FrameConnection(asyncio.Protocol):
         # Keep the transport open while work for this peer is pending: its answers still go
         # out on the half that is open. _maybe_finish closes once nothing is left.
         self._maybe_finish()
-        # Over TLS asyncio closes after EOF whatever we return (and warns when we return
-        # True), so ask for the half-open transport only on plain TCP.
+        # Over TLS asyncio's transport (aio.connect's) closes after EOF whatever we return
+        # and warns when we return True; the servers' (protocol/tls_server.py) closes on
+        # False alike. So ask for the half-open transport only on plain TCP.
         assert self.transport is not None
         return self.transport.get_extra_info("sslcontext") is None
 

@@ -103,7 +103,21 @@ def failure(exc: BaseException, where: str) -> TlsFailed:
             f"TLS with {where} failed: certificate verify failed: {exc.verify_message}"
         )
     reason = getattr(exc, "reason", None) or exc
-    return TlsFailed(f"TLS with {where} failed: {reason}")
+    hint = _ALERT_HINTS.get(str(reason), "")
+    return TlsFailed(f"TLS with {where} failed: {reason}{hint}")
+
+
+# The fatal alerts a server of ours sends when it refuses a client (protocol/tls_server.py):
+# what each most likely means for the one who reads the error.
+_ALERT_HINTS: Final = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+        " (the server requires a client certificate: --tls-cert/--tls-key, signed by its CA)"
+    ),
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        " (the server does not trust the CA that signed our client certificate: "
+        "--tls-cert from another class?)"
+    ),
+}
 
 
 def wrap_client(
@@ -202,7 +216,8 @@ class TlsSocket:
                 raise failure(exc, self.where) from None
             if n == 0 and not self.received:
                 # A server that refuses our certificate (or its absence) after TLS 1.3's
-                # handshake just closes: say what that most likely means.
+                # handshake without an alert (ours send one) just closes: say what that
+                # most likely means.
                 raise TlsFailed(
                     f"TLS with {self.where} failed: the server closed the connection "
                     "before sending a byte (does it require a client certificate, "

@@ -49,6 +49,8 @@ REQUEST_DEADLINE = 10.0  # seconds a client has for its TLS handshake, then for 
 CLIENT_VERIFY = "SSL_CLIENT_VERIFY"  # WSGI environ: "SUCCESS" when a CA-signed cert was shown
 READ_METHODS = frozenset({"GET", "HEAD"})
 PANEL_PATHS = ("/panel", "/estado")  # and the panel's own files, /panel/<name>
+REFUSED_LINGER = 0.5  # seconds a refused client is drained after its TLS alert
+REFUSED_DRAIN = 64 * 1024  # bytes of it, at most
 
 
 def is_panel_read(method: str, path: str) -> bool:
@@ -138,6 +140,56 @@ class Deadlines:
         self._thread.join(5.0)
 
 
+def drain_after_alert(sock: socket.socket) -> None:
+    """After a refused handshake: end our half, then read and drop what the client sends.
+
+    OpenSSL has written its fatal alert (RFC 8446 §6.2) to the socket. Under TLS 1.3 the
+    client finishes its side of the handshake first and may already be sending a request;
+    closing with those bytes unread would answer them with a TCP reset, and the reset
+    would destroy the alert before the client reads it. So: FIN, then drain until the
+    client closes, for a moment and a few kilobytes at most (this is a worker thread).
+    """
+    with contextlib.suppress(OSError):  # the plain socket's calls: TLS is over
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+        deadline = time.monotonic() + REFUSED_LINGER
+        drained = 0
+        while drained < REFUSED_DRAIN and (left := deadline - time.monotonic()) > 0:
+            socket.socket.settimeout(sock, left)
+            data = socket.socket.recv(sock, 4096)
+            if not data:
+                break
+            drained += len(data)
+
+
+def _request_class() -> type:
+    from cheroot.server import HeaderReader, HTTPRequest
+
+    class FoldHost(dict):  # type: ignore[type-arg]
+        """Headers as cheroot stores them, but a second Host joins the first with a comma."""
+
+        def __setitem__(self, name: bytes, value: bytes) -> None:
+            if name == b"Host" and name in self:
+                value = self[name] + b", " + value
+            super().__setitem__(name, value)
+
+    class OneHostHeaderReader(HeaderReader):  # type: ignore[misc]
+        """cheroot keeps the last of two Host headers, so the app's RFC 9112 §3.2 check
+        (one Host, else 400: roles/profesor.py) saw one; waitress joins them with a comma,
+        which no host contains. Joined here too, so HTTPS answers 400 as HTTP does."""
+
+        def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> Any:
+            folded = super().__call__(rfile, FoldHost())
+            if hdict is None:
+                return dict(folded)
+            hdict.update(folded)
+            return hdict
+
+    class OneHostRequest(HTTPRequest):  # type: ignore[misc]
+        header_reader = OneHostHeaderReader()
+
+    return OneHostRequest
+
+
 def _connection_class(deadlines: Deadlines) -> type:
     from cheroot.server import HTTPConnection
 
@@ -146,6 +198,7 @@ def _connection_class(deadlines: Deadlines) -> type:
         and has each request (the handshake included) over by a deadline."""
 
         handshaken = False
+        RequestHandlerClass = _request_class()
 
         def communicate(self) -> bool:
             with deadlines.watch(self.socket):
@@ -159,6 +212,8 @@ def _connection_class(deadlines: Deadlines) -> type:
                     self.socket.do_handshake()
                 except (ssl.SSLError, OSError) as exc:  # no certificate, plain HTTP, a drop
                     log.info("TLS con un cliente fallido: %s", exc)
+                    if isinstance(exc, ssl.SSLError):
+                        drain_after_alert(self.socket)
                     return False
                 self.socket.settimeout(timeout)
                 self.handshaken = True

@@ -12,6 +12,10 @@ from a lighter source bumps the newest waiting question of the heaviest one (whi
 its error answer at once) instead of being turned away; only a source already among the
 heaviest is turned away.
 
+A slot may carry a batch (:meth:`FairSlots.take`: the Tareo asks the Profesor once for
+many hard questions): the batch is filled the same way, one item per waiting source in
+turn, so a flood shares every batch with the others instead of filling it.
+
 Pure bookkeeping, no I/O and no clock: the loop thread owns it (not thread-safe).
 """
 
@@ -58,7 +62,8 @@ class FairSlots(Generic[T]):
         self._sources: dict[str, _Source[T]] = {}
         self._turns: deque[str] = deque()  # sources with items waiting, next to serve first
         self.held = 0
-        self.running = 0
+        self.running = 0  # items started and not done
+        self.calls = 0  # slots taken: by ready() (one item each) or take() (a batch each)
 
     def admit(self, source: str, item: T) -> Admission[T]:
         """Queue ``item`` for ``source``; when the budget is full, bump a heavier source's."""
@@ -97,25 +102,58 @@ class FairSlots(Generic[T]):
     def ready(self) -> list[tuple[str, T]]:
         """The (source, item) pairs that take a free slot now, one source per turn."""
         started = []
-        while self.running < self.slots and self._turns:
-            source = self._turns.popleft()
-            entry = self._sources[source]
-            started.append((source, entry.waiting.popleft()))
-            entry.running += 1
-            self.running += 1
-            if entry.waiting:
-                self._turns.append(source)  # its next item waits for the others' turns
+        while self.calls < self.slots and self._turns:
+            started.append(self._start_next())
+            self.calls += 1
         return started
+
+    def take(self, size: int) -> list[tuple[str, T]]:
+        """One free slot's batch: up to ``size`` waiting items, one per source in turn
+        ([] when no slot is free or nothing waits). :meth:`finished` gives the slot back."""
+        if size < 1:
+            raise ValueError("a batch holds at least one item")
+        batch: list[tuple[str, T]] = []
+        if self.calls >= self.slots:
+            return batch
+        while len(batch) < size and self._turns:
+            batch.append(self._start_next())
+        if batch:
+            self.calls += 1
+        return batch
+
+    def _start_next(self) -> tuple[str, T]:
+        source = self._turns.popleft()
+        entry = self._sources[source]
+        item = entry.waiting.popleft()
+        entry.running += 1
+        self.running += 1
+        if entry.waiting:
+            self._turns.append(source)  # its next item waits for the others' turns
+        return source, item
 
     def done(self, source: str) -> None:
         """An item of ``source`` that :meth:`ready` started has finished: its slot is free."""
+        if self._item_done(source):
+            self.calls -= 1
+
+    def finished(self, batch: list[tuple[str, T]]) -> None:
+        """A batch that :meth:`take` started has finished: its items are done, its slot free."""
+        ended = False
+        for source, _ in batch:
+            ended = self._item_done(source) or ended
+        if ended:  # not when cleared meanwhile (a Tareo that stops)
+            self.calls -= 1
+
+    def _item_done(self, source: str) -> bool:
+        """One running item of ``source`` is done; False if none was (cleared meanwhile)."""
         entry = self._sources.get(source)
         if entry is None or entry.running == 0:
-            return
+            return False
         entry.running -= 1
         self.running -= 1
         self.held -= 1
         self._forget_if_idle(source)
+        return True
 
     def _forget_if_idle(self, source: str) -> None:
         entry = self._sources[source]
@@ -131,5 +169,5 @@ class FairSlots(Generic[T]):
         waiting = [item for entry in self._sources.values() for item in entry.waiting]
         self._sources.clear()
         self._turns.clear()
-        self.held = self.running = 0
+        self.held = self.running = self.calls = 0
         return waiting

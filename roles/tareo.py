@@ -3,16 +3,23 @@
 What it decides, and nothing else (sockets, the loop and errors live in :mod:`roles.base`):
 
 * "Tarea": one of the notebook's four answers, ``"por": "Tareo"``;
-* "Pregunta Dificil": ``GET /respuesta`` on the Profesor, through ``requests`` in a bounded
-  pool of threads (never on the loop), so one slow Profesor call never holds up the other
-  questions on the same connection (answers may leave out of order: the ids route them);
-  ``"por": "Profesor"``; a Profesor that is down or slow gives an error answer with the
-  question's id; past ``max_in_flight`` hard questions at once, an error answer too, and
-  one that waited in the queue longer than ``queue_timeout`` is answered with an error
-  rather than asked late; a Tareo that stops answers every waiting one with an error.
-  The pool's threads and the ``max_in_flight`` budget are shared fairly by source (the
-  peer's address: one client however many connections it opens, or one Docencio link),
-  see :mod:`roles.slots`: one source that floods cannot starve another's hard question;
+* "Pregunta Dificil": the Profesor's answer (``GET /respuesta``), through ``requests`` in a
+  bounded pool of threads (never on the loop), so one slow Profesor call never holds up the
+  other questions on the same connection (answers may leave out of order: the ids route
+  them); ``"por": "Profesor"``. Calls are grouped: at most ``workers`` run at once, and
+  each takes the hard questions that queued while the others ran (at most ``batch``) in
+  one ``GET /respuesta?n=K``, one answer drawn per question; a lone question is the
+  notebook's ``GET /respuesta``. One call per question was most of the class's CPU:
+  about 1 ms of it between ``requests`` here and Flask in the Profesor, two thirds of a
+  2,000-question class's 1.7 CPU-seconds (yappi and py-spy, issue 23). A Profesor that
+  is down or slow gives an error answer with each question's id; past ``max_in_flight``
+  hard questions at once, an error answer too, and one that waited in the queue longer
+  than ``queue_timeout`` is answered with an error rather than asked late; a Tareo that
+  stops answers every waiting one with an error. The calls and the ``max_in_flight``
+  budget are shared fairly by source (the peer's address: one client however many
+  connections it opens, or one Docencio link), see :mod:`roles.slots`: each call's batch
+  takes the sources' questions in turn, so one source that floods cannot starve another's
+  hard question;
 * anything else, or a malformed question: an error answer, never silence.
 
 The Tareo's clients are links (the Docencio's one connection carries every student), so
@@ -27,6 +34,7 @@ import asyncio
 import functools
 import itertools
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from random import SystemRandom
 from typing import Any
@@ -49,10 +57,14 @@ from roles.clase import (
     error,
     send_answer,
 )
-from roles.profesor import ProfesorClient
+from roles.profesor import MAX_RESPUESTAS, ProfesorClient
 from roles.slots import FairSlots
 
 SATURADO = "el Tareo está saturado; pregunta luego"
+# Hard questions one Profesor call may carry (GET /respuesta?n=K).
+BATCH = 256
+# How to answer one question, given its id: an answer or an error answer.
+Reply = Callable[[Any], dict[str, Any]]
 
 
 class Tareo(Server):
@@ -68,12 +80,15 @@ class Tareo(Server):
         workers: int = 16,
         max_in_flight: int = 1000,
         queue_timeout: float | None = None,
+        batch: int = BATCH,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("max_held", 1 << 30)  # never pause a link for hard questions
         super().__init__(host, port, **kwargs)
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if not 1 <= batch <= MAX_RESPUESTAS:
+            raise ValueError(f"batch must be from 1 to {MAX_RESPUESTAS}")
         self.profesor = ProfesorClient(
             profesor,
             self.wire.codec,
@@ -87,7 +102,10 @@ class Tareo(Server):
         # Hard questions owed, by token: the asker, the id, the source, when it arrived.
         self._waiting: dict[int, tuple[FrameConnection, Any, str, float]] = {}
         self._slots: FairSlots[int] = FairSlots(workers, max_in_flight)
+        self.batch = batch
+        self._call_soon = False  # a look at the queue is scheduled for this loop iteration
         self._tokens = itertools.count()
+        self.profesor_calls = 0
         self._rng = SystemRandom()
         self.answered = 0
         self.errors = 0
@@ -126,21 +144,30 @@ class Tareo(Server):
             self._answer_now(admission.bumped, SATURADO)
         self._waiting[token] = (conn, qid, source, time.monotonic())
         conn.hold()
-        self._start_ready()
+        if not self._call_soon:  # once per loop iteration: what it read shares one call
+            self._call_soon = True
+            assert self.loop is not None
+            self.loop.call_soon(self._start_ready)
 
     def _start_ready(self) -> None:
-        """Ask the Profesor the questions whose turn has come, one pool slot each."""
-        while started := self._slots.ready():
-            for source, token in started:
+        """Ask the Profesor the questions whose turn has come: one call per free slot, each
+        for a batch that takes the waiting sources' questions in turn (roles.slots)."""
+        self._call_soon = False
+        while batch := self._slots.take(self.batch):
+            asked = []
+            for _source, token in batch:
                 owed = self._waiting.get(token)
-                if owed is None or owed[0].is_closing:  # the asker left: no slot spent on it
+                if owed is None or owed[0].is_closing:  # the asker left: nothing to ask
                     self._waiting.pop(token, None)
-                    self._slots.done(source)
                     if owed is not None:
                         owed[0].release()
                     continue
-                task = self._ask_profesor(token, source, owed[3])
-                self.spawn(task, name=f"profesor-{token}")
+                asked.append((token, owed[3]))
+            if not asked:
+                self._slots.finished(batch)
+                continue
+            self.profesor_calls += 1
+            self.spawn(self._ask_profesor(batch, asked), name=f"profesor-{asked[0][0]}")
 
     def _answer_now(self, token: int, reason: str) -> None:
         owed = self._waiting.pop(token, None)
@@ -148,31 +175,46 @@ class Tareo(Server):
             self._send(owed[0], error(owed[1], reason))
             owed[0].release()
 
-    async def _ask_profesor(self, token: int, source: str, queued: float) -> None:
+    async def _ask_profesor(
+        self, batch: list[tuple[str, int]], asked: list[tuple[int, float]]
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            texto = await loop.run_in_executor(self._pool, self._respuesta, queued)
-            self.log.debug("CONSULTA AL PROFESOR: 200")
-            reply_of = functools.partial(answer, respuesta=texto, por=PROFESOR)
+            replies = await loop.run_in_executor(self._pool, self._respuestas, asked)
+            self.log.debug("CONSULTA AL PROFESOR: 200 (%d preguntas)", len(asked))
         except (requests.RequestException, CodecError, RuntimeError, TimeoutError) as exc:
             self.log.warning("CONSULTA AL PROFESOR falló: %s", exc)
-            reply_of = functools.partial(error, reason=f"el Profesor no está disponible: {exc}")
+            failed = functools.partial(error, reason=f"el Profesor no está disponible: {exc}")
+            replies = [failed] * len(asked)
         finally:
-            self._slots.done(source)  # whatever happened, the slot is free again
-        owed = self._waiting.pop(token, None)
-        if owed is None:  # already answered (the Tareo is stopping)
-            return
-        conn, qid = owed[0], owed[1]
-        self._send(conn, reply_of(qid))  # send first: releasing may let a half-closed peer go
-        conn.release()
+            self._slots.finished(batch)  # whatever happened, the slot is free again
+        for (token, _), reply_of in zip(asked, replies, strict=True):
+            owed = self._waiting.pop(token, None)
+            if owed is None:  # already answered (the Tareo is stopping)
+                continue
+            conn, qid = owed[0], owed[1]
+            self._send(conn, reply_of(qid))  # send first: releasing may let a half-closed peer go
+            conn.release()
         self._start_ready()
 
-    def _respuesta(self, queued: float) -> str:
-        """In the pool: ask the Profesor, unless this question waited too long to be worth it."""
-        waited = time.monotonic() - queued
-        if self.queue_timeout and waited > self.queue_timeout:
-            raise TimeoutError(f"la pregunta esperó {waited:.1f} s en la cola del Tareo")
-        return self.profesor.respuesta()
+    def _respuestas(self, asked: list[tuple[int, float]]) -> list[Reply]:
+        """In the pool: how to answer each question of a batch, the Profesor asked once for
+        them all; one that waited too long to be worth asking gets an error instead."""
+        now = time.monotonic()
+        waited = [now - queued for _, queued in asked]
+        late = [bool(self.queue_timeout) and w > self.queue_timeout for w in waited]
+        fresh = late.count(False)
+        textos = iter(self.profesor.respuestas(fresh) if fresh else ())
+        return [
+            functools.partial(
+                error,
+                reason=f"el Profesor no está disponible: la pregunta esperó {w:.1f} s en la "
+                "cola del Tareo",
+            )
+            if stale
+            else functools.partial(answer, respuesta=next(textos), por=PROFESOR)
+            for w, stale in zip(waited, late, strict=True)
+        ]
 
     def _send(self, conn: FrameConnection, message: dict[str, Any]) -> None:
         try:
@@ -195,4 +237,8 @@ class Tareo(Server):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def stats(self) -> dict[str, Any]:
-        return {"answered": self.answered, "errors": self.errors}
+        return {
+            "answered": self.answered,
+            "errors": self.errors,
+            "profesor_calls": self.profesor_calls,
+        }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +18,7 @@ from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.signing import Side
 from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from protocol.tls import TlsSettings, wrap_client
+from protocol.tls_server import HandshakeGate, TlsServerProtocol
 from protocol.transport import Connection
 
 
@@ -145,10 +149,19 @@ class WireSettings:
         return self.wrap(sock)
 
 
-def tls_server_kwargs(wire: WireSettings) -> dict[str, Any]:
-    """asyncio ``create_server`` arguments for TLS (none without a certificate)."""
+def server_protocol_factory(
+    wire: WireSettings,
+    factory: Callable[[], asyncio.Protocol],
+    gate: HandshakeGate | None = None,
+) -> Callable[[], asyncio.Protocol]:
+    """What ``create_server`` gets: ``factory`` itself on plain TCP; with a certificate,
+    TLS run by :class:`~protocol.tls_server.TlsServerProtocol` in front of it, not by
+    asyncio's ``ssl=``, which drops a refused client without its TLS alert. ``gate``
+    counts the handshakes in progress against the server's cap."""
     ctx = wire.server_ssl()
-    return {} if ctx is None else {"ssl": ctx, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+    if ctx is None:
+        return factory
+    return functools.partial(TlsServerProtocol, ctx, factory, TLS_HANDSHAKE_TIMEOUT, gate)
 
 
 def tls_client_kwargs(wire: WireSettings, host: str) -> dict[str, Any]:

@@ -343,3 +343,75 @@ def test_quiet_and_loopback_servers_announce_nothing_and_sigterm_withdraws(
     out = _find(net, "alumno")
     assert out.returncode == 1 and out.stdout == "", out.stdout
     assert out.stderr.count("\n") == 1 and "no ayudantia server answered" in out.stderr
+
+
+def _tls(certs: Path, role: str) -> tuple[str, ...]:
+    cert, key, ca = certs / f"{role}.pem", certs / f"{role}-key.pem", certs / "ca.pem"
+    return ("--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca))
+
+
+@pytest.mark.timeout(150)
+def test_a_closed_class_is_found_and_only_a_client_with_its_ca_and_key_may_use_it(
+    make_lan, procs, tmp_path
+):
+    """TLS and the key, on the TA's host (Profesor and Tareo on its loopback, the Docencio on
+    its LAN address): the table says TLS yes, key yes; a student with the CA, a certificate
+    and the key finds and asks it; one with neither is told what differs (exit 2)."""
+    net: Lan = make_lan("ta", "alumno")
+    certs = tmp_path / "certs"
+    made = subprocess.run(
+        [*AY, "certs", str(certs), "--host", net.address["ta"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = ("--key", "aula-secret")
+    on_ta = {"prefix": net.cmd("ta")}
+    profesor = procs.start(
+        "profesor",
+        *("profesor", "--port", "0", "--db", str(tmp_path / "p.sqlite3"), *key),
+        *_tls(certs, "profesor"),
+        **on_ta,
+    )
+    tareo = procs.start(
+        "tareo",
+        *("tareo", "--port", "0", "--profesor", profesor.address),
+        *(*key, *_tls(certs, "tareo")),
+        **on_ta,
+    )
+    docencio = procs.start(
+        "docencio",
+        *("docencio", "--host", net.address["ta"], "--port", "0", "--tareo", tareo.address),
+        *("--profesor", profesor.address, "--class", "cerrada"),
+        *("--outbox", str(tmp_path / "outbox.sqlite3"), *key, *_tls(certs, "docencio")),
+        **on_ta,
+    )
+    rows = _heard(net, "alumno", 1, "docencio")
+    assert rows == [["cerrada", "docencio", _where(docencio), "json", "yes", "yes"]], rows
+
+    asks = ("--questions", "6", "--interval", "0", "--quiet", "--name", "Ana", "--timeout", "20")
+    out = net.run(
+        "alumno",
+        *(*AY, "estudiante", "--find", "cerrada", *asks, *key, *_tls(certs, "estudiante")),
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Ana: 6/6 respondidas, 0 errores" in out.stdout, out.stdout
+    out = net.run("alumno", *AY, "estudiante", "--find", "cerrada", *asks, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "serves TLS: give --tls-ca" in out.stderr, out.stderr
+    assert "requires the class key" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_find_on_a_host_whose_link_is_down_says_one_line(make_lan):
+    """No route for multicast: zeroconf's send errors are not a traceback, just 'none'."""
+    net: Lan = make_lan("alumno")
+    net.down("alumno")
+    out = net.run("alumno", *AY, "find", "--timeout", "1")
+    assert out.returncode == 1 and out.stdout == "", out.stdout
+    assert out.stderr.count("\n") == 1 and "no ayudantia server answered" in out.stderr, out.stderr
+    out = net.run("alumno", *AY, "estudiante", "--find", "--find-timeout", "1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and "no ayudantia server answered" in out.stderr, out.stderr

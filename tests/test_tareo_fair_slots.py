@@ -41,6 +41,23 @@ def test_slots_go_round_robin_by_source() -> None:
     assert slots.held == 9 and slots.held_by("other") == 1 and slots.running == 2
 
 
+def test_a_batch_takes_each_waiting_source_in_turn() -> None:
+    slots: FairSlots[str] = FairSlots(slots=2, capacity=100)
+    for n in range(10):
+        slots.admit("flood", f"f{n}")
+    slots.admit("other", "o0")
+    first = slots.take(4)
+    assert first == [("flood", "f0"), ("other", "o0"), ("flood", "f1"), ("flood", "f2")]
+    assert len(slots.take(100)) == 7 and slots.calls == 2  # the rest, in the second slot
+    slots.admit("late", "l0")
+    assert slots.take(4) == []  # both slots busy
+    slots.finished(first)
+    assert slots.take(4) == [("late", "l0")] and slots.running == 8 and slots.held == 8
+    slots.clear()
+    slots.finished(first)  # a call that ends after a clear frees nothing twice
+    assert slots.calls == 0 and slots.held == 0
+
+
 def test_a_full_budget_bumps_the_heaviest_source_not_the_newcomer() -> None:
     slots: FairSlots[str] = FairSlots(slots=1, capacity=4)
     for n in range(4):
@@ -88,13 +105,14 @@ def _wait_for(predicate, rounds: int = 2000) -> bool:
 
 
 WORKERS = 2
+BATCH = 4  # questions per Profesor call, small here so that the flood spans many calls
 FLOOD_CONNECTIONS = 16
 PER_CONNECTION = 4
 
 
 def test_one_source_with_16_connections_does_not_starve_another(tmp_path) -> None:
     with slow_profesor(tmp_path) as url:
-        tareo = Tareo(profesor=url, workers=WORKERS, profesor_timeout=10)
+        tareo = Tareo(profesor=url, workers=WORKERS, batch=BATCH, profesor_timeout=10)
         _host, port = tareo.start()
         conns: list[Connection] = []
         try:
@@ -111,9 +129,11 @@ def test_one_source_with_16_connections_does_not_starve_another(tmp_path) -> Non
             reply = other.recv()
             answered_then = tareo.answered
             assert reply["id"] == "mine" and reply.get("por") == "Profesor", reply
-            # Served after at most a turn of each waiting source (2 slots, 2 sources), not
-            # after the 64 questions the flood queued first.
-            assert answered_then <= 3 * WORKERS + 1, answered_then
+            # Served in the first call that started after it came (its batch takes one
+            # question of each waiting source in turn), not after the 64 questions the flood
+            # queued first: the calls under way, its own call, and one more that may end
+            # before we look.
+            assert answered_then <= 3 * WORKERS * BATCH + 1, answered_then
             first = flood[0].recv()  # the flood is still served too
             assert first.get("por") == "Profesor" or first.get("error") == SATURADO, first
         finally:

@@ -118,7 +118,10 @@ def test_unknown_ca_is_refused_by_both_front_ends(pki, tmp_path):
 def test_missing_client_certificate_is_refused_when_required(pki):
     with eco(pki["server"]) as server:  # the server has --tls-ca: mutual TLS
         no_cert = WireSettings(key=KEY, tls=TlsSettings(ca=pki["server"].ca))
-        with no_cert.connect(*server.address) as conn, pytest.raises(TlsFailed):
+        with (
+            no_cert.connect(*server.address) as conn,
+            pytest.raises(TlsFailed, match=r"CERTIFICATE_REQUIRED.*requires a client cert"),
+        ):
             conn.send({"sin": "certificado"})
             conn.recv()
         assert server.served <= 1 and not server.clients
