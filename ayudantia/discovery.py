@@ -316,6 +316,14 @@ def check(found: Announcement, *, codec: str, compress: str, tls: bool, key: boo
 # -- announcing --------------------------------------------------------------------------------
 
 
+def _quiet_zeroconf() -> None:
+    """zeroconf logs a traceback for each socket that cannot send (a link down, no multicast
+    route); the commands say what matters in one line (nothing answered), so its warnings
+    show only with ``--log-level DEBUG``."""
+    if not log.isEnabledFor(logging.DEBUG):  # zeroconf sets its own level (WARNING) on import
+        logging.getLogger("zeroconf").setLevel(logging.ERROR)
+
+
 def _label(text: str) -> str:
     return _LABEL.sub("-", text).strip("-")[:40] or "ayudantia"
 
@@ -371,6 +379,7 @@ class Announcer:
     def _register(self) -> None:
         from zeroconf import InterfaceChoice, IPVersion, Zeroconf
 
+        _quiet_zeroconf()
         a = self.announcement
         v6 = any(":" in addr for addr in a.addresses)
         v4 = any(":" not in addr for addr in a.addresses)
@@ -428,6 +437,7 @@ def browse(timeout: float = DEFAULT_TIMEOUT) -> list[Announcement]:
     def changed(zeroconf, service_type, name, state_change) -> None:  # type: ignore[no-untyped-def]
         names.put((name, state_change is not ServiceStateChange.Removed))
 
+    _quiet_zeroconf()
     found: dict[str, Announcement] = {}
     pending: set[str] = set()
     deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@ A state machine in the style of h11 (see :mod:`protocol.framing` for the format 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -50,6 +51,10 @@ _FIRST_BLOCK: Final = 64 * 1024
 _GROWTH: Final = 4
 _STAGE_SIZE: Final = 64 * 1024  # header staging area, allocated at the first read
 _ZEROS: Final = memoryview(bytes(1024 * 1024))  # one shared source of zeros for growth
+# The header read as a plain frame's fast path tests it: magic and version as one field,
+# flags and encoding as another (both zero for a plain frame), codec id and length.
+_PLAIN: Final = struct.Struct(">3sBHI")
+_PLAIN_PREFIX: Final = MAGIC + bytes([VERSION])
 # What FrameDecoder.allocated is bounded by (tests/test_decoder_memory.py checks it):
 # allocated <= ALLOCATION_FACTOR * bytes received + ALLOCATION_SLACK.
 ALLOCATION_FACTOR: Final = _GROWTH + 1  # the payload buffer, plus staged bytes
@@ -197,9 +202,8 @@ class FrameDecoder:
         ``recv_into`` gets a writable buffer to fill from its start (a socket's
         ``recv_into`` takes either kind).
 
-        Between frames with nothing staged (every small message's case) it is the same,
-        minus the lending: ``recv_into`` gets the staging area itself, with no memoryview
-        made and released per read, since nothing else holds the area during the call.
+        Between frames with nothing staged (every small message's case) ``recv_into``
+        gets the staging area itself (see :meth:`_read_into_stage`).
         """
         if (
             self._start == self._end
@@ -208,23 +212,7 @@ class FrameDecoder:
             and self._error is None
             and not self._eof
         ):
-            stage = self._stage
-            room = len(stage)
-            if room < HEADER_SIZE + MAX_REFUSAL_PAYLOAD:  # the first read: as get_buffer
-                stage.extend(bytes(_STAGE_SIZE))
-                room = len(stage)
-            elif room > 4 * _STAGE_SIZE:  # a large receive_data is not kept: as _compact
-                del stage[_STAGE_SIZE:]
-                room = _STAGE_SIZE
-            self._start = self._end = 0
-            n = recv_into(stage)
-            if 0 < n <= room:
-                self._end = n
-            elif n:
-                raise ValueError(f"nbytes must be 1-{room}, not {n} (EOF is eof_received())")
-            else:
-                self._eof = True
-            return n
+            return self._read_into_stage(recv_into)
         if self._error is None and self._eof:
             return 0
         view = self.get_buffer()
@@ -237,6 +225,85 @@ class FrameDecoder:
             self.buffer_updated(n)
         else:
             self.eof_received()
+        return n
+
+    def read_message(
+        self, recv_into: Callable[[bytearray | memoryview], int]
+    ) -> tuple[int, Message | None]:
+        """:meth:`read_from` then :meth:`next_event`, in one step for a small message.
+
+        For a blocking reader between messages: when nothing is staged (and frames are not
+        signed), one read into the staging area, and the message if that read brought a
+        whole plain single frame: ``(bytes read, Message)``. Otherwise ``(bytes read,
+        None)``, having read nothing when not between messages, and the caller goes on with
+        :meth:`next_event` and :meth:`read_from`, which take over from what is staged and
+        raise whatever is wrong with it (0 bytes read between messages records EOF). A
+        codec outside the accept-list is refused here, as it would be there.
+
+        It is :meth:`_read_into_stage` and :meth:`_staged_single_frame` written out in one
+        function: a small round trip is dominated by per-call work, and this is most of it.
+        """
+        if (
+            self._start != self._end
+            or self._in_message  # (``_remaining`` is None whenever this is False)
+            or self._verifier is not None
+            or self._error is not None
+            or self._eof
+            or self._lent is not None
+        ):
+            return 0, None
+        stage = self._stage
+        room = len(stage)
+        if room < HEADER_SIZE + MAX_REFUSAL_PAYLOAD or room > 4 * _STAGE_SIZE:
+            return self._read_into_stage(recv_into), None  # first read, or shrink: the long way
+        self._start = 0
+        self._end = 0
+        n = recv_into(stage)
+        if not HEADER_SIZE <= n <= room:  # EOF, part of a header, or a bogus count
+            if 0 < n <= room:
+                self._end = n
+            elif n:
+                raise ValueError(f"nbytes must be 1-{room}, not {n} (EOF is eof_received())")
+            else:
+                self._eof = True
+            return n, None
+        self._end = n
+        prefix, codec_id, flags_encoding, length = _PLAIN.unpack_from(stage)
+        stop = HEADER_SIZE + length
+        if prefix != _PLAIN_PREFIX or flags_encoding or length > self.max_message or stop > n:
+            return n, None  # not a whole plain frame: next_event decides what it is
+        if self._check_codec is not None:
+            try:
+                self._check_codec(codec_id)
+            except AyudantiaError as exc:
+                self._error = exc
+                raise
+        self._start = stop
+        return n, _new(Message, (codec_id, stage[HEADER_SIZE:stop], 1, 0, stop, 0))
+
+    def _read_into_stage(self, recv_into: Callable[[bytearray | memoryview], int]) -> int:
+        """With nothing staged, one read into the staging area's start; 0 records EOF.
+
+        The same as lending the area (:meth:`get_buffer`) minus the lending: ``recv_into``
+        gets the bytearray itself, with no memoryview made and released per read, since
+        nothing else holds the area during the call.
+        """
+        stage = self._stage
+        room = len(stage)
+        if room < HEADER_SIZE + MAX_REFUSAL_PAYLOAD:  # the first read: as get_buffer
+            stage.extend(bytes(_STAGE_SIZE))
+            room = len(stage)
+        elif room > 4 * _STAGE_SIZE:  # a large receive_data is not kept: as _compact
+            del stage[_STAGE_SIZE:]
+            room = _STAGE_SIZE
+        self._start = self._end = 0
+        n = recv_into(stage)
+        if 0 < n <= room:
+            self._end = n
+        elif n:
+            raise ValueError(f"nbytes must be 1-{room}, not {n} (EOF is eof_received())")
+        else:
+            self._eof = True
         return n
 
     def _check_open(self) -> None:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 log = logging.getLogger("ayudantia.tls")
 
@@ -37,11 +37,28 @@ _REFUSED_DRAIN: Final = 64 * 1024  # bytes a refused peer may send before a rese
 _HANDSHAKING, _OPEN, _REFUSED, _CLOSED = "handshaking", "open", "refused", "closed"
 
 
+class HandshakeGate(Protocol):
+    """The server's count of TLS connections that have not reached the application yet.
+
+    A handshake holds a socket before the application has seen the peer (up to the
+    handshake timeout, or the refused peer's drain), so a server cap that counts only the
+    application's connections lets a flood of silent connects hold a socket each, up to
+    the process's descriptor limit. The gate counts them: :meth:`tls_opened` says whether
+    one more may start (False: the connection is dropped at once), :meth:`tls_settled`
+    that one ended (handed to the application, or closed), exactly once per admitted one.
+    """
+
+    def tls_opened(self) -> bool: ...
+
+    def tls_settled(self) -> None: ...
+
+
 class TlsServerProtocol(asyncio.Protocol):
     """One accepted TCP connection: the TLS handshake, then the application over it.
 
     ``factory`` makes the application protocol once the handshake succeeded (never for a
-    refused peer, as with ``create_server(ssl=...)``); ``timeout`` bounds the handshake.
+    refused peer, as with ``create_server(ssl=...)``); ``timeout`` bounds the handshake;
+    ``gate`` (a server's :class:`HandshakeGate`) counts the connection until then.
     """
 
     def __init__(
@@ -49,10 +66,13 @@ class TlsServerProtocol(asyncio.Protocol):
         context: ssl.SSLContext,
         factory: Callable[[], asyncio.Protocol],
         timeout: float | None = None,
+        gate: HandshakeGate | None = None,
     ) -> None:
         self.context = context
         self.factory = factory
         self.timeout = timeout
+        self.gate = gate
+        self._gated = False  # counted by the gate, not settled yet
         self.state = _HANDSHAKING
         self.tcp: asyncio.Transport | None = None
         self.app: asyncio.Protocol | None = None
@@ -71,6 +91,12 @@ class TlsServerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tcp = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        if self.gate is not None:
+            if not self.gate.tls_opened():  # the server is full: no handshake, no socket
+                self.state = _CLOSED
+                transport.abort()  # type: ignore[attr-defined]
+                return
+            self._gated = True
         if self.timeout is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.timeout, self._handshake_expired)
@@ -100,6 +126,7 @@ class TlsServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
         self._cancel_timer()
+        self._settle()
         if self.app is not None:
             app, self.app = self.app, None
             app.connection_lost(exc)
@@ -125,6 +152,7 @@ class TlsServerProtocol(asyncio.Protocol):
             return
         self._cancel_timer()
         self.state = _OPEN
+        self._settle()  # from here the application counts it (a client, or a busy refusal)
         self.flush()  # the server's last flight (TLS 1.3's session tickets)
         self.app_transport = TlsTransport(self)
         self.app = self.factory()
@@ -153,6 +181,12 @@ class TlsServerProtocol(asyncio.Protocol):
             log.debug("TLS handshake not over within %g s", self.timeout)
             self.state = _CLOSED
             self.tcp.abort()
+
+    def _settle(self) -> None:
+        if self._gated:
+            self._gated = False
+            assert self.gate is not None
+            self.gate.tls_settled()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -139,6 +139,7 @@ class Connection:
             accept = DEFAULT_ACCEPT | ({self.codec.name} if self.codec.safe else set())
         self.accept = frozenset(accept)
         self._check = self._registry.accept_checker(self.accept)
+        self._accepted: dict[int, Codec] = {}  # ids the decoder accepted, by _accept
         raw_key = check_key(key) if key is not None else None
         self.side: Side | None = None if side is None else check_side(side)
         self._signer = signer_for(raw_key, self.side)
@@ -152,6 +153,9 @@ class Connection:
         self._hs_lock = threading.Lock()
         self._tls_pending = getattr(sock, "pending", None)
         self.sock = sock
+        # Bound once: the fast paths call them for every small message.
+        self._sendmsg = sock.sendmsg
+        self._sock_recv_into = sock.recv_into
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
         self.message_timeout = message_timeout
@@ -253,16 +257,39 @@ class Connection:
             and (compression is None or (compression is ... and self.compression is None))
             and self._signer is None
             and self._handshake is None
+            and self.send_timeout is None
+            and self._failure is None
+            and not self._closed
+            and self._send_failure is None
         ):
-            # The common case, one plain frame: resolved here without plan_message (what
-            # it would conclude for bytes, without compression or a signer).
+            # The common case, one plain frame with no deadline: resolved here without
+            # plan_message (what it would conclude for bytes, without compression or a
+            # signer), and sent as _send_frame would, written out: small messages are
+            # dominated by per-call work.
             length = len(payload)
             size = self.chunk_size if chunk_size is None else chunk_size
             if (size == 0 or length <= size) and length <= MAX_FRAME_PAYLOAD:
                 header = HEADER.pack(MAGIC, VERSION, codec_id, 0, 0, length)
-                return self._send_frame(
-                    [header, payload] if length else [header], HEADER_SIZE + length
-                )
+                buffers = [header, payload] if length else [header]
+                total = HEADER_SIZE + length
+                lock = self._send_lock
+                lock.acquire()
+                try:
+                    self._send_deadline = None
+                    try:
+                        sent = self._sendmsg(buffers)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        raise self._send_failed(exc) from exc
+                    self._wire_out += sent
+                    if sent != total:
+                        self._send_rest(buffers, sent)
+                    self.bytes_sent += total
+                finally:
+                    lock.release()
+                self.frames_sent += 1
+                return _new(Sent, (1, total))  # Sent(1, total), without the generated __new__
         if self._handshake is not None:
             self.handshake()
         if isinstance(payload, memoryview) and payload.format != "B":
@@ -589,15 +616,46 @@ class Connection:
 
     def recv_message(self) -> Received:
         """The next message with its codec and how it travelled."""
+        if (
+            self._handshake is None
+            and self._failure is None
+            and not self._closed
+            and self.idle_timeout is None
+            and self.read_timeout is None
+            and self.message_timeout is None
+        ):
+            # A small message's usual case in one step: one read (no limit on the wait, so
+            # the socket's own recv_into), one whole frame (see FrameDecoder.read_message).
+            lock = self._recv_lock
+            lock.acquire()
+            try:
+                decoder = self._decoder
+                try:
+                    n, event = decoder.read_message(self._sock_recv_into)
+                except OSError as exc:  # what _recv_into makes of it: a close, or raised
+                    n, event = self._recv_failed(exc), None
+                    decoder.eof_received()
+                self.bytes_received += n
+                if event is not None:
+                    self.messages_received += 1
+            finally:
+                lock.release()
+            if event is not None:
+                codec = self._accepted.get(event.codec_id) or self._accept(event.codec_id)
+                return Received.decoded(codec, event, self.max_message)
         event = self._next_event(stream=False)
         if type(event) is not Message:
             raise self._fail("recv() while a streamed message was still being read")
-        # _decoded, inline: this runs for every message received
-        return Received.decoded(self._check(event.codec_id), event, self.max_message)
+        return self._decoded(event)
 
     def _decoded(self, event: Message) -> Received:
-        codec = self._check(event.codec_id)  # cached: the decoder already accepted this id
+        codec = self._accepted.get(event.codec_id) or self._accept(event.codec_id)
         return Received.decoded(codec, event, self.max_message)
+
+    def _accept(self, codec_id: int) -> Codec:
+        """The codec of an id the decoder has accepted, remembered: one dict lookup a message."""
+        codec = self._accepted[codec_id] = self._check(codec_id)
+        return codec
 
     def recv_stream(self) -> Iterator[bytes]:
         """The next message, chunk by chunk as its frames arrive (memory bounded by a frame)."""
@@ -653,6 +711,24 @@ class Connection:
         with self._recv_lock:
             decoder = self._decoder
             event = decoder.next_event(stream=stream)
+            if (
+                event is NEED_DATA
+                and self.idle_timeout is None
+                and self.read_timeout is None
+                and self.message_timeout is None
+            ):
+                # No limit on any wait, so every read may block in the kernel (a close still
+                # wakes it): the socket's own recv_into, with no Python frame around each
+                # read; its errors mean what they mean in _recv_into.
+                recv = self._sock_recv_into
+                while event is NEED_DATA:
+                    try:
+                        n = decoder.read_from(recv)
+                    except OSError as exc:
+                        n = self._recv_failed(exc)
+                        decoder.eof_received()
+                    self.bytes_received += n
+                    event = decoder.next_event(stream=stream)
             while event is NEED_DATA:
                 self.bytes_received += decoder.read_from(self._recv_into)
                 event = decoder.next_event(stream=stream)
@@ -678,16 +754,15 @@ class Connection:
             raise Timeout(f"message not complete within message_timeout={self.message_timeout:g}s")
         return left if self.read_timeout is None else min(self.read_timeout, left)
 
+    def _recv_failed(self, exc: OSError) -> int:
+        """A socket error on a read: 0 (a close) for an abrupt close, else TransportError."""
+        if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+            return 0  # an abrupt close is still a close; the decoder tells clean from truncated
+        if self._closed:
+            return 0
+        raise TransportError(f"receive failed: {exc}") from exc
+
     def _recv_into(self, view: bytearray | memoryview) -> int:
-        if self.idle_timeout is None and self.read_timeout is None and self.message_timeout is None:
-            try:  # no limit on any wait: the kernel blocks (a close or shutdown still wakes it)
-                return self.sock.recv_into(view)
-            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
-                return 0
-            except OSError as exc:
-                if self._closed:
-                    return 0
-                raise TransportError(f"receive failed: {exc}") from exc
         in_message = self._decoder.in_message
         limit = self._wait_limit(in_message)
         try:
@@ -706,12 +781,8 @@ class Connection:
         except Timeout as exc:
             what = "in the middle of a message" if in_message else "waiting for a message"
             raise Timeout(f"receive timed out {what}") from exc
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
-            return 0  # an abrupt close is still a close; the decoder tells clean from truncated
         except OSError as exc:
-            if self._closed:
-                return 0
-            raise TransportError(f"receive failed: {exc}") from exc
+            return self._recv_failed(exc)
 
     # -- lifetime ------------------------------------------------------------------------
 

@@ -97,6 +97,7 @@ class Server(Handler):
         self.limits: Limits = self.wire.limits(**overrides)
         self.clients: set[FrameConnection] = set()
         self.refusing: set[FrameConnection] = set()  # turned away as busy, still draining
+        self.handshaking = 0  # TLS connections not handed to us yet (protocol.tls_server)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -188,8 +189,24 @@ class Server(Handler):
 
     @property
     def open_connections(self) -> int:
-        """Sockets this server holds for peers: its clients and the busy ones still draining."""
-        return len(self.clients) + len(self.refusing)
+        """Sockets this server holds for peers: its clients, the busy ones still draining
+        and, over TLS, those whose handshake is not over (or was refused and drains)."""
+        return len(self.clients) + len(self.refusing) + self.handshaking
+
+    def tls_opened(self) -> bool:
+        """A TLS connection arrived (:class:`~protocol.tls_server.HandshakeGate`): may its
+        handshake start? Not when the sockets already held reach the cap + REFUSING_MAX:
+        a handshake holds its socket up to the handshake timeout before a busy refusal
+        could count it, so silent connects would otherwise hold one each without bound."""
+        if self.open_connections >= self.max_clients + REFUSING_MAX:
+            self.refused += 1
+            return False
+        self.handshaking += 1
+        return True
+
+    def tls_settled(self) -> None:
+        """A TLS connection counted by :meth:`tls_opened` reached us or closed."""
+        self.handshaking -= 1
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -211,7 +228,7 @@ class Server(Handler):
         await self.on_start()
         try:
             server = await loop.create_server(
-                server_protocol_factory(self.wire, self._new_connection),
+                server_protocol_factory(self.wire, self._new_connection, self),
                 self.host,
                 self.port,
                 reuse_address=True,

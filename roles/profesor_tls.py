@@ -161,6 +161,35 @@ def drain_after_alert(sock: socket.socket) -> None:
             drained += len(data)
 
 
+def _request_class() -> type:
+    from cheroot.server import HeaderReader, HTTPRequest
+
+    class FoldHost(dict):  # type: ignore[type-arg]
+        """Headers as cheroot stores them, but a second Host joins the first with a comma."""
+
+        def __setitem__(self, name: bytes, value: bytes) -> None:
+            if name == b"Host" and name in self:
+                value = self[name] + b", " + value
+            super().__setitem__(name, value)
+
+    class OneHostHeaderReader(HeaderReader):  # type: ignore[misc]
+        """cheroot keeps the last of two Host headers, so the app's RFC 9112 §3.2 check
+        (one Host, else 400: roles/profesor.py) saw one; waitress joins them with a comma,
+        which no host contains. Joined here too, so HTTPS answers 400 as HTTP does."""
+
+        def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> Any:
+            folded = super().__call__(rfile, FoldHost())
+            if hdict is None:
+                return dict(folded)
+            hdict.update(folded)
+            return hdict
+
+    class OneHostRequest(HTTPRequest):  # type: ignore[misc]
+        header_reader = OneHostHeaderReader()
+
+    return OneHostRequest
+
+
 def _connection_class(deadlines: Deadlines) -> type:
     from cheroot.server import HTTPConnection
 
@@ -169,6 +198,7 @@ def _connection_class(deadlines: Deadlines) -> type:
         and has each request (the handshake included) over by a deadline."""
 
         handshaken = False
+        RequestHandlerClass = _request_class()
 
         def communicate(self) -> bool:
             with deadlines.watch(self.socket):

@@ -18,7 +18,7 @@ from protocol.framing import DEFAULT_MAX_MESSAGE
 from protocol.signing import Side
 from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from protocol.tls import TlsSettings, wrap_client
-from protocol.tls_server import TlsServerProtocol
+from protocol.tls_server import HandshakeGate, TlsServerProtocol
 from protocol.transport import Connection
 
 
@@ -150,15 +150,18 @@ class WireSettings:
 
 
 def server_protocol_factory(
-    wire: WireSettings, factory: Callable[[], asyncio.Protocol]
+    wire: WireSettings,
+    factory: Callable[[], asyncio.Protocol],
+    gate: HandshakeGate | None = None,
 ) -> Callable[[], asyncio.Protocol]:
     """What ``create_server`` gets: ``factory`` itself on plain TCP; with a certificate,
     TLS run by :class:`~protocol.tls_server.TlsServerProtocol` in front of it, not by
-    asyncio's ``ssl=``, which drops a refused client without its TLS alert."""
+    asyncio's ``ssl=``, which drops a refused client without its TLS alert. ``gate``
+    counts the handshakes in progress against the server's cap."""
     ctx = wire.server_ssl()
     if ctx is None:
         return factory
-    return functools.partial(TlsServerProtocol, ctx, factory, TLS_HANDSHAKE_TIMEOUT)
+    return functools.partial(TlsServerProtocol, ctx, factory, TLS_HANDSHAKE_TIMEOUT, gate)
 
 
 def tls_client_kwargs(wire: WireSettings, host: str) -> dict[str, Any]:

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 from pathlib import Path
 
 import pytest
+import trustme
 
 from protocol.transport import Connection
 from roles.base import REFUSING_MAX
+from roles.wire import WireSettings
 from tests.procs import running
+from tests.test_tls import files
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -93,3 +97,40 @@ def test_a_connect_flood_never_holds_more_than_the_cap_plus_a_small_bound() -> N
                 holder.close()
         assert 1 <= told_busy <= FLOOD
         assert CAP < peak[0] <= CAP + REFUSING_MAX, peak[0]
+
+
+def test_tls_handshakes_in_progress_count_against_the_cap_too(tmp_path) -> None:
+    """Over TLS a connection holds its socket through the handshake (up to its 10 s
+    timeout) before the role sees it: a flood of silent connects that never send a
+    ClientHello held one socket each, past any cap. Now they count: at most the cap plus
+    REFUSING_MAX are held, the rest are reset at once, and the server still serves."""
+    ca = trustme.CA()
+    server, client = files(tmp_path, ca, "server", "127.0.0.1"), files(tmp_path, ca, "c", "e")
+    tls = ("--tls-cert", server.cert, "--tls-key", server.key, "--tls-ca", server.ca)
+    bound = CAP + REFUSING_MAX
+    with running(
+        "eco", "--port", "0", "--max-clients", str(CAP), *tls, "--log-level", "ERROR"
+    ) as eco:
+        silent = [socket.create_connection((eco.host, eco.port), timeout=5) for _ in range(FLOOD)]
+        try:
+            poller = select.poll()
+            for sock in silent:
+                poller.register(sock, select.POLLIN)
+            # Every silent connect is either held by the server (its handshake pending) or
+            # already reset by it (readable here): wait until each one is one or the other.
+            while True:
+                dropped = len(poller.poll(10))
+                held = server_sockets(eco.proc.pid, eco.port)
+                if dropped + held >= FLOOD:
+                    break
+                select.select([], [], [], 0.01)
+            assert held <= bound < FLOOD, (held, dropped)
+        finally:
+            for sock in silent:
+                sock.close()
+        while server_sockets(eco.proc.pid, eco.port):  # the silent ones are let go
+            select.select([], [], [], 0.01)
+        wire = WireSettings(tls=client)
+        with wire.connect(eco.host, eco.port) as conn:  # the handshakes' count went back
+            conn.send({"hola": "mundo"})
+            assert conn.recv() == {"hola": "mundo"}

@@ -402,3 +402,16 @@ def test_a_closed_class_is_found_and_only_a_client_with_its_ca_and_key_may_use_i
     assert out.returncode == 2, out.stdout + out.stderr
     assert "serves TLS: give --tls-ca" in out.stderr, out.stderr
     assert "requires the class key" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_find_on_a_host_whose_link_is_down_says_one_line(make_lan):
+    """No route for multicast: zeroconf's send errors are not a traceback, just 'none'."""
+    net: Lan = make_lan("alumno")
+    net.down("alumno")
+    out = net.run("alumno", *AY, "find", "--timeout", "1")
+    assert out.returncode == 1 and out.stdout == "", out.stdout
+    assert out.stderr.count("\n") == 1 and "no ayudantia server answered" in out.stderr, out.stderr
+    out = net.run("alumno", *AY, "estudiante", "--find", "--find-timeout", "1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and "no ayudantia server answered" in out.stderr, out.stderr

@@ -72,17 +72,17 @@ def test_profesor_binds_loopback_by_default(profesor: RoleProcess, tmp_path: Pat
     assert profesor.host == "127.0.0.1"
 
 
-@pytest.mark.parametrize(
-    ("request_bytes", "status"),
-    [
-        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),  # no Host: RFC 9112 §3.2
-        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),  # two
-        (b"GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", 400),  # empty
-        (b"POST /preguntas HTTP/1.1\r\nContent-Length: 10\r\n\r\n" + b'{"id":"h"}', 400),
-        (b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 200),
-        (b"GET / HTTP/1.0\r\n\r\n", 200),  # HTTP/1.0 has no Host requirement
-    ],
-)
+HOST_CASES = [
+    (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),  # no Host: RFC 9112 §3.2
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),  # two
+    (b"GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", 400),  # empty
+    (b"POST /preguntas HTTP/1.1\r\nContent-Length: 10\r\n\r\n" + b'{"id":"h"}', 400),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 200),
+    (b"GET / HTTP/1.0\r\n\r\n", 200),  # HTTP/1.0 has no Host requirement
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), HOST_CASES)
 def test_an_http_1_1_request_without_one_host_is_a_400(
     profesor: RoleProcess, request_bytes: bytes, status: int
 ) -> None:
@@ -94,3 +94,35 @@ def test_an_http_1_1_request_without_one_host_is_a_400(
         head = sock.recv(4096).split(b"\r\n", 1)[0]
     assert head.split()[1] == str(status).encode(), head
     assert count(profesor) == before  # the Host-less POST counted nothing
+
+
+@pytest.mark.timeout(60)
+def test_the_https_profesor_answers_400_without_one_host_too(procs, tmp_path: Path) -> None:
+    """cheroot (HTTPS) kept the last of two Host headers and answered 200; waitress (HTTP)
+    joins them, and the app's check answers 400. Every case, over TLS."""
+    import socket
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    tls = ("--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"))
+    profesor = procs.profesor(tmp_path / "p.db", *tls)
+    host, port = profesor.address.removeprefix("https://").rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    for request_bytes, status in HOST_CASES:
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as sock,
+            ctx.wrap_socket(sock, server_hostname="127.0.0.1") as conn,
+        ):
+            conn.sendall(request_bytes)
+            head = conn.recv(4096).split(b"\r\n", 1)[0]
+        assert head.split()[1] == str(status).encode(), (request_bytes, head)
+    texto = requests.get(
+        profesor.address + "/preguntas", timeout=10, verify=str(tmp_path / "ca.pem")
+    ).json()["texto"]
+    assert texto.startswith("Llevamos: 0 "), texto  # the Host-less POST counted nothing

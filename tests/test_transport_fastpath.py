@@ -9,17 +9,20 @@ checks it must still make (accept-list, limits, chunking, counters), over real s
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import codecs
 from protocol.decoder import _STAGE_SIZE
-from protocol.errors import ContentDisallowed, MessageTooLarge
-from protocol.framing import HEADER_SIZE, NEED_DATA, FrameDecoder, encode_message
+from protocol.errors import BadMagic, ContentDisallowed, MessageTooLarge
+from protocol.framing import CLOSED, HEADER_SIZE, NEED_DATA, FrameDecoder, encode_message
 from protocol.transport import Connection
 
 
@@ -161,3 +164,124 @@ def test_read_from_checks_what_recv_into_claims(bad: int) -> None:
     decoder = FrameDecoder()
     with pytest.raises(ValueError):
         decoder.read_from(lambda buffer: bad)
+
+
+# --- FrameDecoder.read_message: the fast step and its hand-over to the general path ----------
+
+
+class Pieces:
+    """A recv_into that hands out predetermined pieces, then EOF (as a socket would)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = list(pieces)
+        self.calls = 0
+
+    def __call__(self, buffer: bytearray | memoryview) -> int:
+        self.calls += 1
+        if not self.pieces:
+            return 0
+        piece = self.pieces.pop(0)
+        k = min(len(piece), len(buffer))
+        buffer[:k] = piece[:k]
+        if k < len(piece):
+            self.pieces.insert(0, piece[k:])
+        return k
+
+
+def _drain(decoder: FrameDecoder, recv: Pieces) -> list[tuple[int, bytes, int, int]]:
+    """Messages as the blocking Connection reads them: read_message first, then the loop."""
+    out = []
+    while True:
+        _n, event = decoder.read_message(recv)
+        if event is None:
+            event = decoder.next_event()
+            while event is NEED_DATA:
+                decoder.read_from(recv)
+                event = decoder.next_event()
+        if event is CLOSED:
+            return out
+        out.append((event.codec_id, bytes(event.payload), event.frames, event.wire_bytes))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=8),
+    chunk=st.sampled_from([0, 0, 5, 64]),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+)
+def test_read_message_gives_what_receive_data_gives_for_any_split(
+    payloads: list[bytes], chunk: int, cuts: list[int]
+) -> None:
+    wire = b"".join(encode_message(0, p, chunk) for p in payloads)
+    points = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
+    pieces = [wire[a:b] for a, b in itertools.pairwise(points)]
+    reference = FrameDecoder()
+    reference.receive_data(wire)
+    reference.eof_received()
+    expected = []
+    while (event := reference.next_event()) is not CLOSED:
+        expected.append((event.codec_id, bytes(event.payload), event.frames, event.wire_bytes))
+    assert _drain(FrameDecoder(), Pieces(pieces)) == expected
+
+
+def test_read_message_returns_a_whole_frame_and_leaves_the_next_staged() -> None:
+    decoder = FrameDecoder()
+    first, second = encode_message(0, b"one"), encode_message(0, b"two")
+    recv = Pieces([first + second])
+    decoder.read_from(Pieces([first[:3]]))  # the first read allocates the staging area
+    assert decoder.next_event() is NEED_DATA
+    assert decoder.read_message(recv) == (0, None)  # something staged: nothing read
+    assert recv.calls == 0
+    decoder.read_from(Pieces([first[3:]]))
+    assert bytes(decoder.next_event().payload) == b"one"  # type: ignore[union-attr]
+    recv = Pieces([first + second])
+    n, event = decoder.read_message(recv)
+    assert n == len(first + second) and event is not None and bytes(event.payload) == b"one"
+    assert decoder.read_message(Pieces([])) == (0, None)  # the second is staged: not read
+    assert bytes(decoder.next_event().payload) == b"two"  # type: ignore[union-attr]
+
+
+def test_read_message_refuses_a_codec_outside_the_accept_list_for_good() -> None:
+    check = codecs.REGISTRY.accept_checker(frozenset({"raw"}))
+    decoder = FrameDecoder(check_codec=check)
+    decoder.read_from(Pieces([encode_message(0, b"ok")]))
+    assert bytes(decoder.next_event().payload) == b"ok"  # type: ignore[union-attr]
+    with pytest.raises(ContentDisallowed):
+        decoder.read_message(Pieces([encode_message(codecs.get("json").id, b"{}")]))
+    with pytest.raises(ContentDisallowed):
+        decoder.next_event()
+
+
+def test_read_message_leaves_frames_it_does_not_take_to_next_event() -> None:
+    """A chunked message, a too-large one and a bad magic: read, not judged, then judged."""
+    decoder = FrameDecoder(max_message=8)
+    decoder.read_from(Pieces([encode_message(0, b"ok")]))
+    decoder.next_event()
+    wire = encode_message(0, b"abcdef", 2)
+    n, event = decoder.read_message(Pieces([wire]))
+    assert (n, event) == (len(wire), None)
+    assert bytes(decoder.next_event().payload) == b"abcdef"  # type: ignore[union-attr]
+    assert decoder.read_message(Pieces([encode_message(0, b"x" * 9)]))[1] is None
+    with pytest.raises(MessageTooLarge):
+        decoder.next_event()
+    other = FrameDecoder()
+    other.read_from(Pieces([encode_message(0, b"ok")]))
+    other.next_event()
+    assert other.read_message(Pieces([b"XY" + encode_message(0, b"ok")[2:]]))[1] is None
+    with pytest.raises(BadMagic):
+        other.next_event()
+
+
+def test_read_message_records_eof_between_messages() -> None:
+    decoder = FrameDecoder()
+    decoder.read_from(Pieces([encode_message(0, b"ok")]))
+    decoder.next_event()
+    assert decoder.read_message(Pieces([])) == (0, None)
+    assert decoder.next_event() is CLOSED
+
+
+def test_read_message_steps_aside_for_a_signing_decoder() -> None:
+    decoder = FrameDecoder(key=b"k" * 32)
+    recv = Pieces([encode_message(0, b"ok")])
+    assert decoder.read_message(recv) == (0, None)
+    assert recv.calls == 0

@@ -30,7 +30,13 @@ def options() -> list[Option]:
             rules.HOSTPORT,
             "HOST:PORT",
         ),
-        Option("delay", "0ms", "one-way latency of every byte, e.g. 20ms", netem.DURATION, "T"),
+        Option(
+            "delay",
+            "0ms",
+            "one-way latency of every byte, e.g. 20ms: a minimum, never less (up to ~1 ms more)",
+            netem.DURATION,
+            "T",
+        ),
         Option(
             "jitter",
             "0ms",
