@@ -350,7 +350,23 @@ class ProfesorClient:
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = requests.Session()
+            # What requests takes from the environment (proxies, REQUESTS_CA_BUNDLE over our
+            # verify=True, ~/.netrc credentials), read once per session instead of on every
+            # call: it walked os.environ twice and looked for a netrc file per request, a
+            # third of a call's CPU in the Tareo (yappi, issue 23). The environment of a
+            # running role does not change, and every call goes to this one URL.
+            found = session.merge_environment_settings(
+                self.url, {}, None, self.tls.requests_verify, self.tls.requests_cert
+            )
+            self._local.settings = {
+                "proxies": found["proxies"],
+                "verify": found["verify"],
+                "cert": found["cert"],
+                "auth": requests.utils.get_netrc_auth(self.url),
+            }
+            session.trust_env = False  # what it gave is in settings, passed with each call
+            self._local.session = session
         return session
 
     def send(
@@ -362,15 +378,14 @@ class ProfesorClient:
             url = urlsplit(self.url + path)
             where = target(url.path, url.query)
             headers = {**headers, **sign_headers(self.key, method, where, data or b"")}
-        return self.session.request(
+        session = self.session
+        return session.request(
             method,
             self.url + path,
             data=data,
             headers=headers,
             timeout=(min(2.0, self.timeout), self.timeout),
-            # per request: a session's verify loses to REQUESTS_CA_BUNDLE in the environment
-            verify=self.tls.requests_verify,
-            cert=self.tls.requests_cert,
+            **self._local.settings,  # verify, cert, proxies and auth, as the environment says
         )
 
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:

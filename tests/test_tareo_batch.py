@@ -190,3 +190,24 @@ def test_a_question_that_waited_too_long_in_the_queue_is_not_asked_late():
     for i in (1, 2, 3):
         assert "en la cola del Tareo" in answers[f"d{i}"]["error"], answers[f"d{i}"]
     assert len(seen) == 1  # the late ones never reached the Profesor
+
+
+def test_the_environment_still_rules_the_profesor_client(procs, tmp_path, monkeypatch):
+    """requests' environment (proxies, NO_PROXY, REQUESTS_CA_BUNDLE) is read once per
+    session now, not on every call: it must still be obeyed."""
+    import requests
+
+    profesor = procs.start("profesor", "profesor", "--port", "0", "--db", str(tmp_path / "e.db"))
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nobody listens there
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "bundle.pem"))
+    through_proxy = ProfesorClient(profesor.address, timeout=2.0)
+    with pytest.raises(requests.ConnectionError):
+        through_proxy.respuesta()
+    assert through_proxy._local.settings["verify"] == str(tmp_path / "bundle.pem")
+    through_proxy.close()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = ProfesorClient(profesor.address, timeout=2.0)
+    assert direct.respuestas(2)[0] in RESPUESTAS
+    direct.close()
