@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from protocol import codecs
 from protocol.decoder import _STAGE_SIZE
-from protocol.errors import BadMagic, ContentDisallowed, MessageTooLarge
+from protocol.encodings import compression_for
+from protocol.errors import BadMagic, ContentDisallowed, MessageTooLarge, Timeout
 from protocol.framing import CLOSED, HEADER_SIZE, NEED_DATA, FrameDecoder, encode_message
 from protocol.transport import Connection
 
@@ -285,3 +286,55 @@ def test_read_message_steps_aside_for_a_signing_decoder() -> None:
     recv = Pieces([encode_message(0, b"ok")])
     assert decoder.read_message(recv) == (0, 0, None)
     assert recv.calls == 0
+
+
+# --- settings assigned after construction still shape every message ---------------------------
+
+
+def test_an_idle_timeout_assigned_later_bounds_the_next_receive() -> None:
+    left, right = socket.socketpair()
+    conn = Connection(right, codec="raw")
+    try:
+        left.sendall(encode_message(0, b"before"))
+        assert bytes(conn.recv_message().payload) == b"before"  # the short way
+        conn.idle_timeout = 0.05
+        with pytest.raises(Timeout):
+            conn.recv_message()
+        conn.idle_timeout = None
+        left.sendall(encode_message(0, b"after"))
+        assert bytes(conn.recv_message().payload) == b"after"
+    finally:
+        conn.close()
+        left.close()
+
+
+def test_a_compression_assigned_later_compresses_the_next_send() -> None:
+    left, right = socket.socketpair()
+    a, b = Connection(left, codec="raw"), Connection(right, codec="raw")
+    try:
+        payload = b"la mancha " * 100
+        assert a.send(payload).wire_bytes == HEADER_SIZE + len(payload)
+        a.compression = compression_for("zstd")
+        assert a.send(payload).wire_bytes < len(payload)
+        a.compression = None
+        assert a.send(payload).wire_bytes == HEADER_SIZE + len(payload)
+        got = [b.recv_message() for _ in range(3)]
+        assert [bytes(r.payload) for r in got] == [payload] * 3
+        assert [r.encoding_id for r in got] == [0, compression_for("zstd").id, 0]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_send_timeout_assigned_later_bounds_a_send_to_a_peer_that_never_reads() -> None:
+    left, right = socket.socketpair()
+    a = Connection(left, codec="raw")
+    try:
+        a.send_timeout = 0.2
+        with pytest.raises(Timeout):
+            for _ in range(100_000):  # fills both socket buffers, then waits and gives up
+                a.send(b"x" * 4096)
+        assert a.failed is not None  # a send that timed out mid-message fails the link
+    finally:
+        a.close()
+        right.close()
