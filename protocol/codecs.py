@@ -81,7 +81,8 @@ def _raw_encode(obj: Any) -> bytes:
 def _raw_decode(data: bytes | bytearray | memoryview, _max: int) -> bytes | bytearray:
     # The decoder's buffer is handed over as it is: copying 2 MB here would cost as much
     # as receiving it.
-    return data if isinstance(data, bytes | bytearray) else bytes(data)
+    # A tuple, not ``bytes | bytearray``: the union object would be built on every call.
+    return data if isinstance(data, (bytes, bytearray)) else bytes(data)
 
 
 def _json_encode(obj: Any) -> bytes:

@@ -289,7 +289,8 @@ class Connection:
                 finally:
                     lock.release()
                 self.frames_sent += 1
-                return _new(Sent, (1, total))  # Sent(1, total), without the generated __new__
+                done = _ONE_FRAME.get(total)
+                return done if done is not None else _one_frame(total)
         if self._handshake is not None:
             self.handshake()
         if isinstance(payload, memoryview) and payload.format != "B":
@@ -631,18 +632,18 @@ class Connection:
             try:
                 decoder = self._decoder
                 try:
-                    n, event = decoder.read_message(self._sock_recv_into)
+                    n, codec_id, payload = decoder.read_message(self._sock_recv_into)
                 except OSError as exc:  # what _recv_into makes of it: a close, or raised
-                    n, event = self._recv_failed(exc), None
+                    n, codec_id, payload = self._recv_failed(exc), 0, None
                     decoder.eof_received()
                 self.bytes_received += n
-                if event is not None:
+                if payload is not None:
                     self.messages_received += 1
             finally:
                 lock.release()
-            if event is not None:
-                codec = self._accepted.get(event.codec_id) or self._accept(event.codec_id)
-                return Received.decoded(codec, event, self.max_message)
+            if payload is not None:
+                codec = self._accepted.get(codec_id) or self._accept(codec_id)
+                return Received.plain(codec, payload, self.max_message)
         event = self._next_event(stream=False)
         if type(event) is not Message:
             raise self._fail("recv() while a streamed message was still being read")
@@ -872,6 +873,20 @@ def find_refusal(data: bytes | bytearray | memoryview) -> Refused | None:
             return None
         at += HEADER_SIZE + length
     return None
+
+
+# Sent(1, n) for the small sizes sent, shared by every connection: a Sent is an immutable
+# value, so equal ones are interchangeable, and one per small send was measurable.
+_ONE_FRAME: Final[dict[int, Sent]] = {}
+_ONE_FRAME_MAX: Final = HEADER_SIZE + 1024  # at most this many entries, ~100 KB
+
+
+def _one_frame(total: int) -> Sent:
+    """``Sent(1, total)``, remembered in :data:`_ONE_FRAME` when ``total`` is small."""
+    sent = _new(Sent, (1, total))
+    if total <= _ONE_FRAME_MAX:
+        _ONE_FRAME[total] = sent
+    return sent
 
 
 def _advance(views: list[memoryview], first: int, sent: int) -> int:
