@@ -149,9 +149,9 @@ TARGETS: Sequence[Target] = (
         AT_MOST,
     ),
     Target(
-        "small message round trip (raw) within 1.25x of multiprocessing.connection, unpinned",
+        "small message round trip (raw) within 1.1x of multiprocessing.connection, unpinned",
         "small.raw.vs-mpconn.unpinned",
-        1.25,
+        1.1,  # issue 23 item 4: 1.25x pinned (CPU cost), 1.1x unpinned
         AT_MOST,
     ),
     Target(

@@ -432,6 +432,14 @@ class FrameConnection(asyncio.Protocol):
         """
         sent = self.send_payload(self.codec.id, self.encode(obj), chunk_size=chunk_size)
         if on_delivered is not None:
+            if self._receipts is None and self._flushed() == self.bytes_sent:
+                # Out at once (the usual case), nothing pending before it: the receipt now,
+                # without a Receipts made and dropped per answer.
+                try:
+                    on_delivered()
+                except Exception:
+                    log.exception("%s: delivery receipt failed", self.name)
+                return sent
             if self._receipts is None:
                 assert self._loop is not None
                 self._receipts = Receipts(self._loop, self._flushed, self.name)

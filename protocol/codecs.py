@@ -81,7 +81,8 @@ def _raw_encode(obj: Any) -> bytes:
 def _raw_decode(data: bytes | bytearray | memoryview, _max: int) -> bytes | bytearray:
     # The decoder's buffer is handed over as it is: copying 2 MB here would cost as much
     # as receiving it.
-    return data if isinstance(data, bytes | bytearray) else bytes(data)
+    # A tuple, not ``bytes | bytearray``: the union object would be built on every call.
+    return data if isinstance(data, (bytes, bytearray)) else bytes(data)
 
 
 def _json_encode(obj: Any) -> bytes:
@@ -126,10 +127,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every message: json.loads(text, parse_constant=...) builds a JSONDecoder
+# per call (a tenth of a small message's decode, yappi, issue 23). _json_decode keeps what
+# json.loads adds on top of decode(): the refusal of a leading BOM.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _json_decode(data: bytes | bytearray | memoryview, _max: int) -> Any:
     # Decode UTF-8 ourselves: json.loads(bytes) would also guess UTF-16/32.
     text = str(data, "utf-8") if not isinstance(data, str) else data
-    return json.loads(text, parse_constant=_reject_constant)
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _JSON_DECODER.decode(text)
 
 
 def _pickle_encode(obj: Any) -> bytes:

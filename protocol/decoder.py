@@ -229,16 +229,18 @@ class FrameDecoder:
 
     def read_message(
         self, recv_into: Callable[[bytearray | memoryview], int]
-    ) -> tuple[int, Message | None]:
+    ) -> tuple[int, int, bytearray | None]:
         """:meth:`read_from` then :meth:`next_event`, in one step for a small message.
 
         For a blocking reader between messages: when nothing is staged (and frames are not
         signed), one read into the staging area, and the message if that read brought a
-        whole plain single frame: ``(bytes read, Message)``. Otherwise ``(bytes read,
-        None)``, having read nothing when not between messages, and the caller goes on with
-        :meth:`next_event` and :meth:`read_from`, which take over from what is staged and
-        raise whatever is wrong with it (0 bytes read between messages records EOF). A
-        codec outside the accept-list is refused here, as it would be there.
+        whole plain frame (one frame, no flag, no encoding): ``(bytes read, codec id,
+        payload)``, all a :class:`Message` would say of it (one frame, identity,
+        ``HEADER_SIZE + len(payload)`` on the wire), without building one. Otherwise
+        ``(bytes read, 0, None)``, having read nothing when not between messages, and the
+        caller goes on with :meth:`next_event` and :meth:`read_from`, which take over from
+        what is staged and raise whatever is wrong with it (0 bytes read between messages
+        records EOF). A codec outside the accept-list is refused here, as it would be there.
 
         It is :meth:`_read_into_stage` and :meth:`_staged_single_frame` written out in one
         function: a small round trip is dominated by per-call work, and this is most of it.
@@ -251,11 +253,11 @@ class FrameDecoder:
             or self._eof
             or self._lent is not None
         ):
-            return 0, None
+            return 0, 0, None
         stage = self._stage
         room = len(stage)
         if room < HEADER_SIZE + MAX_REFUSAL_PAYLOAD or room > 4 * _STAGE_SIZE:
-            return self._read_into_stage(recv_into), None  # first read, or shrink: the long way
+            return self._read_into_stage(recv_into), 0, None  # first read, or shrink
         self._start = 0
         self._end = 0
         n = recv_into(stage)
@@ -266,12 +268,12 @@ class FrameDecoder:
                 raise ValueError(f"nbytes must be 1-{room}, not {n} (EOF is eof_received())")
             else:
                 self._eof = True
-            return n, None
+            return n, 0, None
         self._end = n
         prefix, codec_id, flags_encoding, length = _PLAIN.unpack_from(stage)
         stop = HEADER_SIZE + length
         if prefix != _PLAIN_PREFIX or flags_encoding or length > self.max_message or stop > n:
-            return n, None  # not a whole plain frame: next_event decides what it is
+            return n, 0, None  # not a whole plain frame: next_event decides what it is
         if self._check_codec is not None:
             try:
                 self._check_codec(codec_id)
@@ -279,7 +281,7 @@ class FrameDecoder:
                 self._error = exc
                 raise
         self._start = stop
-        return n, _new(Message, (codec_id, stage[HEADER_SIZE:stop], 1, 0, stop, 0))
+        return n, codec_id, stage[HEADER_SIZE:stop]
 
     def _read_into_stage(self, recv_into: Callable[[bytearray | memoryview], int]) -> int:
         """With nothing staged, one read into the staging area's start; 0 records EOF.

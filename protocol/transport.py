@@ -88,6 +88,21 @@ _new: Final = tuple.__new__
 _PEEK_BYTES: Final = 256 * 1024
 
 
+def _setting(name: str, doc: str) -> property:
+    """A public setting of :class:`Connection` that the fast paths depend on: assigning it
+    (as users and tests do, between calls) re-decides them (``_settings_changed``)."""
+    attr = "_" + name
+
+    def get(self: Connection) -> Any:
+        return getattr(self, attr)
+
+    def set(self: Connection, value: Any) -> None:
+        setattr(self, attr, value)
+        self._settings_changed()
+
+    return property(get, set, doc=doc)
+
+
 class Connection:
     """Whole messages (``send``/``recv``) and raw byte streams over one socket.
 
@@ -131,7 +146,7 @@ class Connection:
         compression: Compression | None = None,
     ) -> None:
         self._registry = registry or codecs.REGISTRY
-        self.compression = compression  # what every frame sent is compressed with
+        self._compression = compression  # what every frame sent is compressed with (property)
         self.codec = codec if isinstance(codec, Codec) else self._registry.get(codec)
         self.chunk_size = check_chunk_size(chunk_size)
         self.max_message = max_message
@@ -156,10 +171,10 @@ class Connection:
         # Bound once: the fast paths call them for every small message.
         self._sendmsg = sock.sendmsg
         self._sock_recv_into = sock.recv_into
-        self.idle_timeout = idle_timeout
-        self.read_timeout = read_timeout
-        self.message_timeout = message_timeout
-        self.send_timeout = send_timeout
+        self._idle_timeout = idle_timeout
+        self._read_timeout = read_timeout
+        self._message_timeout = message_timeout
+        self._send_timeout = send_timeout
         self._deadline: float | None = None  # the current incoming message's
         self._send_deadline: float | None = None  # the current send call's (under the lock)
         self._send_lock = threading.Lock()
@@ -169,7 +184,7 @@ class Connection:
         # The peer closed while we sent: nothing more can leave, but what it sent before
         # (answers, then perhaps the refusal that says why) is still ours to read.
         self._send_failure: str | None = None
-        self._wire_out = 0  # bytes the kernel took, counted per system call
+        self._wire_out = 0  # bytes the kernel took in _write's calls, to tell a message broke off
         self.bytes_sent = 0
         self.bytes_received = 0
         self.frames_sent = 0
@@ -183,6 +198,40 @@ class Connection:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._plain_send = self._plain_recv = False
+        self._settings_changed()
+
+    def _settings_changed(self) -> None:
+        """Decide again which fast paths this connection's settings allow.
+
+        A small message goes the short way only when nothing about the connection asks for
+        more: no handshake to run, no signer, no compression and no send deadline for a send;
+        no handshake and no receive limit for a receive. These change only when a setting is
+        assigned (the properties below) or the handshake ends, so they are decided then, not
+        tested one by one per message. Failure and close are still tested per message.
+        """
+        configured = self._handshake is None and self._signer is None
+        self._plain_send = configured and self._compression is None and self._send_timeout is None
+        self._plain_recv = (
+            configured
+            and self._idle_timeout is None
+            and self._read_timeout is None
+            and self._message_timeout is None
+        )
+
+    compression = _setting(
+        "compression", "what every frame sent is compressed with (None: identity)"
+    )
+    idle_timeout = _setting(
+        "idle_timeout", "the longest wait for a message to start (None: no limit)"
+    )
+    read_timeout = _setting("read_timeout", "the longest wait for each read within a message")
+    message_timeout = _setting(
+        "message_timeout", "the longest a whole message may take from its first byte"
+    )
+    send_timeout = _setting(
+        "send_timeout", "the longest a whole send call may take, lock wait included"
+    )
 
     @classmethod
     def connect(
@@ -213,7 +262,7 @@ class Connection:
                 return
             self._check_usable()
             try:
-                keys = run_blocking(self.sock, hs, handshake_timeout(self.read_timeout))
+                keys = run_blocking(self.sock, hs, handshake_timeout(self._read_timeout))
             except AyudantiaError as exc:
                 self._fail(f"keyed handshake: {exc}")
                 raise
@@ -225,6 +274,7 @@ class Connection:
                 max_message=self.max_message, check_codec=self._check, key=keys.recv, side=hs.side
             )
             self._handshake = None
+            self._settings_changed()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -254,10 +304,8 @@ class Connection:
         kind = type(payload)
         if (
             (kind is bytes or kind is bytearray)
-            and (compression is None or (compression is ... and self.compression is None))
-            and self._signer is None
-            and self._handshake is None
-            and self.send_timeout is None
+            and self._plain_send
+            and (compression is ... or compression is None)
             and self._failure is None
             and not self._closed
             and self._send_failure is None
@@ -282,14 +330,14 @@ class Connection:
                         sent = 0
                     except OSError as exc:
                         raise self._send_failed(exc) from exc
-                    self._wire_out += sent
-                    if sent != total:
+                    if sent != total:  # (_wire_out counts for _write, which is not in this)
                         self._send_rest(buffers, sent)
                     self.bytes_sent += total
                 finally:
                     lock.release()
                 self.frames_sent += 1
-                return _new(Sent, (1, total))  # Sent(1, total), without the generated __new__
+                done = _ONE_FRAME.get(total)
+                return done if done is not None else _one_frame(total)
         if self._handshake is not None:
             self.handshake()
         if isinstance(payload, memoryview) and payload.format != "B":
@@ -300,7 +348,7 @@ class Connection:
             chunk_size=chunk_size,
             default_chunk=self.chunk_size,
             compression=compression,
-            default_compression=self.compression,
+            default_compression=self._compression,
             signer=self._signer,
         )
         if single:
@@ -346,7 +394,7 @@ class Connection:
     ) -> list[bytes | memoryview]:
         """One frame's buffers: header and data (compressed), plus the tag when this side signs."""
         return frame_buffers(
-            codec_id, data, more=more, signer=self._signer, compression=self.compression
+            codec_id, data, more=more, signer=self._signer, compression=self._compression
         )
 
     @contextlib.contextmanager
@@ -374,8 +422,8 @@ class Connection:
         self, codec_id: int, data: bytes | bytearray | memoryview, more: bool
     ) -> Sent:
         """One frame of an open stream, bounded by ``send_timeout`` on its own."""
-        if self.send_timeout is not None:
-            self._send_deadline = time.monotonic() + self.send_timeout
+        if self._send_timeout is not None:
+            self._send_deadline = time.monotonic() + self._send_timeout
         return self._write(self._frame_buffers(codec_id, data, more=more), 1)
 
     def _send_frame(self, buffers: list[bytes | bytearray | memoryview], total: int) -> Sent:
@@ -386,7 +434,7 @@ class Connection:
         context manager or deadline in between; a partial write resumes as any other.
         """
         if (
-            self.send_timeout is not None
+            self._send_timeout is not None
             or self._failure is not None
             or self._closed
             or self._send_failure is not None
@@ -416,7 +464,7 @@ class Connection:
         """Take the send lock within ``send_timeout`` and set this call's send deadline."""
         if self._failure is not None or self._closed or self._send_failure is not None:
             self._check_sendable()
-        timeout = self.send_timeout
+        timeout = self._send_timeout
         if timeout is None:
             self._send_lock.acquire()
             self._send_deadline = None
@@ -498,7 +546,7 @@ class Connection:
                 self._wire_out += sent
                 first = _advance(views, first, sent)
         except Timeout:
-            self._fail(f"send timed out (send_timeout={self.send_timeout:g}s)")
+            self._fail(f"send timed out (send_timeout={self._send_timeout:g}s)")
             raise
         except OSError as exc:
             raise self._send_failed(exc) from exc
@@ -578,8 +626,8 @@ class Connection:
             return False
         try:
             limit = REFUSAL_SEND_TIMEOUT
-            if self.send_timeout is not None:
-                limit = min(limit, self.send_timeout)
+            if self._send_timeout is not None:
+                limit = min(limit, self._send_timeout)
             self._send_deadline = time.monotonic() + limit
             self._sendmsg_all([frame])
         except AyudantiaError:
@@ -616,14 +664,7 @@ class Connection:
 
     def recv_message(self) -> Received:
         """The next message with its codec and how it travelled."""
-        if (
-            self._handshake is None
-            and self._failure is None
-            and not self._closed
-            and self.idle_timeout is None
-            and self.read_timeout is None
-            and self.message_timeout is None
-        ):
+        if self._plain_recv and self._failure is None and not self._closed:
             # A small message's usual case in one step: one read (no limit on the wait, so
             # the socket's own recv_into), one whole frame (see FrameDecoder.read_message).
             lock = self._recv_lock
@@ -631,18 +672,18 @@ class Connection:
             try:
                 decoder = self._decoder
                 try:
-                    n, event = decoder.read_message(self._sock_recv_into)
+                    n, codec_id, payload = decoder.read_message(self._sock_recv_into)
                 except OSError as exc:  # what _recv_into makes of it: a close, or raised
-                    n, event = self._recv_failed(exc), None
+                    n, codec_id, payload = self._recv_failed(exc), 0, None
                     decoder.eof_received()
                 self.bytes_received += n
-                if event is not None:
+                if payload is not None:
                     self.messages_received += 1
             finally:
                 lock.release()
-            if event is not None:
-                codec = self._accepted.get(event.codec_id) or self._accept(event.codec_id)
-                return Received.decoded(codec, event, self.max_message)
+            if payload is not None:
+                codec = self._accepted.get(codec_id) or self._accept(codec_id)
+                return Received.plain(codec, payload, self.max_message)
         event = self._next_event(stream=False)
         if type(event) is not Message:
             raise self._fail("recv() while a streamed message was still being read")
@@ -713,9 +754,9 @@ class Connection:
             event = decoder.next_event(stream=stream)
             if (
                 event is NEED_DATA
-                and self.idle_timeout is None
-                and self.read_timeout is None
-                and self.message_timeout is None
+                and self._idle_timeout is None
+                and self._read_timeout is None
+                and self._message_timeout is None
             ):
                 # No limit on any wait, so every read may block in the kernel (a close still
                 # wakes it): the socket's own recv_into, with no Python frame around each
@@ -743,16 +784,16 @@ class Connection:
         """How long the next read may wait: idle, per read, and the message deadline."""
         if not in_message:
             self._deadline = None
-            return self.idle_timeout
-        if self.message_timeout is None:
-            return self.read_timeout
+            return self._idle_timeout
+        if self._message_timeout is None:
+            return self._read_timeout
         now = time.monotonic()
         if self._deadline is None:
-            self._deadline = now + self.message_timeout
+            self._deadline = now + self._message_timeout
         left = self._deadline - now
         if left <= 0:
-            raise Timeout(f"message not complete within message_timeout={self.message_timeout:g}s")
-        return left if self.read_timeout is None else min(self.read_timeout, left)
+            raise Timeout(f"message not complete within message_timeout={self._message_timeout:g}s")
+        return left if self._read_timeout is None else min(self._read_timeout, left)
 
     def _recv_failed(self, exc: OSError) -> int:
         """A socket error on a read: 0 (a close) for an abrupt close, else TransportError."""
@@ -872,6 +913,20 @@ def find_refusal(data: bytes | bytearray | memoryview) -> Refused | None:
             return None
         at += HEADER_SIZE + length
     return None
+
+
+# Sent(1, n) for the small sizes sent, shared by every connection: a Sent is an immutable
+# value, so equal ones are interchangeable, and one per small send was measurable.
+_ONE_FRAME: Final[dict[int, Sent]] = {}
+_ONE_FRAME_MAX: Final = HEADER_SIZE + 1024  # at most this many entries, ~100 KB
+
+
+def _one_frame(total: int) -> Sent:
+    """``Sent(1, total)``, remembered in :data:`_ONE_FRAME` when ``total`` is small."""
+    sent = _new(Sent, (1, total))
+    if total <= _ONE_FRAME_MAX:
+        _ONE_FRAME[total] = sent
+    return sent
 
 
 def _advance(views: list[memoryview], first: int, sent: int) -> int:

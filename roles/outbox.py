@@ -215,15 +215,20 @@ class _Poster(Conteo):
         self.outbox = outbox
         self._wake = True  # look at once: a previous run may have left keys
         self._more = True  # the last batch was full: post the next at once, no gathering
+        self._gathering = False  # in the POST_GATHER wait: a poke need not wake it
         super().__init__(client, batch=batch)
 
     def add(self, key: str) -> None:
         raise TypeError("the outbox's keys come from Outbox.commit, not Conteo.add")
 
     def poke(self) -> None:
+        """Look at the outbox again. While the poster gathers (POST_GATHER) it looks again
+        anyway, so it is not woken then: a wake-up per written delivery mark was a thread
+        switch per serial student (37 -> 18 us of CPU per connect-ask-close, issue 23)."""
         with self._cond:
             self._wake = True
-            self._cond.notify_all()
+            if not self._gathering:
+                self._cond.notify_all()
 
     @property
     def backlog(self) -> int:
@@ -238,8 +243,10 @@ class _Poster(Conteo):
                     return None
                 self._wake = False
                 until = time.monotonic() + (0.0 if self._more else POST_GATHER)
+                self._gathering = True
                 while not self._closing and (left := until - time.monotonic()) > 0:
                     self._cond.wait(left)  # let keys gather into one post (POST_GATHER)
+                self._gathering = False
             ids = self.outbox.ready_keys(self.batch)
             self._more = bool(ids) and len(ids) >= self.batch
             if ids:

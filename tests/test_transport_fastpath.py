@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from protocol import codecs
 from protocol.decoder import _STAGE_SIZE
-from protocol.errors import BadMagic, ContentDisallowed, MessageTooLarge
+from protocol.encodings import compression_for
+from protocol.errors import BadMagic, ContentDisallowed, MessageTooLarge, Timeout
 from protocol.framing import CLOSED, HEADER_SIZE, NEED_DATA, FrameDecoder, encode_message
 from protocol.transport import Connection
 
@@ -192,12 +193,14 @@ def _drain(decoder: FrameDecoder, recv: Pieces) -> list[tuple[int, bytes, int, i
     """Messages as the blocking Connection reads them: read_message first, then the loop."""
     out = []
     while True:
-        _n, event = decoder.read_message(recv)
-        if event is None:
+        _n, codec_id, payload = decoder.read_message(recv)
+        if payload is not None:
+            out.append((codec_id, bytes(payload), 1, HEADER_SIZE + len(payload)))
+            continue
+        event = decoder.next_event()
+        while event is NEED_DATA:
+            decoder.read_from(recv)
             event = decoder.next_event()
-            while event is NEED_DATA:
-                decoder.read_from(recv)
-                event = decoder.next_event()
         if event is CLOSED:
             return out
         out.append((event.codec_id, bytes(event.payload), event.frames, event.wire_bytes))
@@ -230,14 +233,13 @@ def test_read_message_returns_a_whole_frame_and_leaves_the_next_staged() -> None
     recv = Pieces([first + second])
     decoder.read_from(Pieces([first[:3]]))  # the first read allocates the staging area
     assert decoder.next_event() is NEED_DATA
-    assert decoder.read_message(recv) == (0, None)  # something staged: nothing read
+    assert decoder.read_message(recv) == (0, 0, None)  # something staged: nothing read
     assert recv.calls == 0
     decoder.read_from(Pieces([first[3:]]))
     assert bytes(decoder.next_event().payload) == b"one"  # type: ignore[union-attr]
     recv = Pieces([first + second])
-    n, event = decoder.read_message(recv)
-    assert n == len(first + second) and event is not None and bytes(event.payload) == b"one"
-    assert decoder.read_message(Pieces([])) == (0, None)  # the second is staged: not read
+    assert decoder.read_message(recv) == (len(first + second), 0, bytearray(b"one"))
+    assert decoder.read_message(Pieces([])) == (0, 0, None)  # the second is staged: not read
     assert bytes(decoder.next_event().payload) == b"two"  # type: ignore[union-attr]
 
 
@@ -258,16 +260,15 @@ def test_read_message_leaves_frames_it_does_not_take_to_next_event() -> None:
     decoder.read_from(Pieces([encode_message(0, b"ok")]))
     decoder.next_event()
     wire = encode_message(0, b"abcdef", 2)
-    n, event = decoder.read_message(Pieces([wire]))
-    assert (n, event) == (len(wire), None)
+    assert decoder.read_message(Pieces([wire])) == (len(wire), 0, None)
     assert bytes(decoder.next_event().payload) == b"abcdef"  # type: ignore[union-attr]
-    assert decoder.read_message(Pieces([encode_message(0, b"x" * 9)]))[1] is None
+    assert decoder.read_message(Pieces([encode_message(0, b"x" * 9)]))[2] is None
     with pytest.raises(MessageTooLarge):
         decoder.next_event()
     other = FrameDecoder()
     other.read_from(Pieces([encode_message(0, b"ok")]))
     other.next_event()
-    assert other.read_message(Pieces([b"XY" + encode_message(0, b"ok")[2:]]))[1] is None
+    assert other.read_message(Pieces([b"XY" + encode_message(0, b"ok")[2:]]))[2] is None
     with pytest.raises(BadMagic):
         other.next_event()
 
@@ -276,12 +277,64 @@ def test_read_message_records_eof_between_messages() -> None:
     decoder = FrameDecoder()
     decoder.read_from(Pieces([encode_message(0, b"ok")]))
     decoder.next_event()
-    assert decoder.read_message(Pieces([])) == (0, None)
+    assert decoder.read_message(Pieces([])) == (0, 0, None)
     assert decoder.next_event() is CLOSED
 
 
 def test_read_message_steps_aside_for_a_signing_decoder() -> None:
     decoder = FrameDecoder(key=b"k" * 32)
     recv = Pieces([encode_message(0, b"ok")])
-    assert decoder.read_message(recv) == (0, None)
+    assert decoder.read_message(recv) == (0, 0, None)
     assert recv.calls == 0
+
+
+# --- settings assigned after construction still shape every message ---------------------------
+
+
+def test_an_idle_timeout_assigned_later_bounds_the_next_receive() -> None:
+    left, right = socket.socketpair()
+    conn = Connection(right, codec="raw")
+    try:
+        left.sendall(encode_message(0, b"before"))
+        assert bytes(conn.recv_message().payload) == b"before"  # the short way
+        conn.idle_timeout = 0.05
+        with pytest.raises(Timeout):
+            conn.recv_message()
+        conn.idle_timeout = None
+        left.sendall(encode_message(0, b"after"))
+        assert bytes(conn.recv_message().payload) == b"after"
+    finally:
+        conn.close()
+        left.close()
+
+
+def test_a_compression_assigned_later_compresses_the_next_send() -> None:
+    left, right = socket.socketpair()
+    a, b = Connection(left, codec="raw"), Connection(right, codec="raw")
+    try:
+        payload = b"la mancha " * 100
+        assert a.send(payload).wire_bytes == HEADER_SIZE + len(payload)
+        a.compression = compression_for("zstd")
+        assert a.send(payload).wire_bytes < len(payload)
+        a.compression = None
+        assert a.send(payload).wire_bytes == HEADER_SIZE + len(payload)
+        got = [b.recv_message() for _ in range(3)]
+        assert [bytes(r.payload) for r in got] == [payload] * 3
+        assert [r.encoding_id for r in got] == [0, compression_for("zstd").id, 0]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_send_timeout_assigned_later_bounds_a_send_to_a_peer_that_never_reads() -> None:
+    left, right = socket.socketpair()
+    a = Connection(left, codec="raw")
+    try:
+        a.send_timeout = 0.2
+        with pytest.raises(Timeout):
+            for _ in range(100_000):  # fills both socket buffers, then waits and gives up
+                a.send(b"x" * 4096)
+        assert a.failed is not None  # a send that timed out mid-message fails the link
+    finally:
+        a.close()
+        right.close()
