@@ -229,14 +229,16 @@ class FrameDecoder:
 
     def read_message(
         self, recv_into: Callable[[bytearray | memoryview], int]
-    ) -> tuple[int, int, bytearray | None]:
+    ) -> tuple[int, Any, bytearray | None]:
         """:meth:`read_from` then :meth:`next_event`, in one step for a small message.
 
         For a blocking reader between messages: when nothing is staged (and frames are not
         signed), one read into the staging area, and the message if that read brought a
-        whole plain frame (one frame, no flag, no encoding): ``(bytes read, codec id,
+        whole plain frame (one frame, no flag, no encoding): ``(bytes read, codec,
         payload)``, all a :class:`Message` would say of it (one frame, identity,
-        ``HEADER_SIZE + len(payload)`` on the wire), without building one. Otherwise
+        ``HEADER_SIZE + len(payload)`` on the wire), without building one. ``codec`` is
+        what ``check_codec`` answered for its codec id (the id itself without a
+        ``check_codec``), so the caller need not look it up again. Otherwise
         ``(bytes read, 0, None)``, having read nothing when not between messages, and the
         caller goes on with :meth:`next_event` and :meth:`read_from`, which take over from
         what is staged and raise whatever is wrong with it (0 bytes read between messages
@@ -274,14 +276,15 @@ class FrameDecoder:
         stop = HEADER_SIZE + length
         if prefix != _PLAIN_PREFIX or flags_encoding or length > self.max_message or stop > n:
             return n, 0, None  # not a whole plain frame: next_event decides what it is
+        codec = codec_id
         if self._check_codec is not None:
             try:
-                self._check_codec(codec_id)
+                codec = self._check_codec(codec_id)
             except AyudantiaError as exc:
                 self._error = exc
                 raise
         self._start = stop
-        return n, codec_id, stage[HEADER_SIZE:stop]
+        return n, codec, stage[HEADER_SIZE:stop]
 
     def _read_into_stage(self, recv_into: Callable[[bytearray | memoryview], int]) -> int:
         """With nothing staged, one read into the staging area's start; 0 records EOF.

@@ -672,17 +672,16 @@ class Connection:
             try:
                 decoder = self._decoder
                 try:
-                    n, codec_id, payload = decoder.read_message(self._sock_recv_into)
+                    n, codec, payload = decoder.read_message(self._sock_recv_into)
                 except OSError as exc:  # what _recv_into makes of it: a close, or raised
-                    n, codec_id, payload = self._recv_failed(exc), 0, None
+                    n, codec, payload = self._recv_failed(exc), None, None
                     decoder.eof_received()
                 self.bytes_received += n
                 if payload is not None:
                     self.messages_received += 1
             finally:
                 lock.release()
-            if payload is not None:
-                codec = self._accepted.get(codec_id) or self._accept(codec_id)
+            if payload is not None:  # codec: what self._check, the decoder's, answered
                 return Received.plain(codec, payload, self.max_message)
         event = self._next_event(stream=False)
         if type(event) is not Message:

@@ -239,6 +239,10 @@ def test_read_message_returns_a_whole_frame_and_leaves_the_next_staged() -> None
     assert bytes(decoder.next_event().payload) == b"one"  # type: ignore[union-attr]
     recv = Pieces([first + second])
     assert decoder.read_message(recv) == (len(first + second), 0, bytearray(b"one"))
+    checked = FrameDecoder(check_codec=codecs.REGISTRY.accept_checker(frozenset({"raw"})))
+    checked.read_from(Pieces([first]))
+    checked.next_event()
+    assert checked.read_message(Pieces([second]))[1] is codecs.get("raw")  # the check's answer
     assert decoder.read_message(Pieces([])) == (0, 0, None)  # the second is staged: not read
     assert bytes(decoder.next_event().payload) == b"two"  # type: ignore[union-attr]
 
