@@ -228,8 +228,14 @@ class TlsSocket:
 
     def recv(self, n: int, flags: int = 0) -> bytes:
         if flags & socket.MSG_PEEK:  # what has arrived, kept for the next recv_into
-            with contextlib.suppress(ssl.SSLError):
-                self._peeked += self.tls.recv(max(n - len(self._peeked), 0))
+            # Every record that has arrived, up to n: one SSL read returns one record at
+            # most, and a refusal behind unread answers is in a later record than they.
+            with contextlib.suppress(ssl.SSLError):  # no more to read now (or the end)
+                while len(self._peeked) < n:
+                    more = self.tls.recv(n - len(self._peeked))
+                    if not more:
+                        break
+                    self._peeked += more
             return bytes(self._peeked[:n])
         buf = bytearray(n)
         got = self.recv_into(memoryview(buf), n, flags)

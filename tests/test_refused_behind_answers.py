@@ -18,13 +18,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from protocol import codecs
 from protocol.encoder import encode_message
 from protocol.errors import ConnectionClosed, Refused
 from protocol.framing import encode_refusal
 from protocol.transport import Connection, find_refusal
+from roles.eco import Eco
+from roles.wire import WireSettings
 from tests.procs import running
+from tests.test_tls import files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -138,3 +142,24 @@ def test_the_eco_answers_then_refuses_and_the_client_reads_both() -> None:
         with pytest.raises(Refused) as refused:
             c.recv()
         assert refused.value.reason == "too_large"
+
+
+def test_over_tls_the_failed_send_finds_the_refusal_behind_the_answers(tmp_path) -> None:
+    """Over TLS each answer is its own record and one SSL read returns one record, so the
+    peek saw the first answer only and the failed send raised a bare close; it looks at
+    every record that has arrived now. In-process TLS eco, real sockets."""
+    ca = trustme.CA()
+    server, client = files(tmp_path, ca, "server", "127.0.0.1"), files(tmp_path, ca, "c", "e")
+    wire = WireSettings(tls=server, max_message=64 * 1024)
+    with (
+        Eco("127.0.0.1", 0, wire=wire) as eco,
+        WireSettings(tls=client, read_timeout=10).connect(*eco.address) as c,
+    ):
+        for n in range(3):
+            c.send({"n": n})
+        with pytest.raises(Refused) as on_send:
+            c.send_payload(0, BIG)
+        assert on_send.value.reason == "too_large"
+        assert [c.recv() for _ in range(3)] == [{"n": n} for n in range(3)]
+        with pytest.raises(Refused):
+            c.recv()
