@@ -416,8 +416,24 @@ class ProfesorClient:
         """
         if not 1 <= n <= MAX_RESPUESTAS:
             raise ValueError(f"n must be from 1 to {MAX_RESPUESTAS}, not {n}")
+        textos: list[str] = []
+        while len(textos) < n:
+            textos += self.respuestas_once(n - len(textos))
+        return textos
+
+    def respuestas_once(self, n: int) -> list[str]:
+        """From 1 to ``n`` answers in one call: ``n`` from a Profesor that answers
+        ``GET /respuesta?n=K``, one from the notebook's own, which ignores ``n`` (then
+        ``batching`` turns False and every later call is the notebook's ``GET /respuesta``).
+
+        One call and no more, so a caller that gives each question a deadline (the Tareo's
+        ``queue_timeout``) looks at it again before asking for the rest: asking the rest
+        one by one here, blind, asked questions long past their deadline.
+        """
+        if not 1 <= n <= MAX_RESPUESTAS:
+            raise ValueError(f"n must be from 1 to {MAX_RESPUESTAS}, not {n}")
         if n == 1 or not self.batching:
-            return [self.respuesta() for _ in range(n)]
+            return [self.respuesta()]
         body = self._call("GET", f"/respuesta?n={n}")
         textos = body.get("textos")
         if textos is None and isinstance(body.get("texto"), str):
@@ -425,7 +441,7 @@ class ProfesorClient:
                 "el Profesor no responde varias preguntas a la vez; se le pregunta una a una"
             )
             self.batching = False
-            return [body["texto"], *(self.respuesta() for _ in range(n - 1))]
+            return [body["texto"]]
         if (
             not isinstance(textos, list)
             or len(textos) != n

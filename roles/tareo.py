@@ -153,7 +153,10 @@ class Tareo(Server):
         """Ask the Profesor the questions whose turn has come: one call per free slot, each
         for a batch that takes the waiting sources' questions in turn (roles.slots)."""
         self._call_soon = False
-        while batch := self._slots.take(self.batch):
+        # A Profesor that ignores ``?n=`` (the notebook's) gets one question per call, so
+        # the other slots share the queue instead of one slot asking a batch one by one.
+        size = self.batch if self.profesor.batching else 1
+        while batch := self._slots.take(size):
             asked = []
             for _source, token in batch:
                 owed = self._waiting.get(token)
@@ -199,22 +202,35 @@ class Tareo(Server):
 
     def _respuestas(self, asked: list[tuple[int, float]]) -> list[Reply]:
         """In the pool: how to answer each question of a batch, the Profesor asked once for
-        them all; one that waited too long to be worth asking gets an error instead."""
-        now = time.monotonic()
-        waited = [now - queued for _, queued in asked]
-        late = [bool(self.queue_timeout) and w > self.queue_timeout for w in waited]
-        fresh = late.count(False)
-        textos = iter(self.profesor.respuestas(fresh) if fresh else ())
-        return [
-            functools.partial(
-                error,
-                reason=f"el Profesor no está disponible: la pregunta esperó {w:.1f} s en la "
-                "cola del Tareo",
-            )
-            if stale
-            else functools.partial(answer, respuesta=next(textos), por=PROFESOR)
-            for w, stale in zip(waited, late, strict=True)
-        ]
+        them all; one that waited too long to be worth asking gets an error instead.
+
+        A Profesor that answers one text for many (the notebook's, which ignores ``?n=``)
+        is asked again for the rest, each time only for those still within
+        ``queue_timeout``: a slot's later calls must not ask questions that expired
+        while its earlier ones ran.
+        """
+        replies: list[Reply | None] = [None] * len(asked)
+        todo = list(range(len(asked)))
+        while todo:
+            now = time.monotonic()
+            fresh = []
+            for i in todo:
+                waited = now - asked[i][1]
+                if self.queue_timeout and waited > self.queue_timeout:
+                    replies[i] = functools.partial(
+                        error,
+                        reason=f"el Profesor no está disponible: la pregunta esperó {waited:.1f} s "
+                        "en la cola del Tareo",
+                    )
+                else:
+                    fresh.append(i)
+            if not fresh:
+                break
+            textos = self.profesor.respuestas_once(len(fresh))
+            for i, texto in zip(fresh, textos, strict=False):  # fewer from the notebook's
+                replies[i] = functools.partial(answer, respuesta=texto, por=PROFESOR)
+            todo = fresh[len(textos) :]
+        return [r for r in replies if r is not None]
 
     def _send(self, conn: FrameConnection, message: dict[str, Any]) -> None:
         try:

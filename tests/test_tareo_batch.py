@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from protocol.encoder import frame_buffers
 from protocol.errors import CodecError
 from protocol.transport import Connection
 from roles.clase import DIFICIL, RESPUESTAS, TAREA
@@ -211,3 +212,59 @@ def test_the_environment_still_rules_the_profesor_client(procs, tmp_path, monkey
     direct = ProfesorClient(profesor.address, timeout=2.0)
     assert direct.respuestas(2)[0] in RESPUESTAS
     direct.close()
+
+
+def send_at_once(conn: Connection, questions: list[dict[str, Any]]) -> None:
+    """Every question in one write, so the Tareo reads them in one loop iteration (one batch)."""
+    codec = conn.codec
+    wire = b"".join(
+        bytes(b) for q in questions for b in frame_buffers(codec.id, codec.encode(q), more=False)
+    )
+    conn.sock.sendall(wire)
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_to_a_profesor_that_ignores_n_does_not_ask_the_expired_ones():
+    # review23: the notebook's Profesor answers one text for ?n=4; the other three had
+    # waited the whole call (1 s > queue_timeout 0.2 s) and were then asked one by one
+    # anyway, each a full Profesor call, in the same pool slot.
+    with (
+        http_profesor(delay=1.0) as (url, seen),
+        tareo(url, workers=1, queue_timeout=0.2) as server,
+        Connection.connect(*server.address) as conn,
+    ):
+        send_at_once(conn, hard(4))
+        answers = {a["id"]: a for a in (conn.recv() for _ in range(4))}
+    assert seen == ["/respuesta?n=4"], seen  # the expired three never reached the Profesor
+    assert answers["d0"]["respuesta"] == RESPUESTAS[0]
+    for i in (1, 2, 3):
+        assert "en la cola del Tareo" in answers[f"d{i}"]["error"], answers[f"d{i}"]
+
+
+@pytest.mark.timeout(60)
+def test_once_the_profesor_ignores_n_each_question_takes_its_own_slot():
+    # review23: after the fallback every later batch was still one slot asking K questions
+    # one by one while the other workers idled; one question per call keeps them all busy.
+    with (
+        http_profesor() as (url, seen),
+        tareo(url, workers=4) as server,
+        Connection.connect(*server.address) as conn,
+    ):
+        send_at_once(conn, hard(3))
+        first = [conn.recv() for _ in range(3)]
+        assert server.profesor.batching is False
+        calls = server.profesor_calls
+        send_at_once(conn, hard(8, start=3))
+        later = [conn.recv() for _ in range(8)]
+        assert server.profesor_calls - calls == 8  # one call per question, not one for all
+    assert all(a["respuesta"] == RESPUESTAS[0] for a in first + later), first + later
+    assert seen[0] == "/respuesta?n=3" and seen[1:] == ["/respuesta"] * 10, seen
+
+
+def test_respuestas_once_makes_one_call_to_a_profesor_that_ignores_n():
+    with http_profesor() as (url, seen):
+        client = ProfesorClient(url, timeout=5.0)
+        assert client.respuestas_once(5) == [RESPUESTAS[0]]
+        assert client.respuestas_once(5) == [RESPUESTAS[0]]
+        assert seen == ["/respuesta?n=5", "/respuesta"]
+        client.close()
