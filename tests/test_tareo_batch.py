@@ -211,3 +211,24 @@ def test_the_environment_still_rules_the_profesor_client(procs, tmp_path, monkey
     direct = ProfesorClient(profesor.address, timeout=2.0)
     assert direct.respuestas(2)[0] in RESPUESTAS
     direct.close()
+
+
+@pytest.mark.timeout(60)
+def test_questions_asked_while_a_call_runs_wait_to_share_the_next():
+    """While a call is under way the next batch gathers (``gather`` seconds at most), even
+    with free slots: questions sent one by one go in one call, not one call each."""
+    with (
+        http_profesor({"textos": [RESPUESTAS[0]] * 10}, delay=0.5) as (url, seen),
+        tareo(url, workers=16, gather=0.2) as server,
+        Connection.connect(*server.address) as conn,
+    ):
+        conn.send(hard(1)[0])
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:  # the first call is under way
+            time.sleep(0.01)
+        for q in hard(10, start=1):
+            conn.send(q)
+        answers = {a["id"]: a for a in (conn.recv() for _ in range(11))}
+    assert all(a.get("respuesta") == RESPUESTAS[0] for a in answers.values()), answers
+    assert seen == ["/respuesta", "/respuesta?n=10"], seen
+    assert server.profesor_calls == 2
