@@ -199,22 +199,25 @@ class Connection:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._plain_send = self._plain_recv = False
+        self._unlimited = True
         self._settings_changed()
 
     def _settings_changed(self) -> None:
         """Decide again which fast paths this connection's settings allow.
 
         A small message goes the short way only when nothing about the connection asks for
-        more: no handshake to run, no signer, no compression and no send deadline for a send;
-        no handshake and no receive limit for a receive. These change only when a setting is
+        more: no handshake to run, no signer, and no compression for a send; its deadlines
+        (the send timeout, the receive limits) it keeps, and without any receive limit it
+        reads with the socket's own ``recv_into``. These change only when a setting is
         assigned (the properties below) or the handshake ends, so they are decided then, not
         tested one by one per message. Failure and close are still tested per message.
         """
         configured = self._handshake is None and self._signer is None
-        self._plain_send = configured and self._compression is None and self._send_timeout is None
-        self._plain_recv = (
-            configured
-            and self._idle_timeout is None
+        self._plain_send = configured and self._compression is None
+        self._plain_recv = configured
+        # ...and with no receive limit, a read may block in the socket's own recv_into.
+        self._unlimited = (
+            self._idle_timeout is None
             and self._read_timeout is None
             and self._message_timeout is None
         )
@@ -310,10 +313,9 @@ class Connection:
             and not self._closed
             and self._send_failure is None
         ):
-            # The common case, one plain frame with no deadline: resolved here without
-            # plan_message (what it would conclude for bytes, without compression or a
-            # signer), and sent as _send_frame would, written out: small messages are
-            # dominated by per-call work.
+            # The common case, one plain frame: resolved here without plan_message (what it
+            # would conclude for bytes, without compression or a signer), and sent as
+            # _send_frame would, written out: small messages are dominated by per-call work.
             length = len(payload)
             size = self.chunk_size if chunk_size is None else chunk_size
             if (size == 0 or length <= size) and length <= MAX_FRAME_PAYLOAD:
@@ -321,11 +323,17 @@ class Connection:
                 buffers = [header, payload] if length else [header]
                 total = HEADER_SIZE + length
                 lock = self._send_lock
-                lock.acquire()
-                try:
+                if self._send_timeout is None:
+                    lock.acquire()
                     self._send_deadline = None
+                else:
+                    self._begin_send()  # the lock within send_timeout, and the deadline
+                try:
                     try:
-                        sent = self._sendmsg(buffers)
+                        if self._send_deadline is None:
+                            sent = self._sendmsg(buffers)
+                        else:  # never block past the deadline: _send_rest waits for it
+                            sent = self._sendmsg(buffers, (), _DONTWAIT)
                     except BlockingIOError:
                         sent = 0
                     except OSError as exc:
@@ -665,14 +673,19 @@ class Connection:
     def recv_message(self) -> Received:
         """The next message with its codec and how it travelled."""
         if self._plain_recv and self._failure is None and not self._closed:
-            # A small message's usual case in one step: one read (no limit on the wait, so
-            # the socket's own recv_into), one whole frame (see FrameDecoder.read_message).
+            # A small message's usual case in one step: one read (by the idle limit, or in
+            # the socket's own recv_into without one), one whole frame (see
+            # FrameDecoder.read_message).
             lock = self._recv_lock
             lock.acquire()
             try:
                 decoder = self._decoder
                 try:
-                    n, codec, payload = decoder.read_message(self._sock_recv_into)
+                    n, codec, payload = decoder.read_message(
+                        self._sock_recv_into if self._unlimited else self._recv_into
+                    )
+                except Timeout:  # _recv_into's: typed already
+                    raise
                 except OSError as exc:  # what _recv_into makes of it: a close, or raised
                     n, codec, payload = self._recv_failed(exc), None, None
                     decoder.eof_received()
@@ -751,12 +764,7 @@ class Connection:
         with self._recv_lock:
             decoder = self._decoder
             event = decoder.next_event(stream=stream)
-            if (
-                event is NEED_DATA
-                and self._idle_timeout is None
-                and self._read_timeout is None
-                and self._message_timeout is None
-            ):
+            if event is NEED_DATA and self._unlimited:
                 # No limit on any wait, so every read may block in the kernel (a close still
                 # wakes it): the socket's own recv_into, with no Python frame around each
                 # read; its errors mean what they mean in _recv_into.

@@ -77,6 +77,10 @@ def test_a_connect_flood_never_holds_more_than_the_cap_plus_a_small_bound() -> N
             sampler.start()
             for _ in range(FLOOD):
                 flood.append(socket.create_connection((eco.host, eco.port), timeout=5))
+                # Sampled here too, not only by the thread: on a loaded machine the sampler
+                # may not run during the burst, and an unsampled burst proves nothing.
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    peak[0] = max(peak[0], server_sockets(pid, eco.port))
             told_busy = 0
             for sock in flood:  # each is refused (a frame) or closed at once; wait for it
                 data = b""
@@ -96,7 +100,9 @@ def test_a_connect_flood_never_holds_more_than_the_cap_plus_a_small_bound() -> N
             for holder in holders:
                 holder.close()
         assert 1 <= told_busy <= FLOOD
-        assert CAP < peak[0] <= CAP + REFUSING_MAX, peak[0]
+        # The holders stay clients throughout, so the peak is at least the cap; whether a
+        # lingering refusal is caught above it depends on scheduling, so only the bound is kept.
+        assert CAP <= peak[0] <= CAP + REFUSING_MAX, peak[0]
 
 
 def test_tls_handshakes_in_progress_count_against_the_cap_too(tmp_path) -> None:
