@@ -268,3 +268,24 @@ def test_respuestas_once_makes_one_call_to_a_profesor_that_ignores_n():
         assert client.respuestas_once(5) == [RESPUESTAS[0]]
         assert seen == ["/respuesta?n=5", "/respuesta"]
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_questions_asked_while_a_call_runs_wait_to_share_the_next():
+    """While a call is under way the next batch gathers (``gather`` seconds at most), even
+    with free slots: questions sent one by one go in one call, not one call each."""
+    with (
+        http_profesor({"textos": [RESPUESTAS[0]] * 10}, delay=0.5) as (url, seen),
+        tareo(url, workers=16, gather=0.2) as server,
+        Connection.connect(*server.address) as conn,
+    ):
+        conn.send(hard(1)[0])
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:  # the first call is under way
+            time.sleep(0.01)
+        for q in hard(10, start=1):
+            conn.send(q)
+        answers = {a["id"]: a for a in (conn.recv() for _ in range(11))}
+    assert all(a.get("respuesta") == RESPUESTAS[0] for a in answers.values()), answers
+    assert seen == ["/respuesta", "/respuesta?n=10"], seen
+    assert server.profesor_calls == 2
