@@ -45,9 +45,11 @@ SERVICE_TYPE = "_ayudantia._tcp.local."
 TXT_KEYS = ("role", "class", "codec", "encoding", "tls", "key", "version")
 ROLES = ("profesor", "tareo", "docencio")
 DEFAULT_TIMEOUT = 3.0  # mDNS answers within ~120 ms of a query; 3 s covers a second query
-# Every record lives 120 s (zeroconf's PTR/TXT default is 75 min): a SIGKILLed server,
-# which sends no goodbye, leaves the caches of long-running browsers within two minutes.
+# The server's records live 120 s (zeroconf's PTR/TXT default is 75 min). A fresh browse
+# (find, --find) never lists a SIGKILLed server, which sends no goodbye; a browser already
+# running keeps the shared service-type record longer (about 20 min, measured in review).
 ANNOUNCE_TTL = 120
+MAX_TXT_VALUE = 64  # a class name, a codec, a version: longer is a forged record
 WITHDRAW_TIMEOUT = 2.0  # goodbye packets go out in ~0.5 s; the rest is margin
 _LABEL = re.compile(r"[^A-Za-z0-9-]+")
 log = logging.getLogger("ayudantia.discovery")
@@ -113,17 +115,27 @@ class Announcement:
             except UnicodeDecodeError:
                 raise BadAnnouncement(f"{name or 'an announcement'}: {key} is not UTF-8") from None
             txt[key.lower()] = value
-        who = name or "an announcement"
+        who = (name if name.isprintable() else repr(name)) if name else "an announcement"
         missing = [k for k in TXT_KEYS if not txt.get(k)]
         if missing:
             raise BadAnnouncement(f"{who}: TXT lacks {', '.join(missing)}")
+        for k in TXT_KEYS:  # any host may announce: its text reaches a student's terminal
+            if len(txt[k]) > MAX_TXT_VALUE or not txt[k].isprintable():
+                raise BadAnnouncement(
+                    f"{who}: {k}={txt[k][:MAX_TXT_VALUE]!r} is not a short printable value"
+                )
+        if txt["role"] not in ROLES:
+            raise BadAnnouncement(f"{who}: role={txt['role']!r} is not one of {', '.join(ROLES)}")
         flags = {}
         for k in ("tls", "key"):
             if txt[k] not in ("0", "1"):
                 raise BadAnnouncement(f"{who}: {k}={txt[k]!r}, expected 0 or 1")
             flags[k] = txt[k] == "1"
-        if not 0 <= port <= 65535:
+        if not 1 <= port <= 65535:
             raise BadAnnouncement(f"{who}: port {port} is not a TCP port")
+        usable = tuple(a for a in addresses if _reachable(a))
+        if not usable:  # loopback or 0.0.0.0 would make a student dial their own machine
+            raise BadAnnouncement(f"{who}: no usable address in {list(addresses)!r}")
         return cls(
             role=txt["role"],
             class_name=txt["class"],
@@ -132,7 +144,7 @@ class Announcement:
             tls=flags["tls"],
             key=flags["key"],
             version=txt["version"],
-            addresses=tuple(addresses),
+            addresses=usable,
             port=port,
             name=name,
         )
@@ -205,6 +217,15 @@ def announce_addresses(host: str) -> list[str]:
 def _order(address: str) -> tuple[int, ipaddress.IPv4Address | ipaddress.IPv6Address]:
     ip = ipaddress.ip_address(address)
     return (ip.version, ip)  # type: ignore[return-value]
+
+
+def _reachable(address: str) -> bool:
+    """An address another host can be told to dial: not loopback, wildcard or multicast."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_multicast)
 
 
 def pick_address(

@@ -415,3 +415,55 @@ def test_find_on_a_host_whose_link_is_down_says_one_line(make_lan):
     out = net.run("alumno", *AY, "estudiante", "--find", "--find-timeout", "1")
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stderr.count("\n") == 1 and "no ayudantia server answered" in out.stderr, out.stderr
+
+
+# --- hostile announcements (any host on the LAN may announce) ----------------------------
+
+
+def _wire(**overrides: str) -> dict[bytes, bytes]:
+    wire = {k.encode(): v.encode() for k, v in _ann().txt().items()}
+    wire.update({k.encode(): v.encode() for k, v in overrides.items()})
+    return wire
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("class", "\x1b[31mRED\x1b[0m"),
+        ("class", "aula\nfake row"),
+        ("codec", "evil\x07codec"),
+        ("class", "x" * 240),
+        ("version", "1\r"),
+    ],
+)
+def test_an_escape_code_newline_or_long_value_is_refused_not_printed(key, value):
+    with pytest.raises(BadAnnouncement, match=key) as info:
+        Announcement.from_txt(_wire(**{key: value}), addresses=("198.18.0.12",), port=4446)
+    assert "\x1b" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_role_outside_the_three_is_refused():
+    with pytest.raises(BadAnnouncement, match="role"):
+        Announcement.from_txt(_wire(role="hacker"), addresses=("198.18.0.12",), port=4446)
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1])
+def test_a_port_that_cannot_be_dialled_is_refused(port):
+    with pytest.raises(BadAnnouncement, match="port"):
+        Announcement.from_txt(_wire(), addresses=("198.18.0.12",), port=port)
+
+
+def test_loopback_wildcard_and_multicast_addresses_are_dropped():
+    addrs = ("127.0.0.1", "0.0.0.0", "224.0.0.251", "::1", "198.18.0.12", "nonsense")
+    ann = Announcement.from_txt(_wire(), addresses=addrs, port=4446)
+    assert ann.addresses == ("198.18.0.12",)
+    with pytest.raises(BadAnnouncement, match="no usable address"):
+        Announcement.from_txt(_wire(), addresses=("127.0.0.1", "::"), port=4446)
+
+
+def test_a_non_printable_instance_name_is_quoted_in_the_warning():
+    wire = _wire()
+    del wire[b"codec"]
+    with pytest.raises(BadAnnouncement) as info:
+        Announcement.from_txt(wire, name="x\x1b[2Jy", addresses=("198.18.0.12",), port=4446)
+    assert "\x1b" not in str(info.value)
