@@ -214,7 +214,9 @@ def test_run_with_chaos_injects_faults_and_the_count_stays_exact(tmp_path):
     done = subprocess.run(
         [
             *(sys.executable, "-m", "ayudantia", "run", "--chaos", "2", "--students", "4"),
-            *("--questions", "200", "--interval", "0", "--report", str(report)),
+            # Paced (200 x 5 ms = 1 s per student): flat out, a class now ends in ~0.2 s, and
+            # one that is over before its first fault proves nothing (review of issue 23).
+            *("--questions", "200", "--interval", "0.005", "--report", str(report)),
         ],
         capture_output=True,
         text=True,
