@@ -102,6 +102,9 @@ def test_the_panel_follows_a_live_class_and_shows_the_tareo_down_and_up(page, pr
             page.screenshot(path=str(shot), full_page=True)
         page.wait_for_timeout(100)
     assert alumno.proc.wait(30) == 0, alumno.stderr()
+    # The Docencio answers once a key is committed to its outbox; the poster takes it to
+    # the Profesor a moment later (POST_GATHER, then HTTP): the count catches up, exactly.
+    assert wait_for(lambda: profesor_count(url) >= 150, 10), profesor_count(url)
     final = profesor_count(url)
     assert final == 150
     assert wait_for(lambda: shown_count(page) == final, 10), (shown_count(page), final)
