@@ -32,7 +32,7 @@ log = logging.getLogger("ayudantia.tls")
 _READ: Final = 256 * 1024  # plaintext taken from OpenSSL per read call
 _WRITE: Final = 256 * 1024  # plaintext given to OpenSSL per write call
 _REFUSED_LINGER: Final = 1.0  # seconds a refused peer is drained after its alert
-_REFUSED_DRAIN: Final = 64 * 1024  # bytes a refused peer may send before a reset
+REFUSED_DRAIN: Final = 64 * 1024  # bytes a refused peer may send before a reset (both servers)
 
 _HANDSHAKING, _OPEN, _REFUSED, _CLOSED = "handshaking", "open", "refused", "closed"
 
@@ -105,7 +105,7 @@ class TlsServerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state == _REFUSED:
             self._drained += len(data)
-            if self._drained > _REFUSED_DRAIN and self.tcp is not None:
+            if self._drained > REFUSED_DRAIN and self.tcp is not None:
                 self.tcp.abort()
             return
         if self.state == _CLOSED:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from protocol.tls import TlsSettings
+from protocol.tls_server import REFUSED_DRAIN  # the framed roles drain a refused peer alike
 from roles.signals import signals_interrupt
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ CLIENT_VERIFY = "SSL_CLIENT_VERIFY"  # WSGI environ: "SUCCESS" when a CA-signed 
 READ_METHODS = frozenset({"GET", "HEAD"})
 PANEL_PATHS = ("/panel", "/estado")  # and the panel's own files, /panel/<name>
 REFUSED_LINGER = 0.5  # seconds a refused client is drained after its TLS alert
-REFUSED_DRAIN = 64 * 1024  # bytes of it, at most
 
 
 def is_panel_read(method: str, path: str) -> bool:
