@@ -106,6 +106,7 @@ class Listener:
         self._tasks: set[asyncio.Task] = set()
         self._retry: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._families = {sock.fileno(): int(sock.family) for sock in socks}
 
     def start(self) -> None:
         """Begin accepting."""
@@ -121,9 +122,10 @@ class Listener:
                 self._loop.remove_reader(sock.fileno())
 
     def _accept(self, sock: socket.socket) -> None:
+        family = self._families[sock.fileno()]
         for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _address = sock.accept()
+            try:  # the raw accept: socket.accept() converts family and type to enums each time
+                fd, _address = sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -133,6 +135,7 @@ class Listener:
                     self._back_off(exc)
                     return
                 raise
+            conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             if self.room() - self.pending > 1:
                 conn.setblocking(False)
                 self._connect(conn)
