@@ -30,6 +30,7 @@ from protocol.aio import FrameConnection, Handler, Limits, Speech, is_peer_fault
 from protocol.errors import AyudantiaError, ConnectionClosed, Timeout
 from roles.client import Client, Unreachable
 from roles.link import Link
+from roles.listener import Listener, bind_listeners
 from roles.loop import LOOPS, new_event_loop, raise_fd_limit, stop_loop_thread
 from roles.signals import handle_signals
 from roles.wire import WireSettings, server_protocol_factory
@@ -208,10 +209,14 @@ class Server(Handler):
         """A TLS connection counted by :meth:`tls_opened` reached us or closed."""
         self.handshaking -= 1
 
+    def _room(self) -> int:
+        """Sockets the listener may still take (:mod:`roles.listener`): the cap and the
+        busy refusals that may drain, less what is held."""
+        return self.max_clients + REFUSING_MAX - self.open_connections
+
     # -- the loop ---------------------------------------------------------------------
 
     async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         available, why = raise_fd_limit(self.max_clients + REFUSING_MAX + _SPARE_FDS)
         if why is not None:
@@ -227,23 +232,22 @@ class Server(Handler):
             self.max_clients = cap
         await self.on_start()
         try:
-            server = await loop.create_server(
-                server_protocol_factory(self.wire, self._new_connection, self),
-                self.host,
-                self.port,
-                reuse_address=True,
-                backlog=min(4096, max(128, self.max_clients)),
+            socks = await bind_listeners(
+                self.host, self.port, backlog=min(4096, max(128, self.max_clients))
             )
         except BaseException:
             await self.on_stop()
             raise
-        sock = server.sockets[0]
-        self.host, self.port = sock.getsockname()[:2]
+        listener = Listener(
+            socks, server_protocol_factory(self.wire, self._new_connection, self), self._room
+        )
+        self.host, self.port = listener.sockname
+        listener.start()
         self._ready.set()
         try:
             await self._stop.wait()
         finally:
-            server.close()
+            listener.close()
             await self.on_stop()
             for conn in list(self.clients):
                 if conn.writing_paused:

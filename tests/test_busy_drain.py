@@ -75,8 +75,18 @@ def test_a_connect_flood_never_holds_more_than_the_cap_plus_a_small_bound() -> N
                 assert holder.recv() == {"n": i}
             assert server_sockets(pid, eco.port) == CAP
             sampler.start()
+            reset_at_connect = 0
             for _ in range(FLOOD):
-                flood.append(socket.create_connection((eco.host, eco.port), timeout=5))
+                try:  # past the bound the server resets a connection the instant it takes
+                    flood.append(socket.create_connection((eco.host, eco.port), timeout=5))
+                except ConnectionResetError:  # it, which may be before connect() returns
+                    reset_at_connect += 1
+                # Sampled here too, not only by the thread: on a loaded machine the sampler
+                # may not run during the burst, and an unsampled burst proves nothing. The
+                # listener hands a connection on only while there is room (roles.listener),
+                # so no instant is past the bound, not even one the role has not seen yet.
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    peak[0] = max(peak[0], server_sockets(pid, eco.port))
             told_busy = 0
             for sock in flood:  # each is refused (a frame) or closed at once; wait for it
                 data = b""
@@ -95,7 +105,7 @@ def test_a_connect_flood_never_holds_more_than_the_cap_plus_a_small_bound() -> N
                 sock.close()
             for holder in holders:
                 holder.close()
-        assert 1 <= told_busy <= FLOOD
+        assert 1 <= told_busy <= FLOOD - reset_at_connect
         # The holders stay clients throughout, so the peak is at least the cap; whether a
         # lingering refusal is caught above it depends on scheduling, so only the bound is kept.
         assert CAP <= peak[0] <= CAP + REFUSING_MAX, peak[0]

@@ -1,0 +1,161 @@
+"""roles.listener: a server's sockets are accepted by hand, so that what it holds never
+passes its bound, not even for the instant between the loop's accept and the role.
+
+Real sockets on loopback, on both loops; the owner's count is a real set of connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+import pytest
+
+from roles.listener import Listener, bind_listeners
+from roles.loop import new_event_loop
+
+pytestmark = pytest.mark.timeout(30)
+
+LOOP_KINDS = ["asyncio", "uvloop"]
+
+
+class Counted(asyncio.Protocol):
+    """A protocol that joins its owner's set while connected."""
+
+    def __init__(self, held: set[asyncio.BaseTransport]) -> None:
+        self.held = held
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.held.add(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.held.discard(self.transport)
+
+
+def run(kind: str, coro_fn) -> object:
+    loop, _name = new_event_loop(kind)
+    try:
+        return loop.run_until_complete(coro_fn())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_a_burst_past_the_bound_is_reset_and_never_reaches_the_protocol(kind: str) -> None:
+    """Twenty connects queued at once against a bound of 5: four are handed on (the last
+    socket of the bound is the one a connection past it is taken in only to be reset), the
+    other sixteen are reset, and the protocol never sees them."""
+    bound, burst = 5, 20
+
+    async def main() -> tuple[int, int, int, int]:
+        held: set[asyncio.BaseTransport] = set()
+        socks = await bind_listeners("127.0.0.1", 0, backlog=128)
+        port = socks[0].getsockname()[1]
+        listener = Listener(socks, lambda: Counted(held), lambda: bound - len(held))
+        clients = []
+        for _ in range(burst):  # all queued in the kernel before the loop looks
+            c = socket.socket()
+            c.setblocking(False)
+            assert c.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
+            clients.append(c)
+        await asyncio.sleep(0.05)
+        listener.start()
+        peak = 0
+        for _ in range(200):  # until every client is either held or reset
+            await asyncio.sleep(0.005)
+            peak = max(peak, len(held) + listener.pending)
+            if listener.reset + len(held) == burst:
+                break
+        reset_seen = 0
+        for c in clients:
+            c.setblocking(True)
+            c.settimeout(0.2)
+            try:
+                c.recv(1)
+            except ConnectionResetError:
+                reset_seen += 1
+            except (TimeoutError, OSError):
+                pass
+            c.close()
+        listener.close()
+        for t in list(held):
+            t.close()
+        return len(held), listener.reset, reset_seen, peak
+
+    handed, reset, reset_seen, peak = run(kind, main)
+    assert handed == bound - 1
+    assert reset == burst - handed
+    assert reset_seen == reset  # each reset is a reset the client reads, not a silent close
+    assert peak <= bound - 1
+
+
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_room_freed_lets_the_next_connection_in(kind: str) -> None:
+    """The bound is on what is held now: once a held connection goes, the next is served."""
+
+    async def main() -> int:
+        held: set[asyncio.BaseTransport] = set()
+        socks = await bind_listeners("127.0.0.1", 0, backlog=16)
+        port = socks[0].getsockname()[1]
+        listener = Listener(socks, lambda: Counted(held), lambda: 2 - len(held))
+        listener.start()
+        loop = asyncio.get_running_loop()
+        served = 0
+        for _ in range(5):  # one at a time: each is let go before the next comes
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(100):
+                if held:
+                    break
+                await asyncio.sleep(0.005)
+            served += len(held)
+            for t in list(held):
+                t.close()
+            writer.close()
+            for _ in range(100):
+                if not held:
+                    break
+                await asyncio.sleep(0.005)
+        listener.close()
+        await loop.shutdown_asyncgens()
+        return served
+
+    assert run(kind, main) == 5
+
+
+def test_a_port_in_use_is_the_oserror_the_cli_reports() -> None:
+    async def main() -> None:
+        first = await bind_listeners("127.0.0.1", 0, backlog=8)
+        port = first[0].getsockname()[1]
+        try:
+            with pytest.raises(OSError) as caught:
+                await bind_listeners("127.0.0.1", port, backlog=8)
+            assert caught.value.errno == errno.EADDRINUSE
+            assert str(port) in str(caught.value)
+        finally:
+            for s in first:
+                s.close()
+
+    run("asyncio", main)
+
+
+def test_a_name_with_two_addresses_listens_on_one_port() -> None:
+    """``localhost`` is 127.0.0.1 and, where there is IPv6, ::1: with port 0 both take the
+    first one's port (asyncio's create_server gives each its own), so one port is printed
+    and it answers on every address."""
+    infos = {i[4][0] for i in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)}
+    if len(infos) < 2:
+        pytest.skip("localhost has one address here")
+
+    async def main() -> set[int]:
+        socks = await bind_listeners("localhost", 0, backlog=8)
+        try:
+            assert len(socks) == len(infos)
+            return {s.getsockname()[1] for s in socks}
+        finally:
+            for s in socks:
+                s.close()
+
+    ports = run("asyncio", main)
+    assert len(ports) == 1
