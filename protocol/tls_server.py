@@ -46,11 +46,13 @@ class HandshakeGate(Protocol):
     the process's descriptor limit. The gate counts them: :meth:`tls_opened` says whether
     one more may start (False: the connection is dropped at once), :meth:`tls_settled`
     that one ended (handed to the application, or closed), exactly once per admitted one.
+    Each call names the connection, so the server can also close the ones still
+    handshaking when it stops (nobody else holds them: they are not its clients yet).
     """
 
-    def tls_opened(self) -> bool: ...
+    def tls_opened(self, conn: TlsServerProtocol) -> bool: ...
 
-    def tls_settled(self) -> None: ...
+    def tls_settled(self, conn: TlsServerProtocol) -> None: ...
 
 
 class TlsServerProtocol(asyncio.Protocol):
@@ -92,7 +94,7 @@ class TlsServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tcp = transport  # type: ignore[assignment]  # uvloop's is no subclass
         if self.gate is not None:
-            if not self.gate.tls_opened():  # the server is full: no handshake, no socket
+            if not self.gate.tls_opened(self):  # the server is full: no handshake, no socket
                 self.state = _CLOSED
                 transport.abort()  # type: ignore[attr-defined]
                 return
@@ -186,7 +188,7 @@ class TlsServerProtocol(asyncio.Protocol):
         if self._gated:
             self._gated = False
             assert self.gate is not None
-            self.gate.tls_settled()
+            self.gate.tls_settled(self)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from protocol.aio import FrameConnection, Handler, Limits, Speech, is_peer_fault
 from protocol.errors import AyudantiaError, ConnectionClosed, Timeout
+from protocol.tls_server import TlsServerProtocol
 from roles.client import Client, Unreachable
 from roles.link import Link
 from roles.listener import Listener, bind_listeners
@@ -98,7 +99,9 @@ class Server(Handler):
         self.limits: Limits = self.wire.limits(**overrides)
         self.clients: set[FrameConnection] = set()
         self.refusing: set[FrameConnection] = set()  # turned away as busy, still draining
-        self.handshaking = 0  # TLS connections not handed to us yet (protocol.tls_server)
+        # TLS connections not handed to us yet (protocol.tls_server): counted, and closed
+        # at stop, since neither a client nor a refusal holds them.
+        self.handshaking: set[TlsServerProtocol] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -192,9 +195,9 @@ class Server(Handler):
     def open_connections(self) -> int:
         """Sockets this server holds for peers: its clients, the busy ones still draining
         and, over TLS, those whose handshake is not over (or was refused and drains)."""
-        return len(self.clients) + len(self.refusing) + self.handshaking
+        return len(self.clients) + len(self.refusing) + len(self.handshaking)
 
-    def tls_opened(self) -> bool:
+    def tls_opened(self, conn: TlsServerProtocol) -> bool:
         """A TLS connection arrived (:class:`~protocol.tls_server.HandshakeGate`): may its
         handshake start? Not when the sockets already held reach the cap + REFUSING_MAX:
         a handshake holds its socket up to the handshake timeout before a busy refusal
@@ -202,12 +205,12 @@ class Server(Handler):
         if self.open_connections >= self.max_clients + REFUSING_MAX:
             self.refused += 1
             return False
-        self.handshaking += 1
+        self.handshaking.add(conn)
         return True
 
-    def tls_settled(self) -> None:
+    def tls_settled(self, conn: TlsServerProtocol) -> None:
         """A TLS connection counted by :meth:`tls_opened` reached us or closed."""
-        self.handshaking -= 1
+        self.handshaking.discard(conn)
 
     def _room(self) -> int:
         """Sockets the listener may still take (:mod:`roles.listener`): the cap and the
@@ -257,6 +260,8 @@ class Server(Handler):
             await self._wait_clients_gone(2.0)
             for conn in list(self.clients | self.refusing):
                 conn.abort()
+            for tls in list(self.handshaking):  # not ours yet, but nobody else closes them
+                tls.abort()
 
     async def _wait_clients_gone(self, timeout: float) -> None:
         waits = [c.closed for c in self.clients if c.closed is not None]

@@ -146,3 +146,28 @@ def test_tls_handshakes_in_progress_count_against_the_cap_too(tmp_path) -> None:
         with wire.connect(eco.host, eco.port) as conn:  # the handshakes' count went back
             conn.send({"hola": "mundo"})
             assert conn.recv() == {"hola": "mundo"}
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_server_stopped_with_handshakes_pending_closes_their_sockets(tmp_path, loop) -> None:
+    """A TLS connection whose handshake is not over is the server's (it counts against the
+    cap) but neither a client nor a refusal: a stop closed the clients and the refusals and
+    left these to the loop's close, which warned once per socket ("unclosed transport")."""
+    ca = trustme.CA()
+    server = files(tmp_path, ca, "server", "127.0.0.1")
+    tls = ("--tls-cert", server.cert, "--tls-key", server.key)
+    warn = {"PYTHONWARNINGS": "always::ResourceWarning"}
+    with running(
+        "eco", "--port", "0", "--loop", loop, *tls, "--log-level", "ERROR", env=warn
+    ) as eco:
+        silent = [socket.create_connection((eco.host, eco.port), timeout=5) for _ in range(3)]
+        try:
+            while server_sockets(eco.proc.pid, eco.port) < len(silent):  # all handshaking
+                select.select([], [], [], 0.01)
+            assert eco.stop() == 0
+        finally:
+            for sock in silent:
+                sock.close()
+        output = "".join(eco.output)
+        assert "ResourceWarning" not in output, output
+        assert "Traceback" not in output, output
