@@ -70,6 +70,11 @@ MAX_ROWS = 1_000_000
 # the count's post (never an answer), and one write (and one post) per mark cost a serial
 # student a thread wake-up and an HTTP request per question (py-spy, issue 23).
 MARK_DELAY = 0.05
+# Seconds before marks the loop could not write (a failing disk) are tried again alone.
+MARK_RETRY = 1.0
+# Commits between two checkpoints under normal (see OutboxStore.checkpoint): a serial commit
+# adds two pages to the WAL (9 KB), so this is SQLite's own trigger of 1,000 pages.
+CHECKPOINT_EVERY = 500
 # Seconds the poster lets delivered keys gather before a post: one POST /preguntas (and one
 # fsync'd commit at the Profesor) per answer took a serial student's CPU; a count that
 # moves 50 ms later costs nobody an answer.
@@ -119,6 +124,8 @@ class OutboxStore:
             raise ValueError(f"unknown outbox sync mode {sync!r}; choose from {SYNC_MODES}")
         self.path = str(path)
         self._lock = threading.Lock()
+        self.checkpoints_elsewhere = sync == "normal"
+        self.commits = 0  # transactions committed (the WAL grows with them; see checkpoint())
         self._claim = _claim(self.path)
         try:
             self._db = sqlite3.connect(
@@ -130,6 +137,11 @@ class OutboxStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            if self.checkpoints_elsewhere:
+                # SQLite's auto-checkpoint would fsync in whichever thread commits, and under
+                # normal that is the event loop's (Outbox._commit_on_loop): the writer thread
+                # checkpoints instead (checkpoint()).
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
             with self._transaction() as db:
                 db.execute(_SCHEMA)
                 # A previous run's rows: which of their answers left is unknown, post them all.
@@ -141,39 +153,82 @@ class OutboxStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
+        with self._lock, self._begun() as db:
+            yield db
 
-    def apply(self, new: list[str], delivered: list[str], undelivered: list[str]) -> None:
+    @contextlib.contextmanager
+    def _begun(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (the caller holds the lock)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+            self.commits += 1
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    def apply(
+        self,
+        new: list[str],
+        delivered: list[str],
+        undelivered: list[str],
+        *,
+        blocking: bool = True,
+    ) -> bool:
         """One transaction: keys about to be answered, answers that left, answers dropped.
 
         Applied in that order, whatever order they came in: it deletes the fewest rows (a
-        key re-asked on a new connection while its old answer is dropped stays).
+        key re-asked on a new connection while its old answer is dropped stays). With
+        ``blocking`` False (the event loop's commit) it returns False, having done nothing,
+        when another thread (the poster) holds the connection: the loop never waits for it.
+        An empty list costs no statement (three ``executemany`` of nothing were a third of
+        a serial student's commit).
         """
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO outbox (key, pending) VALUES (?, 1) "
-                "ON CONFLICT (key) DO UPDATE SET pending = pending + 1",
-                [(k,) for k in new],
-            )
-            db.executemany(
-                "INSERT INTO outbox (key, ready) VALUES (?, 1) "
-                "ON CONFLICT (key) DO UPDATE SET ready = 1, pending = max(pending - 1, 0)",
-                [(k,) for k in delivered],
-            )
-            db.executemany(
-                "UPDATE outbox SET pending = pending - 1 WHERE key = ?", [(k,) for k in undelivered]
-            )
+        if not self._lock.acquire(blocking):
+            return False
+        try:
+            self._apply(new, delivered, undelivered)
+        finally:
+            self._lock.release()
+        return True
+
+    def _apply(self, new: list[str], delivered: list[str], undelivered: list[str]) -> None:
+        with self._begun() as db:
+            if new:
+                db.executemany(
+                    "INSERT INTO outbox (key, pending) VALUES (?, 1) "
+                    "ON CONFLICT (key) DO UPDATE SET pending = pending + 1",
+                    [(k,) for k in new],
+                )
+            if delivered:
+                db.executemany(
+                    "INSERT INTO outbox (key, ready) VALUES (?, 1) "
+                    "ON CONFLICT (key) DO UPDATE SET ready = 1, pending = max(pending - 1, 0)",
+                    [(k,) for k in delivered],
+                )
             if undelivered:
+                db.executemany(
+                    "UPDATE outbox SET pending = pending - 1 WHERE key = ?",
+                    [(k,) for k in undelivered],
+                )
                 db.execute("DELETE FROM outbox WHERE pending <= 0 AND ready = 0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file, in the calling thread (the outbox's writer),
+        so that its fsyncs never happen in the event loop's commit.
+
+        Under the lock, and the caller holds the outbox's write lock too: no frame is added
+        meanwhile, so the checkpoint copies the whole WAL and the next commit starts the WAL
+        over from its beginning. A checkpoint run beside the loop's commits (from another
+        connection) never caught up with them: the WAL grew by 9 KB a commit, 179 MB after
+        20,000. Only under ``normal`` (:attr:`checkpoints_elsewhere`); ``full`` keeps
+        SQLite's auto-checkpoint in the writer thread, which commits there anyway.
+        """
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def ready(self, limit: int) -> list[str]:
         with self._lock:
@@ -312,6 +367,13 @@ class Outbox:
         self._loop_thread: int | None = None
         self._delivered: list[str] = []
         self._undelivered: list[str] = []
+        self._write_lock = threading.Lock()  # one _write at a time: the writer's or the loop's
+        self._marks_to_writer = False  # the marks are the writer's to write (see _work)
+        self._mark_timer: asyncio.TimerHandle | None = None  # the loop's marks flush
+        self._checkpoint_due = False  # the writer thread is to checkpoint the WAL
+        self._checkpointed_at = 0  # the store's commits at the last checkpoint
+        self._idle_waiters = 0  # threads in wait_idle (the loop's commit wakes them)
+        self.loop_groups = 0  # groups committed on the loop's thread (the rest: the writer's)
         self._busy = False
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -325,6 +387,7 @@ class Outbox:
         """The loop where ``done`` callbacks run (and :meth:`commit` is called from)."""
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        self._mark_timer = None  # one left by a previous loop never fires
 
     def open(self, path: str | Path) -> None:
         """Where the outbox lives, if it was not given at construction."""
@@ -336,25 +399,117 @@ class Outbox:
     def commit(self, key: str, done: Done) -> None:
         """Queue ``key``; ``done`` runs on the loop once its group is committed.
 
-        On the loop, keys are staged and handed to the writer once per loop iteration (one
-        lock and one wake-up for every question that iteration read), not one by one.
-        Nothing changes for the answer: it still waits for its key's commit.
+        On the loop, keys are staged and committed once per loop iteration (one transaction
+        for every question that iteration read): on the loop's own thread under ``normal``
+        (:meth:`_commit_on_loop`), else handed to the writer thread. Nothing changes for
+        the answer: it still waits for its key's commit.
         """
         staged = self._staged
         staged.append((key, done))
         if len(staged) > 1:
-            return  # a hand-off is already scheduled
-        loop = self._loop
-        if loop is None or threading.get_ident() != self._loop_thread:
-            self._hand_off()
+            return  # a flush is already scheduled
+        if self._on_loop():
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
         else:
-            loop.call_soon(self._hand_off)
+            self._hand_off()
+
+    def _on_loop(self) -> bool:
+        """Called from the bound loop, running (not from another thread, nor after it)."""
+        loop = self._loop
+        return loop is not None and threading.get_ident() == self._loop_thread and loop.is_running()
 
     def _hand_off(self) -> None:
+        """The staged keys (and the marks, which the writer takes with them) to the writer."""
         with self._cond:
             self._new.extend(self._staged)
             self._staged.clear()
+            self._marks_to_writer = True
             self._cond.notify_all()
+
+    def _flush(self) -> None:
+        """On the loop: this iteration's keys and the marks so far, committed here if the
+        loop may (:meth:`_commit_on_loop`), else handed to the writer thread."""
+        if not self._commit_on_loop():
+            self._hand_off()
+
+    def _commit_on_loop(self) -> bool:
+        """Commit the staged keys and the marks on the loop's thread, then answer at once.
+
+        Why: under ``normal`` a commit is a write() of a few pages into the WAL, with no
+        fsync (the checkpoints' fsyncs are the writer thread's, OutboxStore.checkpoint), and
+        it survives any crash of the process as well from this thread as from another. The
+        hand-off to the writer thread and the answer's way back onto the loop were two
+        thread wake-ups per answer, most of a serial student's cycle (issue 23).
+
+        False (nothing done) when the writer must do it: under ``full`` (the fsync must not
+        hold the loop), before the file is open, near ``max_rows`` (the count that decides
+        reads the whole file), while the writer has keys queued before these (their order
+        is kept), or while another thread holds the file (the poster; the loop never waits
+        for a lock). The answer never leaves before its key is committed, either way.
+        """
+        store = self.store
+        staged = self._staged
+        if (
+            store is None
+            or self.sync != "normal"
+            or self.full
+            or self._rows_seen + self._added + len(staged) > self.max_rows
+        ):
+            return False
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            with self._cond:
+                if self._new or self._busy:
+                    return False
+                delivered, self._delivered = self._delivered, []
+                undelivered, self._undelivered = self._undelivered, []
+                self._marks_to_writer = False
+            if not staged and not delivered and not undelivered:
+                return True
+            self._staged = []  # keys committed from here on wait for the next flush
+            written = self._write(staged, delivered, undelivered, blocking=False)
+            if written is None:  # the poster has the file: the writer will do it
+                self._staged[:0] = staged
+        finally:
+            self._write_lock.release()
+        if written is None or not written[1]:  # the marks are retried
+            with self._cond:
+                self._delivered[:0] = delivered
+                self._undelivered[:0] = undelivered
+        if written is None:
+            return False
+        reason, marked = written
+        if reason is None and marked:
+            self.loop_groups += 1
+        if staged:
+            _call_all([done for _, done in staged], reason)
+        if marked and delivered:
+            self.poster.poke()
+        elif not marked and self._mark_timer is None and self._loop is not None:
+            self._mark_timer = self._loop.call_later(MARK_RETRY, self._flush_marks)
+        self._after_write(store)
+        return True
+
+    def _flush_marks(self) -> None:
+        """On the loop, MARK_DELAY after a mark found no commit to ride with."""
+        self._mark_timer = None
+        if self._delivered or self._undelivered:
+            self._flush()
+
+    def _after_write(self, store: OutboxStore) -> None:
+        """After a commit: wake wait_idle's threads, and the writer when a checkpoint is due."""
+        due = (
+            store.checkpoints_elsewhere
+            and store.commits - self._checkpointed_at >= CHECKPOINT_EVERY
+            and not self._checkpoint_due
+        )
+        if due or self._idle_waiters:
+            with self._cond:
+                if due:
+                    self._checkpointed_at = store.commits
+                    self._checkpoint_due = True
+                self._cond.notify_all()
 
     def delivered(self, key: str) -> None:
         self._mark(key, delivered=True)
@@ -365,14 +520,23 @@ class Outbox:
     def _mark(self, key: str, *, delivered: bool) -> None:
         """A mark; the writer is woken for the first of a batch only (see MARK_DELAY).
 
+        On the loop under ``normal``, the writer is not woken: the mark rides with the next
+        commit of the loop, or is written MARK_DELAY later by itself (:meth:`_flush_marks`).
+
         The list is looked up under the lock: the writer swaps both lists for new ones
         when it takes a batch, and a mark appended to a list already taken would be lost
         (its key never posted: the count one short).
         """
+        on_loop = self.sync == "normal" and self.store is not None and self._on_loop()
         with self._cond:
             (self._delivered if delivered else self._undelivered).append(key)
-            if len(self._delivered) + len(self._undelivered) == 1:
-                self._cond.notify_all()
+            first = len(self._delivered) + len(self._undelivered) == 1
+            if not on_loop:
+                self._marks_to_writer = True
+                if first:
+                    self._cond.notify_all()
+        if first and on_loop and self._mark_timer is None:
+            self._mark_timer = self._loop.call_later(MARK_DELAY, self._flush_marks)  # type: ignore[union-attr]
 
     # -- the writer thread --------------------------------------------------------------
 
@@ -384,23 +548,35 @@ class Outbox:
             self._open()
         while True:
             with self._cond:
-                while not self._work() and not self._stopping:
+                while not self._work() and not self._checkpoint_due and not self._stopping:
                     self._cond.wait()
+                checkpoint, self._checkpoint_due = self._checkpoint_due, False
+            if checkpoint:
+                self._checkpoint()
+                continue
+            with self._cond:
                 if not self._new and not self._stopping:  # marks alone: let more gather
                     self._cond.wait(MARK_DELAY)  # a commit wakes us at once
                 if not self._work():
-                    return
+                    if self._stopping:
+                        return
+                    continue  # the loop took them meanwhile
                 new = self._new[: self.group_max]
                 del self._new[: len(new)]
                 delivered, self._delivered = self._delivered, []
                 undelivered, self._undelivered = self._undelivered, []
+                self._marks_to_writer = False
                 self._busy = True
-            reason, marked = self._write(new, delivered, undelivered)
+            with self._write_lock:
+                written = self._write(new, delivered, undelivered)
+            assert written is not None  # blocking: never None
+            reason, marked = written
             with self._cond:
                 self._busy = False
                 if not marked:  # the marks are retried; the new keys were refused
                     self._delivered[:0] = delivered
                     self._undelivered[:0] = undelivered
+                    self._marks_to_writer = True
                 self._cond.notify_all()
             if new:
                 self._answer([done for _, done in new], reason)
@@ -410,24 +586,56 @@ class Outbox:
                 if self._stopping:  # nothing more will come: the marks are the next run's
                     return
                 with self._cond:  # only marks to retry: not in a tight loop
-                    self._cond.wait(1.0)
+                    self._cond.wait(MARK_RETRY)
+            if self.store is not None:
+                self._after_write(self.store)
+
+    def _checkpoint(self) -> None:
+        """A checkpoint of the WAL, here in the writer thread (its fsyncs too).
+
+        With the write lock held: meanwhile the loop hands its keys to this thread, which
+        commits them after, so those answers wait for the checkpoint as every answer did
+        when SQLite checkpointed in the committing writer; the loop itself never waits.
+        """
+        store = self.store
+        if store is None:
+            return
+        try:
+            with self._write_lock:
+                store.checkpoint()
+        except sqlite3.Error as exc:  # the WAL only grows until the next one: no answer waits
+            log.debug("el outbox %s no pudo hacer checkpoint: %s", self.path, exc)
 
     def _work(self) -> bool:
-        """Something to write, and somewhere to write it (with the lock held)."""
-        return self.path is not None and bool(self._new or self._delivered or self._undelivered)
+        """Something for the writer to write, and somewhere to write it (with the lock held):
+        new keys, or marks given to it. Marks made on the loop under ``normal`` are the
+        loop's to write (:meth:`_mark`), unless it hands them over or the Outbox stops: a
+        writer that took them too woke every MARK_DELAY and made the loop hand off."""
+        marks = (self._delivered or self._undelivered) and (self._marks_to_writer or self._stopping)
+        return self.path is not None and bool(self._new or marks)
 
     def _write(
-        self, new: list[tuple[str, Done]], delivered: list[str], undelivered: list[str]
-    ) -> tuple[str | None, bool]:
+        self,
+        new: list[tuple[str, Done]],
+        delivered: list[str],
+        undelivered: list[str],
+        *,
+        blocking: bool = True,
+    ) -> tuple[str | None, bool] | None:
         """Commit one group: why its new keys were refused (None: committed), and whether
-        the marks were written (if not, they are retried with the next group)."""
+        the marks were written (if not, they are retried with the next group). With the
+        write lock held. Not ``blocking`` (the loop's): None, nothing done, when another
+        thread holds the file."""
         reason = self._open() if self.store is None else None
         if self.store is not None:
             keys = [k for k, _ in new]
             full = None
             try:
                 full = self._full(len(keys))
-                self.store.apply([] if full else keys, delivered, undelivered)
+                if not self.store.apply(
+                    [] if full else keys, delivered, undelivered, blocking=blocking
+                ):
+                    return None
             except Exception as exc:  # not only sqlite3.Error: a dead writer would hang them all
                 reason = self._failed(exc)
             else:
@@ -549,11 +757,15 @@ class Outbox:
         """Block until every queued key was written (or ``timeout``); whether it was."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._busy or (self.path is not None and (self._new or self._staged)):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
+            self._idle_waiters += 1
+            try:
+                while self._busy or (self.path is not None and (self._new or self._staged)):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self._idle_waiters -= 1
         return True
 
     def close(self, flush: float = 5.0) -> None:
@@ -577,6 +789,7 @@ class Outbox:
             "outbox": self.path,
             "outbox_committed": self.committed,
             "outbox_groups": self.groups,
+            "outbox_loop_groups": self.loop_groups,
             "outbox_refused": self.refused,
             "outbox_left_over": self.left_over,
             "outbox_failing": self.failing,

@@ -105,3 +105,45 @@ def test_outbox_sync_normal_by_default_full_on_request(tmp_path, sync, pragma):
         store.close()
     (option,) = [o for o in docencio.options() if o.name == "outbox_sync"]
     assert option.default == "normal"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sync", ["normal", "full"])
+def test_under_normal_the_loop_commits_itself_and_the_wal_stays_bounded(tmp_path, sync):
+    """Under ``normal`` a serial student's key is committed on the loop's own thread (no
+    hand-off to the writer and back), still before its ``done``; the writer thread does the
+    checkpoints, so the WAL is started over and stays small (without them it grew by 9 KB a
+    commit). Under ``full`` every commit stays in the writer thread (its fsync never holds
+    the loop)."""
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), path, sync=sync)
+    commits = 3000 if sync == "normal" else 20
+    failed: list[str | None] = []
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        outbox.bind(loop)
+        while outbox.store is None:  # the writer opens the file
+            await asyncio.sleep(0.01)
+        for k in range(commits):
+            done = loop.create_future()
+            outbox.commit(f"k{k}", done.set_result)
+            failed.append(await asyncio.wait_for(done, 10))
+            if k == 0:
+                seen["keys"] = _keys(path)  # by the time done ran, the key was in the file
+            outbox.delivered(f"k{k}")
+
+    try:
+        asyncio.run(main())
+        wal = Path(f"{path}-wal").stat().st_size
+    finally:
+        outbox.close(0.1)
+    assert failed == [None] * commits
+    assert seen["keys"] == {"k0"}
+    if sync == "normal":
+        assert outbox.loop_groups >= commits - 50, outbox.stats()
+        assert wal < 12 * 2**20, wal  # no checkpoints: 3,000 commits were 27 MB
+    else:
+        assert outbox.loop_groups == 0 and outbox.groups >= commits, outbox.stats()
+    assert _keys(path) == {f"k{k}" for k in range(commits)}
