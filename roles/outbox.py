@@ -52,11 +52,14 @@ log = logging.getLogger("ayudantia.docencio.outbox")
 # A committed key's answer: called on the loop with None (committed) or why it was not.
 Done = Callable[[str | None], None]
 
+# WITHOUT ROWID: the rows live in the key's own b-tree, so a commit writes one page to the
+# WAL, not two (a rowid table and its key's index): 4.8 KB a commit instead of 9, and 15 us
+# instead of 20 (issue 23). A file made before keeps its table as it was: same rows, same SQL.
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox ("
     " key TEXT PRIMARY KEY,"
     " pending INTEGER NOT NULL DEFAULT 0,"
-    " ready INTEGER NOT NULL DEFAULT 0)"
+    " ready INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
 )
 
 
@@ -73,8 +76,9 @@ MARK_DELAY = 0.05
 # Seconds before marks the loop could not write (a failing disk) are tried again alone.
 MARK_RETRY = 1.0
 # Commits between two checkpoints under normal (see OutboxStore.checkpoint): a serial commit
-# adds two pages to the WAL (9 KB), so this is SQLite's own trigger of 1,000 pages.
-CHECKPOINT_EVERY = 500
+# adds one page to the WAL (two in a file made before _SCHEMA's WITHOUT ROWID), so this is
+# about SQLite's own trigger of 1,000 pages.
+CHECKPOINT_EVERY = 1000
 # Seconds the poster lets delivered keys gather before a post: one POST /preguntas (and one
 # fsync'd commit at the Profesor) per answer took a serial student's CPU; a count that
 # moves 50 ms later costs nobody an answer.
