@@ -159,3 +159,90 @@ def test_a_name_with_two_addresses_listens_on_one_port() -> None:
 
     ports = run("asyncio", main)
     assert len(ports) == 1
+
+
+# A server out of descriptors (another part of its process holds them all): a real process
+# whose eco takes every descriptor it has left once it listens, and gives them back when told.
+_OUT_OF_FDS = """
+import logging, os, resource, sys
+from roles.eco import Eco
+
+logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(name)s %(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+server = Eco(port=0, max_clients=50, loop=sys.argv[1])
+host, port = server.start()
+print(f"listening on {host}:{port}", flush=True)
+hogs = []
+try:
+    while True:
+        hogs.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print("full", flush=True)
+sys.stdin.readline()
+for fd in hogs:
+    os.close(fd)
+print("freed", flush=True)
+sys.stdin.readline()
+server.stop()
+"""
+_BACK_OFF = "cannot accept more connections"
+
+
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_out_of_descriptors_backs_off_logs_once_each_time_and_serves_once_freed(
+    kind: str,
+) -> None:
+    """EMFILE at accept: the connection stays in the kernel's queue and the listener stops
+    for RETRY_AFTER, with one log line per pause. Without the pause the listening socket
+    stays readable and the accept fails again at once: a loop that spins (and, with the
+    error raised, logs "Exception in callback" thousands of times a second). Once the
+    descriptors are back, the queued client is served."""
+    import queue
+    import struct
+    import subprocess
+    import sys
+    import threading
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _OUT_OF_FDS, kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None and proc.stdin is not None
+    pump = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True)
+    pump.start()
+    client = None
+    try:
+        port = int(lines.get(timeout=20).rpartition(":")[2])
+        assert lines.get(timeout=10).strip() == "full"
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        body = b'{"n": 1}'
+        client.sendall(struct.pack(">2sBBBBI", b"AY", 1, 1, 0, 0, len(body)) + body)
+        seen = [lines.get(timeout=10) for _ in range(2)]  # the first pause and the next
+        assert all(_BACK_OFF in line for line in seen), seen
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        while (line := lines.get(timeout=10)).strip() != "freed":
+            seen.append(line)
+        # A pause or two more at the test's own pace (one a second), never a stream of them.
+        assert all(_BACK_OFF in line for line in seen) and len(seen) <= 4, seen
+        answer = b""
+        while len(answer) < 10 + len(body):
+            chunk = client.recv(4096)
+            assert chunk, "the server closed the queued client instead of serving it"
+            answer += chunk
+        assert answer.endswith(body)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(10) == 0
+    finally:
+        if client is not None:
+            client.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        pump.join(5)
