@@ -230,9 +230,21 @@ class OutboxStore:
         connection) never caught up with them: the WAL grew by 9 KB a commit, 179 MB after
         20,000. Only under ``normal`` (:attr:`checkpoints_elsewhere`); ``full`` keeps
         SQLite's auto-checkpoint in the writer thread, which commits there anyway.
+
+        A WAL checkpointed whole is started over by the next commit, and that commit's first
+        frame fsyncs the WAL's new header (even under ``normal``: SQLite's guard against
+        reordered writes after a restart). Left to the loop, its first commit after a quiet
+        checkpoint waited for that fsync (strace: the loop's thread, one fdatasync every
+        CHECKPOINT_EVERY commits). So a commit of nothing (page 1 rewritten as it is)
+        restarts the WAL here, and the loop's next commit only appends.
         """
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or frames <= 0 or copied != frames:
+                return  # not copied whole (a reader elsewhere): no restart to take over
+            with self._begun() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                db.execute(f"PRAGMA user_version = {int(version)}")
 
     def ready(self, limit: int) -> list[str]:
         with self._lock:

@@ -176,3 +176,33 @@ def test_count_keys_are_the_ones_earlier_versions_wrote(question, connection, ke
     from roles.clase import count_key
 
     assert count_key(question, connection) == key
+
+
+def _wal_header(path: Path) -> bytes:
+    """The WAL header's checkpoint sequence and salts: they change when the WAL restarts."""
+    with open(f"{path}-wal", "rb") as wal:
+        return wal.read(32)[12:24]
+
+
+@pytest.mark.timeout(30)
+def test_the_checkpoint_restarts_the_wal_itself_so_the_loops_next_commit_never_fsyncs(tmp_path):
+    """A WAL checkpointed whole is started over by the next commit, and that commit fsyncs
+    the new WAL header (SQLite does so even under ``normal``). Under ``normal`` the next
+    commit is usually the event loop's (Outbox._commit_on_loop), so ``checkpoint()`` (the
+    writer thread's) must restart the WAL itself: the header changes in the checkpoint, and
+    the commits after it leave the header as it is (they only append frames)."""
+    path = tmp_path / "o.sqlite3"
+    store = OutboxStore(path, sync="normal")
+    try:
+        for k in range(3):
+            for i in range(20):
+                store.apply([f"k{k}-{i}"], [], [])
+            before = _wal_header(path)
+            store.checkpoint()
+            restarted = _wal_header(path)
+            assert restarted != before, "the checkpoint left the WAL's restart to the next commit"
+            store.apply([f"after-{k}"], [f"k{k}-0"], [])  # as the loop's next commit
+            assert _wal_header(path) == restarted, "the commit after a checkpoint restarted the WAL"
+        assert store.count() == 63 and sorted(store.ready(100)) == ["k0-0", "k1-0", "k2-0"]
+    finally:
+        store.close()
