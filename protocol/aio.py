@@ -30,7 +30,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import socket
 from collections.abc import Callable, Iterable
 from ssl import SSLContext, SSLError
 from types import EllipsisType
@@ -208,10 +207,9 @@ class FrameConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
         transport.set_write_buffer_limits(high=self.limits.write_high)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # TCP_NODELAY is on already: both loops set it on every TCP transport they make
+        # (asyncio's selector transport, uvloop's TCPTransport; tests/test_aio.py checks).
+        # Setting it again here cost each connection a getsockname() and a setsockopt().
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple):
             self.peer = f"{peername[0]}:{peername[1]}"
@@ -254,8 +252,10 @@ class FrameConnection(asyncio.Protocol):
             self._decoder.receive_data(b"")
         self._process()
         # Keep the transport open while work for this peer is pending: its answers still go
-        # out on the half that is open. _maybe_finish closes once nothing is left.
-        self._maybe_finish()
+        # out on the half that is open; _maybe_finish closes once nothing is left. Settled
+        # now (a serial student reads its answer, then closes): close now, not a loop
+        # iteration later (this is no release(), see _maybe_finish).
+        self._finish_if_done()
         # Over TLS asyncio's transport (aio.connect's) closes after EOF whatever we return
         # and warns when we return True; the servers' (protocol/tls_server.py) closes on
         # False alike. So ask for the half-open transport only on plain TCP.

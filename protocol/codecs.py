@@ -107,8 +107,17 @@ def _refuse_non_finite(obj: Any) -> None:
     """Raise on NaN or ±Infinity anywhere in ``obj``; strings and bytes are not walked.
 
     Each container is walked once: a self-referencing list would otherwise loop forever
-    here, instead of reaching the encoder, which reports the cycle.
+    here, instead of reaching the encoder, which reports the cycle. A flat dict of text,
+    integers and None (every answer the roles send) is looked at without the walk's list
+    and set (half of its cost per answer).
     """
+    if type(obj) is dict:
+        for value in obj.values():
+            kind = type(value)
+            if kind is not str and kind is not int and value is not None:
+                break
+        else:
+            return
     stack = [obj]
     seen: set[int] = set()
     while stack:

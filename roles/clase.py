@@ -128,8 +128,13 @@ def count_key(question: dict[str, Any], connection: str) -> str:
     ``connection`` (never a blank shared by every nameless student).
     """
     who = ["de", question["de"]] if "de" in question else ["conexion", connection]
-    canonical = json.dumps([who, question["id"]], ensure_ascii=True, separators=(",", ":"))
+    canonical = _KEY_JSON.encode([who, question["id"]])
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+# json.dumps with any non-default option builds a JSONEncoder per call (a third of
+# count_key's time, once per counted answer); this one writes exactly the same text.
+_KEY_JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
 # -- HTTP bodies ---------------------------------------------------------------------------

@@ -291,3 +291,30 @@ def test_a_half_closed_peer_still_gets_its_pending_answers(loop):
 
     event = run(loop, main)
     assert bytes(event.payload) == b'{"a":1}'
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_both_ends_have_tcp_nodelay_from_the_loop(loop):
+    """FrameConnection no longer sets TCP_NODELAY itself (a getsockname and a setsockopt per
+    connection): the loop's transports must, or every small answer would meet Nagle and a
+    delayed ACK (tens of ms a round trip)."""
+
+    async def main() -> tuple[int, int]:
+        handler = Recorder()
+        server, port = await serve(handler)
+        async with server:
+            conn = await aio.connect("127.0.0.1", port)
+            await conn.send({"n": 1})
+            assert await conn.recv() == {"n": 1}
+            (accepted,) = handler.conns
+            flags = tuple(
+                c.transport.get_extra_info("socket").getsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_NODELAY
+                )
+                for c in (accepted, conn)
+            )
+            conn.close()
+            return flags  # type: ignore[return-value]
+
+    server_side, client_side = run(loop, main)
+    assert server_side and client_side
