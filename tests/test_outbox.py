@@ -206,3 +206,64 @@ def test_the_checkpoint_restarts_the_wal_itself_so_the_loops_next_commit_never_f
         assert store.count() == 63 and sorted(store.ready(100)) == ["k0-0", "k1-0", "k2-0"]
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_wal_stays_bounded_when_each_commit_carries_many_keys(tmp_path):
+    """The checkpoint is due by the WAL pages written, not by commits: a group of 200 keys
+    spread over the key index rewrites ~160 pages, so 500 commits of them (the old bound)
+    were 332 MB of WAL for 100,000 answers. Here 150 loop iterations of 200 students each
+    (30,000 answers): without the page count no checkpoint came at all (WAL 49-55 MB)."""
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), path, sync="normal")
+    students, rounds = 200, 150
+    failed: list[str | None] = []
+
+    async def student(s: int) -> None:
+        loop = asyncio.get_running_loop()
+        for k in range(rounds):
+            done = loop.create_future()
+            outbox.commit(f"Alumno-{s}:{k}", done.set_result)
+            failed.append(await asyncio.wait_for(done, 20))
+            outbox.delivered(f"Alumno-{s}:{k}")
+
+    async def main() -> None:
+        outbox.bind(asyncio.get_running_loop())
+        while outbox.store is None:  # the writer opens the file
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(student(s) for s in range(students)))
+
+    try:
+        asyncio.run(main())
+        wal = Path(f"{path}-wal").stat().st_size
+    finally:
+        outbox.close(0.1)
+    assert failed == [None] * (students * rounds)
+    assert wal < 16 * 2**20, wal  # 1,000 pages is 4 MB; a commit or two more while it runs
+    assert len(_keys(path)) == students * rounds
+
+
+def test_a_withdrawn_answer_looks_its_key_up_instead_of_scanning_the_outbox(tmp_path):
+    """Under ``normal`` the loop's own commit carries the withdrawals (a student left with
+    answers on their way): deleting every row with nothing pending scanned the whole table,
+    44 ms on the loop with 300,000 keys waiting for an absent Profesor. Counted in SQLite's
+    virtual-machine steps (its progress handler), not in time: a lookup takes a few dozen
+    whatever the size of the file, a scan of 20,000 rows takes hundreds of thousands."""
+    store = OutboxStore(tmp_path / "o.sqlite3")
+    try:
+        store.apply([f"Alumno-{i % 50}:{i}" for i in range(20_000)], [], [])
+        store.apply(["gone", "stays"], ["stays"], [])
+        steps = [0]
+
+        def step() -> int:
+            steps[0] += 1
+            return 0
+
+        store._db.set_progress_handler(step, 10)
+        store.apply([], [], ["gone", "stays"])
+        store._db.set_progress_handler(None, 10)
+        assert steps[0] < 500, steps[0]  # the scan: 6,008 (of 10 steps each)
+        assert store.count() == 20_001  # gone deleted; stays was delivered: it stays
+        assert store.ready(10) == ["stays"]
+    finally:
+        store.close()
