@@ -99,7 +99,7 @@ class Listener:
         self.socks = socks
         self.factory = factory
         self.room = room
-        self.pending = 0  # accepted, not yet connected to its protocol
+        self.pending = 0  # accepted, not yet counted by the owner (no connection_made yet)
         self.reset = 0  # accepted with no room: reset at once
         self.paused = True
         self.closed = False
@@ -147,13 +147,14 @@ class Listener:
 
     def _connect(self, conn: socket.socket) -> None:
         self.pending += 1
-        task = self._loop.create_task(self._hand_over(conn))
+        arriving = _Arriving(self)
+        task = self._loop.create_task(self._hand_over(conn, arriving))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _hand_over(self, conn: socket.socket) -> None:
+    async def _hand_over(self, conn: socket.socket, arriving: _Arriving) -> None:
         try:
-            await self._loop.connect_accepted_socket(self.factory, conn)
+            await self._loop.connect_accepted_socket(arriving.stand_in, conn)
         except BaseException as exc:
             with contextlib.suppress(OSError):  # the loop may have closed it with its transport
                 conn.close()
@@ -162,7 +163,7 @@ class Listener:
                     raise
                 log.error("a connection could not be set up: %r", exc, exc_info=exc)
         finally:
-            self.pending -= 1
+            arriving.settle()
 
     def _back_off(self, exc: OSError) -> None:
         log.error("cannot accept more connections (%s): retrying in %g s", exc, RETRY_AFTER)
@@ -192,3 +193,39 @@ class Listener:
         with contextlib.suppress(OSError):
             return self.socks[0].getsockname()[:2]
         return "", 0
+
+
+class _Arriving(asyncio.Protocol):
+    """The role's protocol's stand-in until the loop calls ``connection_made``.
+
+    That call is where the owner counts the connection (a client, a busy refusal, a
+    handshake), so it is where the listener stops counting it (:attr:`Listener.pending`).
+    The hand-over's own end comes later (an iteration later on uvloop), and an accept in
+    between counted the connection twice: a burst right behind another was reset with room
+    to spare. The stand-in hands the transport to the role's protocol at once.
+    """
+
+    __slots__ = ("counted", "listener", "protocol")
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.protocol: asyncio.BaseProtocol | None = None
+        self.counted = True  # in the listener's pending
+
+    def stand_in(self) -> _Arriving:
+        """The protocol factory ``connect_accepted_socket`` is given: the role's protocol
+        is made here, inside the hand-over, so that a factory's failure is logged there."""
+        self.protocol = self.listener.factory()
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert self.protocol is not None
+        self.settle()
+        transport.set_protocol(self.protocol)
+        self.protocol.connection_made(transport)
+
+    def settle(self) -> None:
+        """Out of the listener's count (made, or never to be): exactly once."""
+        if self.counted:
+            self.counted = False
+            self.listener.pending -= 1

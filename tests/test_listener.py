@@ -124,6 +124,49 @@ def test_room_freed_lets_the_next_connection_in(kind: str) -> None:
     assert run(kind, main) == 5
 
 
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_a_burst_right_behind_another_is_not_counted_twice(kind: str) -> None:
+    """A connection the owner counts is no longer the listener's to count. On uvloop the
+    loop calls connection_made (the owner counts it) an iteration before the hand-over
+    returns, and an accept in between counted the connection twice: a second burst of 8
+    right behind a first of 8, at a bound of 20, had 5 reset with only 11 sockets held."""
+    bound, wave = 20, 8
+
+    async def main() -> tuple[int, int]:
+        held: set[asyncio.BaseTransport] = set()
+        socks = await bind_listeners("127.0.0.1", 0, backlog=128)
+        port = socks[0].getsockname()[1]
+        clients: list[socket.socket] = []
+
+        def connect(n: int) -> None:
+            for _ in range(n):  # blocking: each is in the kernel's queue when it returns
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+
+        class FirstWave(Counted):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                if len(clients) == wave and len(held) == wave:  # the first wave is counted
+                    connect(wave)  # the second, before the loop's next look at the socket
+
+        listener = Listener(socks, lambda: FirstWave(held), lambda: bound - len(held))
+        connect(wave)
+        listener.start()
+        for _ in range(400):
+            await asyncio.sleep(0.005)
+            if listener.reset + len(held) == 2 * wave and listener.pending == 0:
+                break
+        result = len(held), listener.reset
+        listener.close()
+        for t in list(held):
+            t.close()
+        for c in clients:
+            c.close()
+        return result
+
+    handed, reset = run(kind, main)
+    assert (handed, reset) == (2 * wave, 0)
+
+
 def test_a_port_in_use_is_the_oserror_the_cli_reports() -> None:
     async def main() -> None:
         first = await bind_listeners("127.0.0.1", 0, backlog=8)
