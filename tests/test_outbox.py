@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sqlite3
 from pathlib import Path
@@ -267,3 +268,34 @@ def test_a_withdrawn_answer_looks_its_key_up_instead_of_scanning_the_outbox(tmp_
         assert store.ready(10) == ["stays"]
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+def test_answers_coming_while_the_profesor_is_down_do_not_cut_the_posters_backoff(tmp_path, caplog):
+    """Every written delivery mark pokes the poster, and a poke used to end its backoff
+    wait: with the Profesor down the Docencio posted (and logged) once per loop commit,
+    506 attempts in 3 s. The backoff (50 ms doubling to 2 s) holds however many answers
+    come: 200 answers 5 ms apart (a second or more) leave room for a handful of tries."""
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), tmp_path / "o.sqlite3")
+    answers = 200
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        outbox.bind(loop)
+        while outbox.store is None:  # the writer opens the file
+            await asyncio.sleep(0.01)
+        for k in range(answers):
+            done = loop.create_future()
+            outbox.commit(f"k{k}", done.set_result)
+            assert await asyncio.wait_for(done, 10) is None
+            outbox.delivered(f"k{k}")
+            await asyncio.sleep(0.005)
+
+    caplog.set_level(logging.INFO, logger="ayudantia")
+    try:
+        asyncio.run(main())
+    finally:
+        outbox.close(0.1)
+    tries = [r for r in caplog.records if "no disponible para contar" in r.getMessage()]
+    assert 1 <= len(tries) <= 15, len(tries)  # without the whole wait: one per answer
+    assert _keys(tmp_path / "o.sqlite3") == {f"k{k}" for k in range(answers)}  # all kept
