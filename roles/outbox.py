@@ -82,6 +82,9 @@ MARK_RETRY = 1.0
 # over the table rewrites ~160 pages, so a bound in commits (500) let the WAL reach 332 MB
 # in 100,000 answers from 200 students.
 CHECKPOINT_PAGES = 1000
+# Seconds a write waits for another process's write lock on the file (someone's sqlite3 shell
+# in a transaction): the writer's and the poster's; the loop's commit never waits for it.
+BUSY_WAIT = 5.0
 # Seconds the poster lets delivered keys gather before a post: one POST /preguntas (and one
 # fsync'd commit at the Profesor) per answer took a serial student's CPU; a count that
 # moves 50 ms later costs nobody an answer.
@@ -123,6 +126,10 @@ def _claim(path: str) -> int:
     return fd
 
 
+class OutboxBusy(sqlite3.OperationalError):
+    """Another process holds the file's write lock (past the wait given)."""
+
+
 class OutboxStore:
     """The SQLite file. One connection, shared by the writer and the poster under a lock."""
 
@@ -137,7 +144,7 @@ class OutboxStore:
         self._claim = _claim(self.path)
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+                self.path, timeout=BUSY_WAIT, isolation_level=None, check_same_thread=False
             )
         except BaseException:
             os.close(self._claim)
@@ -154,6 +161,11 @@ class OutboxStore:
                 db.execute(_SCHEMA)
                 # A previous run's rows: which of their answers left is unknown, post them all.
                 self.left_over = db.execute("UPDATE outbox SET ready = 1, pending = 0").rowcount
+            # From here SQLite's busy handler is off: it slept up to BUSY_WAIT in whichever
+            # thread began, the event loop's too (a 2 s lock held elsewhere stalled the loop
+            # 2 s); _begun waits in the threads that may (a pragma pair per loop commit cost
+            # 6 us, a third of a serial commit).
+            self._db.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             self._db.close()
             os.close(self._claim)
@@ -165,10 +177,22 @@ class OutboxStore:
             yield db
 
     @contextlib.contextmanager
-    def _begun(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (the caller holds the lock)."""
+    def _begun(self, wait: float = BUSY_WAIT) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (the caller holds the lock); waiting up to
+        ``wait`` s for another process's write lock, then :class:`OutboxBusy`."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        deadline, pause = time.monotonic() + wait, 0.001
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise OutboxBusy(f"{self.path} is locked by another process: {exc}") from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
         try:
             yield db
             db.execute("COMMIT")
@@ -191,23 +215,30 @@ class OutboxStore:
         Applied in that order, whatever order they came in: it deletes the fewest rows (a
         key re-asked on a new connection while its old answer is dropped stays). With
         ``blocking`` False (the event loop's commit) it returns False, having done nothing,
-        when another thread (the poster) holds the connection: the loop never waits for it.
+        when another thread (the poster) holds the connection or another process the file:
+        the loop never waits for either.
         An empty list costs no statement (three ``executemany`` of nothing were a third of
         a serial student's commit).
         """
         if not self._lock.acquire(blocking):
             return False
         try:
-            self._apply(new, delivered, undelivered)
+            self._apply(new, delivered, undelivered, BUSY_WAIT if blocking else 0.0)
+        except OutboxBusy:
+            if blocking:
+                raise
+            return False
         finally:
             self._lock.release()
         return True
 
-    def _apply(self, new: list[str], delivered: list[str], undelivered: list[str]) -> None:
+    def _apply(
+        self, new: list[str], delivered: list[str], undelivered: list[str], wait: float
+    ) -> None:
         # A changed row dirties the leaf it lives in: at most one page a row (one a commit
         # at least); a group of 10 keys and 10 marks measured 14 pages in a rowid table.
         self.pages += max(1, len(new) + len(delivered) + len(undelivered))
-        with self._begun() as db:
+        with self._begun(wait) as db:
             if new:
                 db.executemany(
                     "INSERT INTO outbox (key, pending) VALUES (?, 1) "

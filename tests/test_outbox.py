@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -266,4 +270,80 @@ def test_a_withdrawn_answer_looks_its_key_up_instead_of_scanning_the_outbox(tmp_
         assert store.count() == 20_001  # gone deleted; stays was delivered: it stays
         assert store.ready(10) == ["stays"]
     finally:
+        store.close()
+
+
+@pytest.mark.timeout(60)
+def test_answers_coming_while_the_profesor_is_down_do_not_cut_the_posters_backoff(tmp_path, caplog):
+    """Every written delivery mark pokes the poster, and a poke used to end its backoff
+    wait: with the Profesor down the Docencio posted (and logged) once per loop commit,
+    506 attempts in 3 s. The backoff (50 ms doubling to 2 s) holds however many answers
+    come: 200 answers 5 ms apart (a second or more) leave room for a handful of tries."""
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), tmp_path / "o.sqlite3")
+    answers = 200
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        outbox.bind(loop)
+        while outbox.store is None:  # the writer opens the file
+            await asyncio.sleep(0.01)
+        for k in range(answers):
+            done = loop.create_future()
+            outbox.commit(f"k{k}", done.set_result)
+            assert await asyncio.wait_for(done, 10) is None
+            outbox.delivered(f"k{k}")
+            await asyncio.sleep(0.005)
+
+    caplog.set_level(logging.INFO, logger="ayudantia")
+    try:
+        asyncio.run(main())
+    finally:
+        outbox.close(0.1)
+    tries = [r for r in caplog.records if "no disponible para contar" in r.getMessage()]
+    assert 1 <= len(tries) <= 15, len(tries)  # without the whole wait: one per answer
+    assert _keys(tmp_path / "o.sqlite3") == {f"k{k}" for k in range(answers)}  # all kept
+
+
+_HOLD_THE_FILE = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_write_lock_held_by_another_process_never_makes_the_loops_commit_wait(tmp_path):
+    """Someone's sqlite3 shell in a transaction on the outbox: SQLite's busy handler slept
+    (up to 5 s) in whichever thread began, the event loop's too (a lock held 2 s stalled
+    the loop 2 s). The loop's commit (``blocking`` False) now comes back at once having
+    done nothing (its keys go to the writer); the writer's waits for the lock, as before."""
+    path = tmp_path / "o.sqlite3"
+    store = OutboxStore(path, sync="normal")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_FILE, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "held\n"
+        assert store.apply(["k1"], [], [], blocking=False) is False  # not waited, not done
+        assert store.count() == 0
+        release = threading.Timer(0.3, lambda: (holder.stdin.write("\n"), holder.stdin.flush()))
+        release.start()
+        try:
+            assert store.apply(["k2"], [], []) is True  # the writer's: waits for the lock
+        finally:
+            release.join()
+        assert holder.wait(10) == 0
+        assert store.apply(["k3"], [], [], blocking=False) is True
+        assert sorted(_keys(path)) == ["k2", "k3"]
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
         store.close()
