@@ -43,18 +43,38 @@ async def bind_listeners(host: str, port: int, backlog: int) -> list[socket.sock
     """Listening sockets for every address ``host`` names (as ``create_server`` would bind).
 
     With port 0 the first address picks the port and the others take the same one, so a
-    name with two addresses (``localhost``: 127.0.0.1 and ::1) is one port, not two.
+    name with two addresses (``localhost``: 127.0.0.1 and ::1) is one port, not two; when
+    that port is taken on another address, a new one is picked (a few times at most).
     An address that cannot be bound raises the ``OSError`` with its errno, as asyncio does.
     """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    seen: set[tuple[int, tuple]] = set()
+    addresses = list(dict.fromkeys((i[0], i[1], i[2], i[4]) for i in infos))
+    if not addresses:
+        raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on for {host!r}")
+    for attempt in range(_PORT_ATTEMPTS):
+        try:
+            return _bind_all(addresses, port, backlog)
+        except _TakenElsewhere as exc:
+            if attempt == _PORT_ATTEMPTS - 1:
+                raise exc.error from None
+    raise AssertionError("unreachable")
+
+
+_PORT_ATTEMPTS = 5
+
+
+class _TakenElsewhere(Exception):
+    """Port 0: the port the first address picked is taken on another one."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+def _bind_all(addresses: list[tuple], port: int, backlog: int) -> list[socket.socket]:
     socks: list[socket.socket] = []
     try:
-        for family, kind, proto, _name, address in infos:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
+        for family, kind, proto, address in addresses:
             if socks and port == 0:
                 address = (address[0], socks[0].getsockname()[1], *address[2:])
             sock = socket.socket(family, kind, proto)
@@ -65,19 +85,20 @@ async def bind_listeners(host: str, port: int, backlog: int) -> list[socket.sock
             try:
                 sock.bind(address)
             except OSError as exc:
-                raise OSError(
+                error = OSError(
                     exc.errno,
                     f"error while attempting to bind on address {address!r}: "
                     f"{(exc.strerror or str(exc)).lower()}",
-                ) from None
+                )
+                if port == 0 and len(socks) > 1 and exc.errno == errno.EADDRINUSE:
+                    raise _TakenElsewhere(error) from None
+                raise error from None
             sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
         for sock in socks:
             sock.close()
         raise
-    if not socks:
-        raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on for {host!r}")
     return socks
 
 
@@ -137,7 +158,6 @@ class Listener:
                 raise
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             if self.room() - self.pending > 1:
-                conn.setblocking(False)
                 self._connect(conn)
             else:  # this one is the bound's last socket: it never stays
                 self.reset += 1

@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from roles.listener import Listener, bind_listeners
+from roles.listener import Listener, _bind_all, _TakenElsewhere, bind_listeners
 from roles.loop import new_event_loop
 
 pytestmark = pytest.mark.timeout(30)
@@ -184,25 +184,36 @@ def test_a_port_in_use_is_the_oserror_the_cli_reports() -> None:
     run("asyncio", main)
 
 
-def test_a_name_with_two_addresses_listens_on_one_port() -> None:
-    """``localhost`` is 127.0.0.1 and, where there is IPv6, ::1: with port 0 both take the
-    first one's port (asyncio's create_server gives each its own), so one port is printed
-    and it answers on every address."""
-    infos = {i[4][0] for i in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)}
-    if len(infos) < 2:
-        pytest.skip("localhost has one address here")
+def test_two_addresses_with_port_0_listen_on_one_port() -> None:
+    """A name with two addresses (``localhost``: 127.0.0.1 and, with IPv6, ::1) gets one
+    port on both with ``--port 0`` (asyncio's create_server gives each its own). 127.0.0.2
+    is loopback too on Linux, so the pair needs no IPv6 here."""
+    pair = [(socket.AF_INET, socket.SOCK_STREAM, 6, (ip, 0)) for ip in ("127.0.0.1", "127.0.0.2")]
+    socks = _bind_all(pair, 0, 8)
+    try:
+        assert len({s.getsockname()[1] for s in socks}) == 1
+        assert [s.getsockname()[0] for s in socks] == ["127.0.0.1", "127.0.0.2"]
+    finally:
+        for s in socks:
+            s.close()
 
-    async def main() -> set[int]:
-        socks = await bind_listeners("localhost", 0, backlog=8)
-        try:
-            assert len(socks) == len(infos)
-            return {s.getsockname()[1] for s in socks}
-        finally:
-            for s in socks:
-                s.close()
 
-    ports = run("asyncio", main)
-    assert len(ports) == 1
+def test_a_port_0_taken_on_the_second_address_is_retried_not_fatal() -> None:
+    """The port the first address picked may be taken on the second: that is a retry with a
+    new port (bind_listeners tries a few), not the EADDRINUSE of a port the user named."""
+    twice = [(socket.AF_INET, socket.SOCK_STREAM, 6, ("127.0.0.1", 0))] * 2  # always taken
+    with pytest.raises(_TakenElsewhere) as caught:
+        _bind_all(twice, 0, 8)
+    assert caught.value.error.errno == errno.EADDRINUSE
+    held = socket.create_server(("127.0.0.1", 0))
+    try:
+        named = [(socket.AF_INET, socket.SOCK_STREAM, 6, held.getsockname())]
+        with pytest.raises(OSError) as plain:
+            _bind_all(named, held.getsockname()[1], 8)
+        assert not isinstance(plain.value, _TakenElsewhere)
+        assert plain.value.errno == errno.EADDRINUSE
+    finally:
+        held.close()
 
 
 # A server out of descriptors (another part of its process holds them all): a real process
