@@ -267,6 +267,9 @@ class Registry(PluginRegistry[Codec]):
         costs ten bytes, not its payload.
         """
         accepted = frozenset(accept)
+        shared = self._checkers.get(accepted)
+        if shared is not None:  # made (and its names checked) for an earlier connection
+            return shared
         for name in accepted:
             self.get(name)  # fail early on a typo in the accept-list
         return self._checker(accepted)

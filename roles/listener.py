@@ -103,7 +103,7 @@ class Listener:
         self.reset = 0  # accepted with no room: reset at once
         self.paused = True
         self.closed = False
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: dict[asyncio.Task, _Arriving] = {}  # hand-overs under way
         self._retry: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._families = {sock.fileno(): int(sock.family) for sock in socks}
@@ -147,12 +147,16 @@ class Listener:
 
     def _connect(self, conn: socket.socket) -> None:
         self.pending += 1
-        arriving = _Arriving(self)
+        arriving = _Arriving(self, conn)
         task = self._loop.create_task(self._hand_over(conn, arriving))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = arriving
+        task.add_done_callback(self._handed_over)
+
+    def _handed_over(self, task: asyncio.Task) -> None:
+        self._tasks.pop(task, None)
 
     async def _hand_over(self, conn: socket.socket, arriving: _Arriving) -> None:
+        arriving.started = True
         try:
             await self._loop.connect_accepted_socket(arriving.stand_in, conn)
         except BaseException as exc:
@@ -184,8 +188,10 @@ class Listener:
             self._retry = None
         for sock in self.socks:
             sock.close()
-        for task in list(self._tasks):
+        for task, arriving in list(self._tasks.items()):
             task.cancel()
+            if not arriving.started:  # cancelled before its first step, it never runs:
+                arriving.abandon()  # nobody else has the socket (it was left to the GC)
 
     @property
     def sockname(self) -> tuple[str, int]:
@@ -205,12 +211,14 @@ class _Arriving(asyncio.Protocol):
     to spare. The stand-in hands the transport to the role's protocol at once.
     """
 
-    __slots__ = ("counted", "listener", "protocol")
+    __slots__ = ("conn", "counted", "listener", "protocol", "started")
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, conn: socket.socket) -> None:
         self.listener = listener
+        self.conn = conn
         self.protocol: asyncio.BaseProtocol | None = None
         self.counted = True  # in the listener's pending
+        self.started = False  # its hand-over has begun: the socket is the loop's to close
 
     def stand_in(self) -> _Arriving:
         """The protocol factory ``connect_accepted_socket`` is given: the role's protocol
@@ -223,6 +231,12 @@ class _Arriving(asyncio.Protocol):
         self.settle()
         transport.set_protocol(self.protocol)
         self.protocol.connection_made(transport)
+
+    def abandon(self) -> None:
+        """A hand-over that never began (the listener closed first): close its socket."""
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        self.settle()
 
     def settle(self) -> None:
         """Out of the listener's count (made, or never to be): exactly once."""

@@ -75,6 +75,15 @@ MAX_ROWS = 1_000_000
 MARK_DELAY = 0.05
 # Seconds before marks the loop could not write (a failing disk) are tried again alone.
 MARK_RETRY = 1.0
+# A loop commit slower than SLOW_COMMIT seconds (a write() held by the disk: writeback
+# throttling, a journal commit; 0.2-0.4% of serial commits took over 300 us and one in
+# 20,000 up to 99 ms on the development VM, against 19 us at p50) sends the commits of the
+# next SLOW_BACKOFF seconds to the writer thread: one stall of the loop, not one per commit
+# while the disk is slow. The answers wait for the writer then, as they all used to. Not
+# less than 20 ms: a loaded machine preempts the loop for a few ms at times, which at 2 ms
+# sent half of a serial run's commits to the writer.
+SLOW_COMMIT = 0.02
+SLOW_BACKOFF = 1.0
 # WAL pages between two checkpoints under normal (see OutboxStore.checkpoint), SQLite's own
 # trigger: 1,000 pages (4 MB). Counted as :attr:`OutboxStore.pages`, an upper estimate, since
 # SQLite does not tell Python how many frames a commit wrote: a serial commit writes one
@@ -433,6 +442,8 @@ class Outbox:
         self._checkpointed_at = 0  # the store's pages at the last checkpoint
         self._idle_waiters = 0  # threads in wait_idle (the loop's commit wakes them)
         self.loop_groups = 0  # groups committed on the loop's thread (the rest: the writer's)
+        self.slow_commits = 0  # loop commits past SLOW_COMMIT (each: SLOW_BACKOFF off the loop)
+        self._loop_commits_from = 0.0  # perf_counter() before which the writer commits
         self._busy = False
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -503,8 +514,9 @@ class Outbox:
         False (nothing done) when the writer must do it: under ``full`` (the fsync must not
         hold the loop), before the file is open, near ``max_rows`` (the count that decides
         reads the whole file), while the writer has keys queued before these (their order
-        is kept), or while another thread holds the file (the poster; the loop never waits
-        for a lock). The answer never leaves before its key is committed, either way.
+        is kept), while another thread holds the file (the poster; the loop never waits
+        for a lock), or for SLOW_BACKOFF after a loop commit slower than SLOW_COMMIT (the
+        disk is slow now). The answer never leaves before its key is committed, either way.
         """
         store = self.store
         staged = self._staged
@@ -514,6 +526,9 @@ class Outbox:
             or self.full
             or self._rows_seen + self._added + len(staged) > self.max_rows
         ):
+            return False
+        started = time.perf_counter()
+        if started < self._loop_commits_from:
             return False
         if not self._write_lock.acquire(blocking=False):
             return False
@@ -532,6 +547,9 @@ class Outbox:
                 self._staged[:0] = staged
         finally:
             self._write_lock.release()
+        if (now := time.perf_counter()) - started > SLOW_COMMIT:
+            self.slow_commits += 1
+            self._loop_commits_from = now + SLOW_BACKOFF
         if written is None or not written[1]:  # the marks are retried
             with self._cond:
                 self._delivered[:0] = delivered
@@ -849,6 +867,7 @@ class Outbox:
             "outbox_committed": self.committed,
             "outbox_groups": self.groups,
             "outbox_loop_groups": self.loop_groups,
+            "outbox_slow_commits": self.slow_commits,
             "outbox_refused": self.refused,
             "outbox_left_over": self.left_over,
             "outbox_failing": self.failing,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import struct
 
 import pytest
 
@@ -242,7 +243,6 @@ def test_out_of_descriptors_backs_off_logs_once_each_time_and_serves_once_freed(
     error raised, logs "Exception in callback" thousands of times a second). Once the
     descriptors are back, the queued client is served."""
     import queue
-    import struct
     import subprocess
     import sys
     import threading
@@ -289,3 +289,45 @@ def test_out_of_descriptors_backs_off_logs_once_each_time_and_serves_once_freed(
             proc.kill()
         proc.wait(10)
         pump.join(5)
+
+
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_a_server_stopped_mid_flood_leaves_no_socket_to_the_gc(kind: str) -> None:
+    """Stopped while connects pour in, the listener cancels the hand-overs under way. One
+    cancelled before its first step never runs, and its accepted socket was left to the
+    garbage collector ("unclosed <socket.socket ...>", 24 runs in 25 on uvloop, 25 in 25 on
+    asyncio): closed late, and by whatever finalizer happens to run."""
+    import signal
+    import threading
+
+    from tests.procs import running
+
+    warn = {"PYTHONWARNINGS": "always::ResourceWarning"}
+    with running("eco", "--port", "0", "--loop", kind, "--log-level", "ERROR", env=warn) as eco:
+        done = threading.Event()
+        connects = [0]
+
+        def flood() -> None:
+            while not done.is_set():
+                try:
+                    s = socket.create_connection((eco.host, eco.port), timeout=2)
+                except OSError:
+                    continue
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+                connects[0] += 1
+
+        threads = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            while connects[0] < 300 and eco.proc.poll() is None:
+                done.wait(0.01)
+            assert eco.stop(signal.SIGTERM) == 0
+        finally:
+            done.set()
+            for t in threads:
+                t.join(10)
+        output = "".join(eco.output)
+        assert "ResourceWarning" not in output, output[-2000:]
+        assert "Traceback" not in output and "destroyed" not in output, output[-2000:]

@@ -347,3 +347,48 @@ def test_a_write_lock_held_by_another_process_never_makes_the_loops_commit_wait(
             holder.kill()
             holder.wait(10)
         store.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_loop_commit_sends_the_next_ones_to_the_writer_for_a_while(tmp_path, monkeypatch):
+    """A loop commit held by the disk (played by a trigger that sleeps 50 ms) stalls every
+    student on the loop; the commits after it go to the writer thread for SLOW_BACKOFF, so
+    a slow disk costs the loop one stall, not one per commit. Then the loop commits again."""
+    import time
+
+    from roles import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "SLOW_BACKOFF", 0.3)
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(ProfesorClient(_nowhere(), timeout=0.5), path)
+    loop_groups: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        outbox.bind(loop)
+        while outbox.store is None:
+            await asyncio.sleep(0.01)
+        store = outbox.store
+        with store._lock:
+            store._db.create_function("stall", 0, lambda: time.sleep(0.05))
+            store._db.execute(
+                "CREATE TEMP TRIGGER slow BEFORE INSERT ON outbox WHEN NEW.key = 'slow' "
+                "BEGIN SELECT stall(); END"
+            )
+        for key in ["a", "slow", "b", "c", "pause", "d"]:
+            if key == "pause":
+                await asyncio.sleep(0.4)  # past SLOW_BACKOFF
+                continue
+            done = loop.create_future()
+            outbox.commit(key, done.set_result)
+            assert await asyncio.wait_for(done, 10) is None
+            loop_groups.append(outbox.loop_groups)
+
+    try:
+        asyncio.run(main())
+    finally:
+        outbox.close(0.1)
+    # a and slow on the loop; b and c by the writer (the loop's count stays); d on the loop
+    assert loop_groups == [1, 2, 2, 2, 3], (loop_groups, outbox.stats())
+    assert outbox.slow_commits == 1
+    assert _keys(path) == {"a", "slow", "b", "c", "d"}
