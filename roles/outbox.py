@@ -196,7 +196,8 @@ class OutboxStore:
                 db.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                # The extended codes too (SQLITE_BUSY_RECOVERY: another process recovering).
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
                 if time.monotonic() + pause > deadline:
                     raise OutboxBusy(f"{self.path} is locked by another process: {exc}") from exc
