@@ -185,11 +185,14 @@ BOOK_PAIRS = {
 
 
 def _pair_session(server, peer, chunk_size, payload, n, warmup, placement="unpinned", block=1):
-    """One session: fresh connections to both servers, warmed alike, rounds interleaved."""
-    ours_server, peer_server = server("ayudantia"), server(peer)
-    with _placement(placement, [ours_server.process.pid, peer_server.process.pid]):
-        ours = _peers.AyudantiaClient(ours_server.port, "raw", chunk_size)
-        theirs = _peers.peer_client(peer, peer_server.port)
+    """One session: fresh connections to both sides, warmed alike, rounds interleaved.
+
+    Both sides are served by one thread of one peer process (``duo-<peer>``), so that
+    whatever core the scheduler wakes it on, both sides of the pair pay the same."""
+    duo = server(f"duo-{peer}")
+    with _placement(placement, [duo.process.pid]):
+        ours = _peers.AyudantiaClient(duo.ports[0], "raw", chunk_size)
+        theirs = _peers.peer_client(peer, duo.ports[1])
         try:
             t_ours, t_peer = _paired.interleave(
                 _paired.timed(ours.round_trip, lambda: (payload,)),
