@@ -190,13 +190,6 @@ def _serve_zmq(ready: Any) -> None:
         rep.send(ACK)
 
 
-def _duo_round_ayudantia(conn: Any) -> None:
-    from protocol import codecs
-
-    conn.recv_message()
-    conn.send_payload(codecs.get("raw").id, ACK)
-
-
 def _duo_round_baseline(sock: socket.socket, head: bytearray) -> bool:
     if not _recv_exact_into(sock, memoryview(head)):
         return False
@@ -253,10 +246,16 @@ def _serve_duo(other: str, ready: Any) -> None:
                 }:
                     raise EOFError
                 conn = Connection(sock, codec="json", accept=codecs.available())
+                # Each side's round is written out here, its names looked up once, as a
+                # server would: a per-round ``from protocol import codecs`` and registry
+                # lookup (in a helper) cost ayudantia's side 6k instructions a round that
+                # multiprocessing's inline ``recv_bytes``/``send_bytes`` did not pay.
+                raw_id = codecs.get("raw").id
                 while True:
                     for key, _events in sel.select():
                         if key.data == "ours":
-                            _duo_round_ayudantia(conn)
+                            conn.recv_message()
+                            conn.send_payload(raw_id, ACK)
                         elif other == "mpconn":
                             peer.recv_bytes()
                             peer.send_bytes(ACK)

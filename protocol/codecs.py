@@ -17,7 +17,7 @@ import pickle
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 import orjson
@@ -217,6 +217,9 @@ BUILTINS: tuple[Codec, ...] = (
         "compact binary, readable by any language",
     ),
 )
+# The raw codec itself: a front-end that holds a bytearray payload may skip its decode,
+# which hands a bytearray over as it is (see _raw_decode), when the codec ``is`` this one.
+RAW: Final = BUILTINS[0]
 
 DEFAULT_ACCEPT = frozenset({"raw", "json", "msgpack"})
 

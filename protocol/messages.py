@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from protocol.codecs import Codec
 from protocol.events import Message
-from protocol.header import HEADER_SIZE, echo_chunk_size
+from protocol.header import echo_chunk_size
 
 _new = tuple.__new__  # a named tuple from its fields, without the generated __new__
 
@@ -58,14 +58,6 @@ class Received(NamedTuple):
                 event.encoding_id,
             ),
         )
-
-    @classmethod
-    def plain(cls, codec: Codec, payload: bytearray, max_message: int) -> Received:
-        """A one-frame message without encoding, decoded: what :meth:`decoded` makes of
-        its :class:`Message`, for a front-end that took it without building one
-        (:meth:`protocol.decoder.FrameDecoder.read_message`)."""
-        obj = codec.decode(payload, max_message=max_message)
-        return _new(cls, (codec, obj, payload, 1, 0, HEADER_SIZE + len(payload), 0))
 
     @property
     def echo_chunk_size(self) -> int:

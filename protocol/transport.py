@@ -32,7 +32,7 @@ from types import EllipsisType
 from typing import IO, Any, Final
 
 from protocol import codecs
-from protocol.codecs import DEFAULT_ACCEPT, Codec, Registry
+from protocol.codecs import DEFAULT_ACCEPT, RAW, Codec, Registry
 from protocol.encoder import plan_message
 from protocol.encodings import Compression
 from protocol.errors import (
@@ -284,13 +284,18 @@ class Connection:
     def send(
         self, obj: Any, *, codec: str | Codec | None = None, chunk_size: int | None = None
     ) -> Sent:
-        """Encode ``obj`` and send it as one message, chunked at ``chunk_size``."""
+        """Encode ``obj`` and send it as one message, chunked at ``chunk_size``.
+
+        Raw ``bytes`` are their own encoding (raw's encode hands them back as they are), so
+        for them the two calls of an encode are skipped: a small round trip felt them.
+        """
         use = (
             self.codec
             if codec is None
             else (codec if isinstance(codec, Codec) else self._registry.get(codec))
         )
-        return self.send_payload(use.id, use.encode(obj), chunk_size=chunk_size)
+        payload = obj if use is RAW and type(obj) is bytes else use.encode(obj)
+        return self.send_payload(use.id, payload, chunk_size=chunk_size)
 
     def send_payload(
         self,
@@ -695,7 +700,13 @@ class Connection:
             finally:
                 lock.release()
             if payload is not None:  # codec: what self._check, the decoder's, answered
-                return Received.plain(codec, payload, self.max_message)
+                # What Received.decoded makes of a one-frame message without encoding,
+                # built here rather than in a call: a raw payload is its own object (raw's
+                # decode hands a bytearray over as it is), anything else is decoded.
+                obj = (
+                    payload if codec is RAW else codec.decode(payload, max_message=self.max_message)
+                )
+                return _new(Received, (codec, obj, payload, 1, 0, HEADER_SIZE + len(payload), 0))
         event = self._next_event(stream=False)
         if type(event) is not Message:
             raise self._fail("recv() while a streamed message was still being read")

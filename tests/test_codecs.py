@@ -469,6 +469,25 @@ def test_accept_checker_refuses_pickle_by_default() -> None:
         check(77)
 
 
+def test_accept_checker_remembers_only_what_it_accepted() -> None:
+    """The checker answers a known id from its cache in C; a refusal and an unknown id are
+    judged again every time (an id registered later is then found, and judged)."""
+    reg = Registry(load_plugins=False)
+    reg.register(_rot13())
+    check = reg.accept_checker({"raw", "rot13"})
+    for _ in range(2):
+        with pytest.raises(ContentDisallowed):
+            check(1)  # json: known, outside the accept-list
+        with pytest.raises(UnknownCodec):
+            check(65)  # nobody registered it yet
+    assert check(0) is check(0) is reg.get("raw")
+    assert check(64) is reg.get("rot13")
+    reg.register(_rot13("rot13-late", 65))
+    with pytest.raises(ContentDisallowed):
+        check(65)  # found now, and refused: it is not on the list
+    assert reg.accept_checker({"rot13", "raw"}) is check  # shared per accept-list
+
+
 def test_accept_checker_rejects_unknown_names() -> None:
     with pytest.raises(UnknownCodec):
         REGISTRY.accept_checker({"json", "jsno"})

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from protocol import codecs
 from protocol.decoder import _STAGE_SIZE
 from protocol.encodings import compression_for
-from protocol.errors import BadMagic, ContentDisallowed, MessageTooLarge, Timeout
+from protocol.errors import BadMagic, ContentDisallowed, EncodeError, MessageTooLarge, Timeout
 from protocol.framing import CLOSED, HEADER_SIZE, NEED_DATA, FrameDecoder, encode_message
 from protocol.transport import Connection
 
@@ -342,3 +342,28 @@ def test_a_send_timeout_assigned_later_bounds_a_send_to_a_peer_that_never_reads(
     finally:
         a.close()
         right.close()
+
+
+def test_only_raw_skips_the_decode_and_only_bytes_skip_the_encode() -> None:
+    """A raw payload is its own object, so the fast paths skip raw's decode and, for
+    ``bytes``, its encode; every other codec and type still goes through the codec."""
+    left, right = socket.socketpair()
+    a = Connection(left, codec="raw")
+    b = Connection(right, codec="raw", accept={"raw", "json"})
+    try:
+        a.send(b"bytes")
+        got = b.recv_message()
+        assert got.obj is got.payload and got.obj == b"bytes"
+        a.send(bytearray(b"copied"))  # raw's encode makes bytes of it, as before
+        assert b.recv_message().obj == b"copied"
+        a.send({"k": [1]}, codec="json")
+        assert b.recv_message().obj == {"k": [1]}  # decoded, not handed over as bytes
+        with pytest.raises(EncodeError):
+            a.send("not bytes")  # raw carries bytes only
+        with pytest.raises(EncodeError):
+            a.send(5)
+        a.send(b"still usable")  # a refused encode sent nothing
+        assert b.recv_message().obj == b"still usable"
+    finally:
+        a.close()
+        b.close()
