@@ -149,6 +149,7 @@ def test_small_message_through_the_eco(benchmark, benchmarking):
         figure="eco.small.vs-mpconn-echo",
         numerator="ayudantia eco (raw, client with no project code)",
         denominator="multiprocessing.connection echo",
+        placement=result["placement"],
         values=[s["ratio"] for s in sessions],
         sessions=[
             {**s, "numerator_s": s["ayudantia_us"] / 1e6, "denominator_s": s["mp_us"] / 1e6}

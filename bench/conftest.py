@@ -32,7 +32,7 @@ SMALL_WARMUP = 100
 MEMORY_ROUNDS = 3
 # Paired figures (bench._paired): sessions of interleaved rounds, fresh connections each.
 SESSIONS = 5
-PAIR_BOOK_ROUNDS = 100
+PAIR_BOOK_ROUNDS = 400  # a pair of book rounds is about 1 ms: 0.4 s a session
 PAIR_BOOK_WARMUP = 5
 PAIR_BOOK_BLOCK = 10  # book rounds alternate in blocks of 10 (5-10 ms each)
 PAIR_SMALL_ROUNDS = 2000

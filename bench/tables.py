@@ -56,15 +56,25 @@ def pairs_section(res: Results) -> str:
                 ", ".join(f"{s['ratio']:.3f}" for s in sessions),
                 ", ".join(f"{s['ratio_q1']:.2f}-{s['ratio_q3']:.2f}" for s in sessions),
                 sessions[0]["rounds"],
+                b.info.get("placement", "unpinned"),
             )
         )
     return (
         "Each ratio is one test alternating both sides round by round or in short blocks "
         "(which side goes first swapping every block), in sessions of fresh connections "
         "warmed alike. Per session: the median of the per-round time ratio (round i of one "
-        "side over round i of the other), and its interquartile range.\n\n"
+        "side over round i of the other), and its interquartile range. Placement: "
+        "*split*, the benchmark on one CPU and the peer process on another; *pinned*, both "
+        "on one; *unpinned*, where the scheduler puts them.\n\n"
         + table(
-            ["figure", "time ratio", "session medians", "session IQRs", "rounds per session"],
+            [
+                "figure",
+                "time ratio",
+                "session medians",
+                "session IQRs",
+                "rounds per session",
+                "placement",
+            ],
             rows,
         )
     )
