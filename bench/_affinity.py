@@ -54,16 +54,18 @@ def split(peers: list[int]) -> Iterator[tuple[int, int]]:
 
 @contextlib.contextmanager
 def _placed(peers: list[int], own_cpu: int, peer_cpu: int) -> Iterator[None]:
+    """Every thread of ``peers`` on ``peer_cpu`` and the calling thread on ``own_cpu``; on
+    exit, however it came (a failed move included), each back where it was."""
     mine = os.sched_getaffinity(0)
     saved: dict[int, dict[int, set[int]]] = {}
-    for pid in peers:
-        saved[pid] = {}
-        for tid in _threads(pid):
-            with contextlib.suppress(OSError):
-                saved[pid][tid] = os.sched_getaffinity(tid)
-                os.sched_setaffinity(tid, {peer_cpu})
-    os.sched_setaffinity(0, {own_cpu})
     try:
+        for pid in peers:
+            saved[pid] = {}
+            for tid in _threads(pid):
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    saved[pid][tid] = os.sched_getaffinity(tid)
+                    os.sched_setaffinity(tid, {peer_cpu})
+        os.sched_setaffinity(0, {own_cpu})
         yield
     finally:
         os.sched_setaffinity(0, mine)

@@ -56,7 +56,7 @@ def pairs_section(res: Results) -> str:
                 ", ".join(f"{s['ratio']:.3f}" for s in sessions),
                 ", ".join(f"{s['ratio_q1']:.2f}-{s['ratio_q3']:.2f}" for s in sessions),
                 sessions[0]["rounds"],
-                b.info.get("placement", "unpinned"),
+                b.info.get("placement", "not recorded"),
             )
         )
     return (
@@ -65,7 +65,8 @@ def pairs_section(res: Results) -> str:
         "warmed alike. Per session: the median of the per-round time ratio (round i of one "
         "side over round i of the other), and its interquartile range. Placement: "
         "*split*, the benchmark on one CPU and the peer process on another; *pinned*, both "
-        "on one; *unpinned*, where the scheduler puts them.\n\n"
+        "on one; *unpinned*, where the scheduler puts them; *servers co-placed, client free*, "
+        "both echo servers on one CPU, the client where the scheduler puts it.\n\n"
         + table(
             [
                 "figure",

@@ -308,3 +308,23 @@ def test_compare_two_sessions_side_by_side(tmp_path):
     assert "**1 verdicts differ.**" in text
     row = next(line for line in text.splitlines() if line.startswith("| `transfer.raw-whole."))
     assert "171%" in row and row.rstrip().endswith("| **no** |")
+
+
+def test_pairs_table_says_where_each_pair_ran(tmp_path):
+    from bench.tables import pairs_section
+
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    split = _pair("book.raw-whole.vs-mpconn", [1.0, 1.1])
+    split["extra_info"]["placement"] = "split"
+    data["benchmarks"] = [_pair("small.raw.vs-mpconn.unpinned", [1.0]), split]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in pairs_section(load(path)).splitlines()
+        if line.startswith("| `")
+    }
+    assert rows == {
+        "`book.raw-whole.vs-mpconn`": "split",
+        "`small.raw.vs-mpconn.unpinned`": "not recorded",  # older JSON: no guess
+    }
