@@ -55,7 +55,7 @@ from protocol.events import CLOSED, NEED_DATA, Chunk, Message
 from protocol.flow import FlowControl
 from protocol.handler import Handler, Inbox
 from protocol.handshake import Handshake, SessionKeys, handshake_timeout
-from protocol.header import check_chunk_size, frame_count, pack_header
+from protocol.header import HEADER_SIZE, check_chunk_size, frame_count, pack_header
 from protocol.messages import Received, Sent
 from protocol.options import DEFAULT_MAX_HELD, DEFAULT_WRITE_HIGH, Limits, Speech
 from protocol.receipts import Receipts
@@ -236,6 +236,20 @@ class FrameConnection(asyncio.Protocol):
             data = self._handshake_data(data)
             if not data:
                 return
+        flow = self._flow
+        if not flow.blocked and not flow.yielding and self._turn < _TURN:
+            # One whole small message in one read, the usual case: handled as _process
+            # would, without staging it in the decoder and asking it twice.
+            try:
+                event = self._decoder.take_frame(data, self._stream_pred)
+            except AyudantiaError as exc:
+                self._abort(exc)
+                return
+            if event is not None:
+                self._turn += 1
+                if self._handle(event) and not self._closing:
+                    self._deadlines.message_started(False)
+                return
         try:
             self._decoder.receive_data(data)
         except AyudantiaError as exc:
@@ -333,17 +347,23 @@ class FrameConnection(asyncio.Protocol):
                     self._maybe_finish()
                 break
             self._turn += 1
-            try:
-                self._dispatch(event)  # type: ignore[arg-type]
-            except AyudantiaError as exc:
-                self._abort(exc)
-                return
-            except Exception as exc:  # a bug in a handler: drop this peer, keep serving
-                log.exception("%s: handler failed on %s", self.name, self.peer)
-                self._abort(exc)
+            if not self._handle(event):  # type: ignore[arg-type]
                 return
         if not self._closing:
             self._deadlines.message_started(decoder.in_message)
+
+    def _handle(self, event: Message | Chunk) -> bool:
+        """Dispatch ``event``; False when that failed and this peer was dropped."""
+        try:
+            self._dispatch(event)
+        except AyudantiaError as exc:
+            self._abort(exc)
+            return False
+        except Exception as exc:  # a bug in a handler: drop this peer, keep serving
+            log.exception("%s: handler failed on %s", self.name, self.peer)
+            self._abort(exc)
+            return False
+        return True
 
     def _dispatch(self, event: Message | Chunk) -> None:
         if isinstance(event, Chunk):
@@ -506,6 +526,16 @@ class FrameConnection(asyncio.Protocol):
         """Queue one frame of a streamed message (the caller keeps messages from interleaving)."""
         transport = self._live_transport()
         compress = self.compression if compression is ... else compression
+        length = len(data)
+        if compress is None and self._signer is None and length < _JOIN_BELOW:
+            # A plain small frame, what frame_buffers and _write_all would make of it written
+            # out: one header, one joined write (an echo's small message is mostly this).
+            transport.write(pack_header(codec_id, length, more=more) + data)
+            self._out_open = more
+            self.frames_sent += 1
+            wire = HEADER_SIZE + length
+            self.bytes_sent += wire
+            return wire
         buffers = frame_buffers(
             codec_id, data, more=more, signer=self._signer, compression=compress
         )

@@ -286,6 +286,48 @@ class FrameDecoder:
         self._start = stop
         return n, codec, stage[HEADER_SIZE:stop]
 
+    def take_frame(
+        self, data: bytes, stream: bool | Callable[[int], bool] = False
+    ) -> Message | Chunk | None:
+        """``data`` as the event it is when it is exactly one whole plain frame between
+        messages (an event loop's read of one small message): what :meth:`receive_data`
+        then :meth:`next_event` would return, without staging it. Otherwise None, having
+        taken nothing, and the caller feeds ``data`` to :meth:`receive_data` as usual,
+        which raises whatever is wrong with it. A codec outside the accept-list is refused
+        here, as it would be there, and the decoder stays failed.
+        """
+        if (
+            self._start != self._end
+            or self._in_message
+            or self._verifier is not None
+            or self._error is not None
+            or self._eof
+            or self._lent is not None
+            or len(data) < HEADER_SIZE
+        ):
+            return None
+        magic, version, codec_id, flags, reserved, length = HEADER.unpack_from(data)
+        if (
+            magic != MAGIC
+            or version != VERSION
+            or flags
+            or reserved
+            or length > self.max_message
+            or HEADER_SIZE + length != len(data)
+        ):
+            return None
+        if self._check_codec is not None:
+            try:
+                self._check_codec(codec_id)
+            except AyudantiaError as exc:
+                self._error = exc
+                raise
+        payload = bytearray(data)  # a bytearray, as the staged path's payload is
+        del payload[:HEADER_SIZE]  # (from the front: CPython moves the start, no copy)
+        if stream is not False and (stream(codec_id) if callable(stream) else stream):
+            return _new(Chunk, (codec_id, payload, 0, True, 0))
+        return _new(Message, (codec_id, payload, 1, 0, HEADER_SIZE + length, 0))
+
     def _read_into_stage(self, recv_into: Callable[[bytearray | memoryview], int]) -> int:
         """With nothing staged, one read into the staging area's start; 0 records EOF.
 

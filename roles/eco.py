@@ -39,7 +39,8 @@ class Eco(Server):
         )
 
     def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
-        compression = compression_by_id(chunk.encoding_id)
+        encoding_id = chunk.encoding_id
+        compression = compression_by_id(encoding_id) if encoding_id else None
         conn.send_frame(chunk.codec_id, chunk.data, more=not chunk.last, compression=compression)
 
     def decode_failed(self, conn: FrameConnection, error: DecodeError) -> None:
