@@ -39,8 +39,7 @@ class Eco(Server):
         )
 
     def chunk_received(self, conn: FrameConnection, chunk: Chunk) -> None:
-        encoding_id = chunk.encoding_id
-        compression = compression_by_id(encoding_id) if encoding_id else None
+        compression = compression_by_id(chunk.encoding_id)
         conn.send_frame(chunk.codec_id, chunk.data, more=not chunk.last, compression=compression)
 
     def decode_failed(self, conn: FrameConnection, error: DecodeError) -> None:
